@@ -1,0 +1,211 @@
+"""Everything shaped like Alipay's API: page-pay parameters, the trade-status table, answers of
+``alipay.trade.query`` / ``alipay.trade.close``, error codes and asynchronous notifications.
+
+No I/O here; ``adapters.alipay.adapter`` does the calls and the signature checks.
+Verified against python-alipay-sdk 3.4.0 and Alipay's open-platform documentation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from types import MappingProxyType
+from typing import Any
+
+from adapters.base import CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
+from adapters.errors import (
+    GatewayError,
+    GatewayProtocolError,
+    GatewayRefused,
+    GatewayUnavailable,
+    UnsupportedOperation,
+    WebhookPayloadError,
+)
+from service.money import AmountError, to_major, to_minor
+
+GATEWAY = "Alipay"
+CURRENCY = "CNY"
+CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # every Alipay time is China time, no DST
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+SUBJECT_LIMIT = 256  # characters, not bytes
+MIN_FEN, MAX_FEN = 1, 100_000_000_00  # 0.01 … 100,000,000.00 yuan
+# Alipay's timeouts are minute-granular (timeout_express: 1m … 15d). A time_expire seconds away
+# would race the customer at the cashier; payrelay closes the trade at its own expiry anyway, so
+# time_expire is only the backstop for when that close cannot get through.
+EXPIRE_MIN_LEAD = 60
+EXPIRE_MAX_LEAD = 15 * 86400
+
+STATUS: Mapping[str, Status] = MappingProxyType({
+    "WAIT_BUYER_PAY": Status.WAITING,  # trade created at the cashier, not paid
+    "TRADE_SUCCESS": Status.SUCCEEDED,  # paid; refundable
+    "TRADE_FINISHED": Status.SUCCEEDED,  # paid; refund window over
+    "TRADE_CLOSED": Status.CLOSED,  # unpaid and closed/expired, or fully refunded (never a move back)
+})
+
+SUCCESS_CODE = "10000"
+BUSINESS_FAILED = "40004"
+TRADE_NOT_EXIST = "ACQ.TRADE_NOT_EXIST"  # page pay: the customer never opened the cashier
+TRADE_STATUS_ERROR = "ACQ.TRADE_STATUS_ERROR"  # close: the trade is paid (or closed) already
+UNAVAILABLE_CODES = frozenset({"20000"})  # "Service Currently Unavailable"
+UNAVAILABLE_SUB_CODES = frozenset({"ACQ.SYSTEM_ERROR", "aop.ACQ.SYSTEM_ERROR", "isp.unknow-error"})
+
+
+def status_of(trade_status: str) -> Status:
+    return map_state(STATUS, trade_status, GATEWAY)
+
+
+def china_time(unix: float) -> str:
+    return datetime.fromtimestamp(unix, CHINA).strftime(TIME_FORMAT)
+
+
+def time_expire(expires_at: int, now: float) -> str:
+    """``expires_at`` (unix seconds) as Alipay's time_expire, clamped to what Alipay takes."""
+    clamped = min(max(expires_at, int(now) + EXPIRE_MIN_LEAD), int(now) + EXPIRE_MAX_LEAD)
+    return china_time(clamped)
+
+
+def subject(description: str, payment_id: str) -> str:
+    """The order title the cashier shows: the description cut by characters; never empty."""
+    return (description.strip() or f"Payment {payment_id}")[:SUBJECT_LIMIT]
+
+
+def page_pay_params(request: CreateRequest, notify_url: str, now: float) -> dict[str, str]:
+    """Keyword arguments of ``AliPay.api_alipay_trade_page_pay`` for one payment."""
+    if not request.online:
+        raise UnsupportedOperation("Alipay page pay has no off-session charge", param="onlineScenario")
+    if request.save_method:
+        raise UnsupportedOperation("Alipay page pay cannot save a payment method",
+                                   param="supportOfflineScenario")
+    if request.amount.currency != CURRENCY:
+        raise UnsupportedOperation(f"Alipay page pay takes {CURRENCY} only, not {request.amount.currency}",
+                                   param="currency")
+    if not MIN_FEN <= request.amount.minor <= MAX_FEN:
+        raise UnsupportedOperation("Alipay takes 0.01 to 100000000.00 CNY", param="amount")
+    return {
+        "subject": subject(request.description, request.payment_id),
+        "out_trade_no": request.payment_id,
+        "total_amount": to_major(request.amount.minor, CURRENCY),
+        "return_url": request.complete_url,
+        "notify_url": notify_url,
+        "time_expire": time_expire(request.expires_at, now),
+    }
+
+
+def _amount(value: object) -> Money:
+    if not isinstance(value, str):
+        raise AmountError("missing")
+    return Money(to_minor(value, CURRENCY), CURRENCY)
+
+
+# -- synchronous answers (already signature-checked by the SDK) ---------------------------------
+
+
+def trade_state(payment_id: str, answer: Mapping[str, Any]) -> GatewayState:
+    """A verified ``alipay_trade_query_response`` as our state; errors raise GatewayError."""
+    if answer.get("code") != SUCCESS_CODE:
+        if answer.get("code") == BUSINESS_FAILED and answer.get("sub_code") == TRADE_NOT_EXIST:
+            return GatewayState(payment_id, None, TRADE_NOT_EXIST)
+        raise business_error("query", answer)
+    _same_trade(payment_id, answer)
+    trade_status = answer.get("trade_status")
+    if not isinstance(trade_status, str):
+        raise GatewayProtocolError("Alipay's query answer has no trade_status")
+    try:
+        amount = _amount(answer.get("total_amount"))
+    except AmountError as exc:
+        raise GatewayProtocolError(f"Alipay's query answer has a bad total_amount: {exc}") from exc
+    return GatewayState(
+        payment_id=payment_id,
+        status=status_of(trade_status),
+        gateway_state=trade_status,
+        gateway_reference=_text(answer.get("trade_no")),
+        amount=amount,
+    )
+
+
+def close_outcome(payment_id: str, answer: Mapping[str, Any]) -> GatewayState | None:
+    """A verified ``alipay_trade_close_response``: the state after closing, or None when the
+    trade's status forbids closing (paid or closed already: the caller asks what it is)."""
+    code, sub_code = answer.get("code"), answer.get("sub_code")
+    if code == SUCCESS_CODE:
+        _same_trade(payment_id, answer)
+        return GatewayState(payment_id, Status.CLOSED, "TRADE_CLOSED", _text(answer.get("trade_no")))
+    if code == BUSINESS_FAILED and sub_code == TRADE_NOT_EXIST:
+        return GatewayState(payment_id, None, TRADE_NOT_EXIST)
+    if code == BUSINESS_FAILED and sub_code == TRADE_STATUS_ERROR:
+        return None
+    raise business_error("close", answer)
+
+
+def business_error(operation: str, answer: Mapping[str, Any]) -> GatewayError:
+    """An Alipay error answer (``code`` other than 10000) as one of our errors."""
+    code = str(answer.get("code") or "?")
+    sub_code = str(answer.get("sub_code") or "")
+    detail = " ".join(str(part) for part in (answer.get("msg"), answer.get("sub_msg")) if part)
+    message = f"Alipay refused the {operation}: {code} {sub_code} {detail}".replace("  ", " ").strip()
+    if code in UNAVAILABLE_CODES or sub_code in UNAVAILABLE_SUB_CODES:
+        return GatewayUnavailable(message, code=sub_code or code)
+    return GatewayRefused(message, code=sub_code or code)
+
+
+def unsigned_error(operation: str, raw: str) -> GatewayError:
+    """An answer the SDK refused because it carries no signature (Alipay leaves its gateway-level
+    errors, e.g. isv.invalid-signature, unsigned). Read only to say why; never trusted as state."""
+    try:
+        document = json.loads(raw[raw.index("{"):])
+        answer = next(value for value in document.values() if isinstance(value, dict))
+    except (ValueError, StopIteration, AttributeError):
+        return GatewayProtocolError(f"Alipay answered the {operation} with something unreadable")
+    if answer.get("code") == SUCCESS_CODE:
+        return GatewayProtocolError(f"Alipay's answer to the {operation} is not signed")
+    return business_error(operation, answer)
+
+
+def _same_trade(payment_id: str, answer: Mapping[str, Any]) -> None:
+    out_trade_no = answer.get("out_trade_no")
+    if out_trade_no is not None and out_trade_no != payment_id:
+        raise GatewayProtocolError(f"Alipay answered about trade {out_trade_no!r}, not {payment_id!r}")
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+# -- asynchronous notifications -------------------------------------------------------------------
+
+
+def signed_content(fields: Mapping[str, str]) -> str:
+    """What Alipay signs in a notification: every field but sign and sign_type, sorted by name,
+    as raw ``k=v`` joined by ``&`` (blank values included, as python-alipay-sdk's verify does)."""
+    return "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type"))
+
+
+def notification_event(fields: Mapping[str, str], app_id: str) -> WebhookEvent:
+    """A notification whose signature was verified, as an event; unusable content raises
+    WebhookPayloadError."""
+    if fields.get("app_id") != app_id:
+        raise WebhookPayloadError("notification is for another app_id")
+    payment_id = fields.get("out_trade_no")
+    if not payment_id:
+        raise WebhookPayloadError("notification has no out_trade_no")
+    trade_status = fields.get("trade_status", "")
+    try:
+        status = status_of(trade_status)
+    except GatewayProtocolError as exc:
+        raise WebhookPayloadError(f"notification has an unknown trade_status {trade_status!r}") from exc
+    try:
+        amount = _amount(fields.get("total_amount"))
+    except AmountError as exc:
+        raise WebhookPayloadError(f"notification has a bad total_amount: {exc}") from exc
+    event_id = fields.get("notify_id") or "{}:{}:{}".format(
+        payment_id, trade_status, fields.get("gmt_payment") or fields.get("gmt_close") or ""
+    )
+    state = GatewayState(
+        payment_id=payment_id,
+        status=status,
+        gateway_state=trade_status,
+        gateway_reference=fields.get("trade_no") or None,
+        amount=amount,
+    )
+    return WebhookEvent(event_id=event_id, state=state)

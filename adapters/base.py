@@ -1,0 +1,147 @@
+"""The adapter interface: what payrelay needs from a payment gateway, and nothing more.
+
+Data crossing the interface are frozen dataclasses; money is integer minor units plus currency.
+Each adapter declares its capabilities as class data and keeps its gateway-state table next to
+its code, looked up through :func:`map_state`, which raises on a state it does not know.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+from adapters.errors import GatewayProtocolError
+
+
+class Status(enum.StrEnum):
+    WAITING = "waiting"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CLOSED})
+
+
+@dataclass(frozen=True)
+class Money:
+    minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    payment_id: str  # our order number: out_trade_no / client_reference_id / idempotency key
+    amount: Money
+    description: str
+    complete_url: str
+    cancel_url: str
+    expires_at: int  # unix seconds; adapters clamp to their gateway's window
+    customer: str | None = None
+    online: bool = True
+    save_method: bool = False
+
+
+@dataclass(frozen=True)
+class Created:
+    payment_url: str | None
+    gateway_reference: str | None
+    status: Status = Status.WAITING
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class PaymentRef:
+    """What an adapter needs to find a payment at its gateway again."""
+
+    payment_id: str
+    gateway_reference: str | None
+    amount: Money
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    """The gateway's word about one payment, from a query, a close or a verified webhook.
+
+    ``status`` is None when the gateway holds no order under this payment id (it never existed,
+    e.g. an Alipay cashier that was never opened). After a close that is as closed as the gateway
+    can make it; where the gateway creates orders lazily (Alipay), its own time_expire refuses
+    payment later, and a payment made before that arrives as a late payment.
+    ``amount`` is what the gateway says was (or is to be) charged; the service compares it with
+    the payment and flags an integrity error on a mismatch.
+    """
+
+    payment_id: str
+    status: Status | None
+    gateway_state: str
+    gateway_reference: str | None = None
+    amount: Money | None = None
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    event_id: str  # the gateway's id for this notification, for dedupe
+    state: GatewayState
+
+
+@dataclass(frozen=True)
+class WebhookReply:
+    """The acknowledgement in the gateway's own format."""
+
+    status_code: int
+    body: bytes = b""
+    media_type: str | None = None
+
+
+def map_state(table: Mapping[str, Status], state: str, gateway: str) -> Status:
+    """Look a gateway state up in an adapter's table; an unknown state is a protocol error."""
+    try:
+        return table[state]
+    except KeyError:
+        raise GatewayProtocolError(f"{gateway} answered an unknown state {state!r}") from None
+
+
+class Adapter(abc.ABC):
+    """One gateway. Instances are built from settings once and shared by all requests."""
+
+    gateway_type: ClassVar[str]  # the paymentGatewayType, e.g. "stripe-connect"
+    webhook_name: ClassVar[str]  # the path segment of its webhook, e.g. "stripe"
+    currencies: ClassVar[frozenset[str] | None]  # None: any ISO 4217 currency
+    supports_offline: ClassVar[bool]
+    requires_https_redirects: ClassVar[bool] = False
+    customer_must_be_email: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    async def create(self, request: CreateRequest) -> Created: ...
+
+    @abc.abstractmethod
+    async def query(self, ref: PaymentRef) -> GatewayState: ...
+
+    @abc.abstractmethod
+    async def close(self, ref: PaymentRef) -> GatewayState:
+        """Close the order so it can no longer be paid; answer the gateway's state afterwards.
+
+        When the order turns out to be paid already, answer that state (status succeeded)
+        instead of raising: the caller applies whatever the gateway says.
+        """
+
+    @abc.abstractmethod
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:
+        """Verify and parse one webhook. None: verified but not about a payment we track
+        (an event type we do not use). Raises WebhookSignatureError / WebhookPayloadError."""
+
+    @abc.abstractmethod
+    def webhook_ok(self) -> WebhookReply:
+        """Handled: verified and applied, or a duplicate, stale or unknown event."""
+
+    @abc.abstractmethod
+    def webhook_fail(self, status_code: int, message: str) -> WebhookReply:
+        """Not handled: 400 rejected (forged, malformed), 503 not stored (the gateway retries)."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional: adapters without connections keep it
+        """Release connections."""

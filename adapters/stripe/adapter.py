@@ -1,0 +1,255 @@
+"""Stripe Checkout (and off-session PaymentIntents): the mechanics. The SDK client's lifetime, the
+one boundary where its exceptions become ours, and webhook verification.
+
+Checked in the installed SDK (``stripe`` 16.1.0):
+- ``StripeClient(…, stripe_account=…)`` sends ``Stripe-Account`` on every call (direct charges);
+  per-call ``options={"idempotency_key": …}`` sends ``Idempotency-Key`` (else it invents one);
+- its own ``HTTPXClient`` passes the form body to httpx as ``data=<str>``, which httpx 0.28
+  deprecates (a DeprecationWarning on every call); :class:`HttpxClient` sends it as ``content``;
+- errors: 400/404 ``InvalidRequestError`` (``IdempotencyError`` for a reused key), 401
+  ``AuthenticationError``, 402 ``CardError``, 403 ``PermissionError``, 429 ``RateLimitError``,
+  anything else (5xx, 409, a body that is not JSON) ``APIError`` with ``http_status``; transport
+  failures ``APIConnectionError``;
+- ``WebhookSignature.verify_header`` rejects old timestamps only, never future ones.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+import httpx
+import stripe
+
+from adapters.base import Adapter, Created, CreateRequest, GatewayState, PaymentRef, Status, WebhookEvent, WebhookReply
+from adapters.errors import (
+    GatewayProtocolError,
+    GatewayRefused,
+    GatewayUnavailable,
+    WebhookPayloadError,
+    WebhookSignatureError,
+)
+from adapters.stripe import transformers as tx
+
+if TYPE_CHECKING:
+    from service.settings import StripeConfig
+
+TIMEOUT = 10.0  # seconds per API call
+WEBHOOK_TOLERANCE = 300  # seconds a webhook's timestamp may be old (the SDK's check)
+# … or ahead of our clock. Judged at arrival, later than signing by the time in flight and with
+# the timestamp in whole seconds, so a margin keeps "more than 300 s ahead" reliably refused.
+FUTURE_TOLERANCE = WEBHOOK_TOLERANCE - 10
+T = TypeVar("T")
+
+
+class HttpxClient(stripe.HTTPClient):
+    """The SDK's async transport on httpx, sending the encoded form as the request's content."""
+
+    name = "httpx"
+
+    def __init__(self, timeout: float = TIMEOUT) -> None:
+        super().__init__()
+        self._http = httpx.AsyncClient(timeout=timeout, verify=ssl.create_default_context(cafile=stripe.ca_bundle_path))
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            answer = await self._http.request(method, url, headers=headers, content=post_data)
+        except httpx.HTTPError as exc:
+            raise stripe.APIConnectionError(f"could not reach Stripe ({type(exc).__name__})",
+                                            should_retry=True) from exc
+        return answer.content, answer.status_code, answer.headers
+
+    def sleep_async(self, secs: float) -> Awaitable[None]:
+        return anyio.sleep(secs)
+
+    async def close_async(self) -> None:
+        await self._http.aclose()
+
+
+def _code(exc: stripe.StripeError) -> str | None:
+    """Stripe's error code: the SDK copies it to ``code`` for some error classes only."""
+    code = exc.code or (exc.error.code if exc.error is not None else None)
+    return code if isinstance(code, str) else None
+
+
+class _Declined(GatewayRefused):
+    """A card error (402): for an off-session charge a result, elsewhere a refusal."""
+
+    def __init__(self, message: str, body: Any, code: str | None, param: str | None) -> None:
+        super().__init__(message, code=code, param=param)
+        self.body = body
+
+
+class StripeAdapter(Adapter):
+    gateway_type = "stripe-connect"
+    webhook_name = "stripe"
+    currencies = None
+    supports_offline = True
+    requires_https_redirects = True
+    customer_must_be_email = True
+
+    def __init__(self, config: StripeConfig, public_url: str) -> None:
+        self._config = config
+        self._key = config.secret_key.reveal()
+        self._http = HttpxClient()
+        self._client = stripe.StripeClient(
+            self._key,
+            stripe_account=config.connect_account,
+            base_addresses={"api": config.api_base} if config.api_base else None,
+            max_network_retries=0,  # payrelay retries, with the same idempotency key
+            http_client=self._http,
+        )
+        # the endpoint to register at Stripe (Stripe takes it from the dashboard, not per request)
+        self.webhook_url = f"{public_url.rstrip('/')}/webhooks/{self.webhook_name}"
+
+    async def aclose(self) -> None:
+        await self._http.close_async()
+
+    # -- the boundary -----------------------------------------------------------------------------
+
+    async def _sdk(self, call: Awaitable[T]) -> T:
+        """Await one SDK call; its exceptions become ours here and only here."""
+        try:
+            return await call
+        except stripe.CardError as exc:
+            raise _Declined(self._message(exc), exc.json_body, exc.code, exc.param) from exc
+        except stripe.IdempotencyError as exc:
+            raise GatewayRefused(self._message(exc), code="idempotency_error") from exc
+        except stripe.InvalidRequestError as exc:
+            raise GatewayRefused(self._message(exc), code=exc.code, param=exc.param) from exc
+        except stripe.AuthenticationError as exc:
+            raise GatewayRefused("Stripe refused the API key (PAYRELAY_STRIPE_SECRET_KEY)",
+                                 code="authentication_error") from exc
+        except stripe.PermissionError as exc:
+            raise GatewayRefused("Stripe refused access with this key (PAYRELAY_STRIPE_SECRET_KEY, "
+                                 "PAYRELAY_STRIPE_CONNECT_ACCOUNT)", code=_code(exc) or "permission_error") from exc
+        except (stripe.RateLimitError, stripe.APIConnectionError) as exc:
+            raise GatewayUnavailable(self._message(exc), code=_code(exc)) from exc
+        except stripe.APIError as exc:
+            status = exc.http_status or 0
+            if status >= 500 or status == 409:  # Stripe's "retry later" answers
+                raise GatewayUnavailable(f"Stripe answered {status}: {self._message(exc)}", code=_code(exc)) from exc
+            raise GatewayProtocolError(f"Stripe answered something unusable (HTTP {status})") from exc
+        except stripe.StripeError as exc:
+            raise GatewayProtocolError(f"Stripe failed: {self._message(exc)}") from exc
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # the SDK choked on the answer
+            raise GatewayProtocolError(f"Stripe answered something the SDK cannot read ({type(exc).__name__})") from exc
+
+    def _message(self, exc: stripe.StripeError) -> str:
+        message = exc.user_message or type(exc).__name__
+        return str(message).replace(self._key, "sk_***")  # never echo the key, whatever Stripe says
+
+    @staticmethod
+    def _plain(obj: object) -> dict[str, Any]:
+        if not isinstance(obj, stripe.StripeObject):  # JSON, but not an object: [], "x", null
+            raise GatewayProtocolError("Stripe answered JSON that is not an object")
+        return obj.to_dict()
+
+    # -- payments -------------------------------------------------------------------------------
+
+    async def create(self, request: CreateRequest) -> Created:
+        if not request.online:
+            return await self._charge_off_session(request)
+        params = tx.session_params(request, int(time.time()))
+        session = await self._sdk(self._client.v1.checkout.sessions.create_async(
+            params, {"idempotency_key": request.payment_id}))
+        return tx.created_session(self._plain(session))
+
+    async def _charge_off_session(self, request: CreateRequest) -> Created:
+        if not request.customer:
+            raise GatewayRefused("an off-session charge needs customerIdentifier: the email of an earlier "
+                                 "payment made with supportOfflineScenario", param="customerIdentifier")
+        customers = await self._sdk(self._client.v1.customers.list_async({"email": request.customer, "limit": 10}))
+        for customer in tx.ids(self._plain(customers), "Customer"):
+            methods = await self._sdk(self._client.v1.customers.payment_methods.list_async(customer, {"limit": 1}))
+            saved = tx.ids(self._plain(methods), "PaymentMethod")
+            if saved:
+                break
+        else:
+            raise GatewayRefused("Stripe holds no saved payment method for this customerIdentifier: an earlier "
+                                 "payment with supportOfflineScenario=true must save one first",
+                                 code="no_saved_payment_method", param="customerIdentifier")
+        params = tx.off_session_params(request, customer, saved[0])
+        try:
+            intent = await self._sdk(self._client.v1.payment_intents.create_async(
+                params, {"idempotency_key": request.payment_id}))
+        except _Declined as declined:
+            return tx.declined(declined.body)
+        return tx.charged(self._plain(intent))
+
+    async def query(self, ref: PaymentRef) -> GatewayState:
+        reference = self._reference(ref)
+        if reference.startswith("pi_"):
+            intent = await self._sdk(self._client.v1.payment_intents.retrieve_async(reference))
+            return tx.intent_state(ref.payment_id, self._plain(intent))
+        session = await self._sdk(self._client.v1.checkout.sessions.retrieve_async(
+            reference, {"expand": ["payment_intent"]}))
+        return tx.session_state(ref.payment_id, self._plain(session))
+
+    async def close(self, ref: PaymentRef) -> GatewayState:
+        reference = self._reference(ref)
+        if reference.startswith("pi_"):
+            state = await self.query(ref)
+            if state.status is not Status.WAITING:
+                return state
+            intent = await self._sdk(self._client.v1.payment_intents.cancel_async(reference))
+            return tx.intent_state(ref.payment_id, self._plain(intent))
+        try:
+            session = await self._sdk(self._client.v1.checkout.sessions.expire_async(reference))
+        except GatewayRefused as refused:
+            # Stripe expires open sessions only: paid (or expired) meanwhile → say what it is now
+            state = await self.query(ref)
+            if state.status is Status.WAITING:
+                raise refused
+            return state
+        return tx.session_state(ref.payment_id, self._plain(session))
+
+    @staticmethod
+    def _reference(ref: PaymentRef) -> str:
+        if not ref.gateway_reference:
+            raise GatewayProtocolError(f"payment {ref.payment_id} has no Stripe Checkout Session id")
+        return ref.gateway_reference
+
+    # -- webhooks -------------------------------------------------------------------------------
+
+    async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:
+        header = next((value for name, value in headers.items() if name.lower() == "stripe-signature"), "")
+        if not header:
+            raise WebhookSignatureError("no Stripe-Signature header")
+        self._verify(body, header)
+        try:
+            event = json.loads(body)
+        except ValueError:
+            raise WebhookPayloadError("the event is not JSON") from None
+        return tx.event_state(event)
+
+    def _verify(self, body: bytes, header: str) -> None:
+        """Signed by one of the configured secrets (rotation), within the tolerance either way."""
+        for secret in self._config.webhook_secrets:
+            try:
+                stripe.WebhookSignature.verify_header(body, header, secret.reveal(), WEBHOOK_TOLERANCE)
+            except stripe.SignatureVerificationError:
+                continue
+            except UnicodeDecodeError:
+                raise WebhookSignatureError("the body is not UTF-8, so Stripe did not sign it") from None
+            break
+        else:
+            raise WebhookSignatureError("the Stripe-Signature does not verify with any webhook secret, "
+                                        "or its timestamp is too old")
+        # the SDK checks only that the timestamp is not too old; refuse far-future ones too
+        stamps = [item[2:] for item in header.split(",") if item.startswith("t=")]
+        if int(stamps[0]) > time.time() + FUTURE_TOLERANCE:
+            raise WebhookSignatureError("the Stripe-Signature timestamp is in the future")
+
+    def webhook_ok(self) -> WebhookReply:
+        return WebhookReply(200, b'{"received": true}', "application/json")
+
+    def webhook_fail(self, status_code: int, message: str) -> WebhookReply:
+        return WebhookReply(status_code, json.dumps({"error": message}).encode(), "application/json")
+

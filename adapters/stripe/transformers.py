@@ -1,0 +1,242 @@
+"""Everything shaped like Stripe's API: request parameters, the status tables, answers and events.
+
+Stripe facts kept here as data: the ``expires_at`` window of a Checkout Session, the product name
+limit, and how session states, PaymentIntent states and ``checkout.session.*`` events map to ours.
+Objects come in as plain dicts (``StripeObject.to_dict()``, or a verified event's JSON); anything
+without the fields we rely on is a protocol error, never a guess.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from typing import Any
+
+from stripe.params import PaymentIntentCreateParams
+from stripe.params.checkout import SessionCreateParams
+
+from adapters.base import Created, CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
+from adapters.errors import GatewayProtocolError, WebhookPayloadError
+
+GATEWAY = "Stripe"
+MIN_EXPIRY = 30 * 60  # Stripe: expires_at 30 minutes …
+MAX_EXPIRY = 24 * 3600  # … to 24 hours after the session is created
+EXPIRY_MARGIN = 60  # our clock and Stripe's, and the request's time in flight
+# The clamped bounds are rounded to this grid so that a retried create (same idempotency key)
+# sends the same expires_at: Stripe refuses a key reused with different parameters.
+EXPIRY_GRID = 300
+PRODUCT_NAME_LIMIT = 5000  # line_items[].price_data.product_data.name, in characters
+DEFAULT_PRODUCT_NAME = "Payment"
+
+# Checkout Session: status, or status/payment_status once complete; "…/payment_failed" is a
+# complete but unpaid session whose delayed payment failed (its PaymentIntent went back to
+# requires_payment_method: Stripe leaves the session itself at complete/unpaid).
+SESSION_STATES: Mapping[str, Status] = types.MappingProxyType({
+    "open": Status.WAITING,
+    "complete/paid": Status.SUCCEEDED,
+    "complete/no_payment_required": Status.SUCCEEDED,
+    "complete/unpaid": Status.PROCESSING,
+    "complete/unpaid/payment_failed": Status.FAILED,
+    "expired": Status.CLOSED,
+})
+
+# PaymentIntent.status, for off-session charges (and a delayed session payment's outcome)
+INTENT_STATES: Mapping[str, Status] = types.MappingProxyType({
+    "requires_payment_method": Status.FAILED,  # confirmed by us, then declined: it went back here
+    "requires_confirmation": Status.WAITING,
+    "requires_action": Status.WAITING,
+    "processing": Status.PROCESSING,
+    "requires_capture": Status.PROCESSING,
+    "succeeded": Status.SUCCEEDED,
+    "canceled": Status.CLOSED,
+})
+
+# checkout.session.* events; completed is keyed with the session's payment_status
+EVENT_STATES: Mapping[str, Status] = types.MappingProxyType({
+    "checkout.session.completed/paid": Status.SUCCEEDED,
+    "checkout.session.completed/no_payment_required": Status.SUCCEEDED,
+    "checkout.session.completed/unpaid": Status.PROCESSING,
+    "checkout.session.async_payment_succeeded": Status.SUCCEEDED,
+    "checkout.session.async_payment_failed": Status.FAILED,
+    "checkout.session.expired": Status.CLOSED,
+})
+EVENT_TYPES = frozenset(key.partition("/")[0] for key in EVENT_STATES)
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+def gateway_expiry(expires_at: int, now: int) -> int:
+    """``expires_at`` moved into Stripe's window (with a margin), bounds rounded to the grid."""
+    low = -(-(now + MIN_EXPIRY + EXPIRY_MARGIN) // EXPIRY_GRID) * EXPIRY_GRID
+    high = (now + MAX_EXPIRY - EXPIRY_MARGIN) // EXPIRY_GRID * EXPIRY_GRID
+    return min(max(expires_at, low), high)
+
+
+def product_name(description: str) -> str:
+    return description.strip()[:PRODUCT_NAME_LIMIT] or DEFAULT_PRODUCT_NAME
+
+
+def session_params(request: CreateRequest, now: int) -> SessionCreateParams:
+    params: SessionCreateParams = {
+        "mode": "payment",
+        "line_items": [{
+            "price_data": {
+                "currency": request.amount.currency.lower(),
+                "unit_amount": request.amount.minor,
+                "product_data": {"name": product_name(request.description)},
+            },
+            "quantity": 1,
+        }],
+        "success_url": request.complete_url,
+        "cancel_url": request.cancel_url,
+        "client_reference_id": request.payment_id,
+        "metadata": {"paymentId": request.payment_id},
+        "expires_at": gateway_expiry(request.expires_at, now),
+        "payment_intent_data": {"metadata": {"paymentId": request.payment_id}},
+    }
+    if request.customer:
+        params["customer_email"] = request.customer
+    if request.save_method:
+        params["payment_intent_data"]["setup_future_usage"] = "off_session"
+        params["customer_creation"] = "always"
+    return params
+
+
+def off_session_params(request: CreateRequest, customer: str, payment_method: str) -> PaymentIntentCreateParams:
+    return {
+        "amount": request.amount.minor,
+        "currency": request.amount.currency.lower(),
+        "customer": customer,
+        "payment_method": payment_method,
+        "off_session": True,
+        "confirm": True,
+        "description": product_name(request.description),
+        "metadata": {"paymentId": request.payment_id},
+    }
+
+
+# -- answers ------------------------------------------------------------------------------------
+
+def _field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise GatewayProtocolError(f"{GATEWAY} answered a {what} without a usable {name!r}")
+    return value
+
+
+def _money(obj: Mapping[str, Any], amount_field: str, what: str) -> Money:
+    return Money(_field(obj, amount_field, int, what), _field(obj, "currency", str, what).upper())
+
+
+def created_session(session: Mapping[str, Any]) -> Created:
+    session_id = _field(session, "id", str, "Checkout Session")
+    url = _field(session, "url", str, "Checkout Session")
+    if not session_id.startswith("cs_"):
+        raise GatewayProtocolError(f"{GATEWAY} answered a Checkout Session id {session_id!r}")
+    return Created(payment_url=url, gateway_reference=session_id)
+
+
+def session_state_key(session: Mapping[str, Any]) -> str:
+    status = _field(session, "status", str, "Checkout Session")
+    if status != "complete":
+        return status
+    key = f"complete/{_field(session, 'payment_status', str, 'Checkout Session')}"
+    intent = session.get("payment_intent")
+    if key == "complete/unpaid" and isinstance(intent, Mapping) and intent.get("status") in (
+            "requires_payment_method", "canceled"):
+        key += "/payment_failed"
+    return key
+
+
+def session_state(payment_id: str, session: Mapping[str, Any]) -> GatewayState:
+    """A retrieved (or expired) session; ``payment_intent`` expanded tells a failed delayed payment."""
+    reference = session.get("client_reference_id")
+    if reference is not None and reference != payment_id:
+        raise GatewayProtocolError(f"{GATEWAY} answered the session of another payment ({reference!r})")
+    key = session_state_key(session)
+    status = map_state(SESSION_STATES, key, GATEWAY)
+    reason = None
+    if status is Status.FAILED:
+        reason = _failure_reason(session.get("payment_intent")) or "the delayed payment failed"
+    return GatewayState(payment_id, status, key, _field(session, "id", str, "Checkout Session"),
+                        _money(session, "amount_total", "Checkout Session"), reason)
+
+
+def intent_state(payment_id: str, intent: Mapping[str, Any]) -> GatewayState:
+    key = _field(intent, "status", str, "PaymentIntent")
+    status = map_state(INTENT_STATES, key, GATEWAY)
+    return GatewayState(payment_id, status, key, _field(intent, "id", str, "PaymentIntent"),
+                        _money(intent, "amount", "PaymentIntent"),
+                        _failure_reason(intent) if status is Status.FAILED else None)
+
+
+def charged(intent: Mapping[str, Any]) -> Created:
+    """An off-session PaymentIntent as created (and confirmed)."""
+    state = intent_state("", intent)
+    if state.status is None:  # pragma: no cover - INTENT_STATES maps every state to a status
+        raise GatewayProtocolError(f"{GATEWAY} answered a PaymentIntent without a status")
+    return Created(None, state.gateway_reference, state.status, state.failure_reason)
+
+
+def declined(error_body: Any) -> Created:
+    """A 402 card error to an off-session charge: a result (status failed), not an exception."""
+    error = error_body.get("error") if isinstance(error_body, Mapping) else None
+    if not isinstance(error, Mapping):
+        raise GatewayProtocolError(f"{GATEWAY} declined without an error object")
+    intent = error.get("payment_intent")
+    reference = intent.get("id") if isinstance(intent, Mapping) else None
+    return Created(None, reference if isinstance(reference, str) else None, Status.FAILED, _reason(error))
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    code = error.get("decline_code") or error.get("code") or "declined"
+    message = error.get("message") or "the payment was declined"
+    return f"{code}: {message}"
+
+
+def _failure_reason(intent: Any) -> str | None:
+    if not isinstance(intent, Mapping):
+        return None
+    error = intent.get("last_payment_error")
+    return _reason(error) if isinstance(error, Mapping) else None
+
+
+def ids(listing: Mapping[str, Any], what: str) -> list[str]:
+    """The ids in a list answer, in Stripe's order (newest first)."""
+    data = listing.get("data")
+    if not isinstance(data, list):
+        raise GatewayProtocolError(f"{GATEWAY} answered a {what} list without data")
+    return [_field(item, "id", str, what) for item in data if isinstance(item, Mapping)]
+
+
+# -- events -------------------------------------------------------------------------------------
+
+def event_state(event: Any) -> WebhookEvent | None:
+    """A verified event → our state; None for event types we do not use."""
+    if not isinstance(event, Mapping) or event.get("object") != "event":
+        raise WebhookPayloadError("the body is not a Stripe event")
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
+        raise WebhookPayloadError("the event has no id or type")
+    if event_type not in EVENT_TYPES:
+        return None
+    data = event.get("data")
+    session = data.get("object") if isinstance(data, Mapping) else None
+    if not isinstance(session, Mapping):
+        raise WebhookPayloadError(f"{event_type} {event_id} carries no Checkout Session")
+    metadata = session.get("metadata")
+    payment_id = session.get("client_reference_id") or (
+        metadata.get("paymentId") if isinstance(metadata, Mapping) else None)
+    if not isinstance(payment_id, str) or not payment_id:
+        raise WebhookPayloadError(f"{event_type} {event_id} names no payment (client_reference_id)")
+    key = event_type
+    if event_type == "checkout.session.completed":
+        key += f"/{session.get('payment_status')}"
+    try:
+        status = map_state(EVENT_STATES, key, GATEWAY)
+        amount = _money(session, "amount_total", "Checkout Session")
+        reference = _field(session, "id", str, "Checkout Session")
+    except GatewayProtocolError as exc:
+        raise WebhookPayloadError(f"{event_type} {event_id}: {exc}") from None
+    reason = "the delayed payment failed" if status is Status.FAILED else None
+    return WebhookEvent(event_id, GatewayState(payment_id, status, key, reference, amount, reason))

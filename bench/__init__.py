@@ -1,0 +1,1 @@
+"""payrelay's benchmark harness: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""payrelay's HTTP service: app factory, settings, API, store, workers."""

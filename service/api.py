@@ -1,0 +1,134 @@
+"""The storage app's API: /api/transactions…, behind Bearer API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from adapters.wechat import qr
+from service.payments import Payments, now_ms
+from service.problems import ApiError
+from service.settings import Client, Settings
+from service.validation import parse_transaction
+from service.views import created_view, payment_view
+
+MAX_BODY = 64 * 1024
+
+
+class ApiKeys:
+    """Bearer keys → clients; every presented key is compared with every key in constant time."""
+
+    def __init__(self, clients: tuple[Client, ...]) -> None:
+        self._digests = [
+            (hashlib.sha256(key.reveal().encode()).digest(), client)
+            for client in clients for key in client.keys
+        ]
+
+    def client_for(self, request: Request) -> Client:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "send the API key as 'Authorization: Bearer <key>'")
+        presented = hashlib.sha256(token.strip().encode()).digest()
+        found = None
+        for digest, client in self._digests:
+            if hmac.compare_digest(digest, presented):
+                found = client
+        if found is None:
+            raise ApiError(401, "unauthorized", "the API key is not valid")
+        return found
+
+
+async def read_json(request: Request) -> Any:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise ApiError(413, "body_too_large", f"the body must be at most {MAX_BODY} bytes")
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type not in ("application/json", "") and not content_type.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(400, "invalid_query", f"{name} must be true or false", name)
+    return value in ("true", "1")
+
+
+class TransactionsApi:
+    def __init__(self, settings: Settings, payments: Payments) -> None:
+        self.settings = settings
+        self.payments = payments
+        self.keys = ApiKeys(settings.clients)
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/transactions", self.create, methods=["POST"]),
+            Route("/api/transactions", self.find, methods=["GET"]),
+            Route("/api/transactions/{paymentId}", self.get, methods=["GET"]),
+            Route("/api/transactions/{paymentId}/close", self.close, methods=["POST"]),
+            Route("/api/transactions/{paymentId}/qrcode.{format}", self.qrcode, methods=["GET"]),
+        ]
+
+    def view(self, record: dict[str, str]) -> JSONResponse:
+        return JSONResponse(payment_view(record, now_ms(), self.settings.amount_unit))
+
+    async def create(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        transaction = parse_transaction(
+            await read_json(request), self.payments.adapters,
+            amount_unit=self.settings.amount_unit, allowed_hosts=self.settings.redirect_hosts,
+        )
+        record = await self.payments.create(client, transaction)
+        return JSONResponse(created_view(record, now_ms()))
+
+    async def get(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        sync = _flag(request, "sync")
+        record = await self.payments.get(client, request.path_params["paymentId"])
+        if sync:
+            record = await self.payments.sync(record)
+        return self.view(record)
+
+    async def find(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        transaction_id = request.query_params.get("transactionId")
+        if not transaction_id:
+            raise ApiError(400, "missing_field", "transactionId is required", "transactionId")
+        return self.view(await self.payments.find(client, transaction_id))
+
+    async def close(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        record = await self.payments.get(client, request.path_params["paymentId"])
+        status = record["status"]
+        if status == "creating":
+            raise ApiError(409, "payment_creating", "the payment is still being opened; retry shortly")
+        if status in ("waiting", "processing"):
+            record = await self.payments.close(record)
+            status = record["status"]
+        if status != "closed":
+            raise ApiError(409, f"payment_{status}", f"the payment is {status} and cannot be closed")
+        return self.view(record)
+
+    async def qrcode(self, request: Request) -> Response:
+        """WeChat Native's code URL as a ready-made QR code (SVG or PNG)."""
+        client = self.keys.client_for(request)
+        record = await self.payments.get(client, request.path_params["paymentId"])
+        render = {"svg": (qr.svg, "image/svg+xml"), "png": (qr.png, "image/png")}.get(
+            request.path_params["format"])
+        if render is None:
+            raise ApiError(404, "not_found", "QR codes come as qrcode.svg or qrcode.png")
+        if record["gateway"] != "wechat-pay-native" or not record.get("paymentUrl"):
+            raise ApiError(404, "no_qr_code", "only WeChat Pay Native payments have a QR code")
+        encode, media_type = render
+        return Response(encode(record["paymentUrl"]), media_type=media_type,
+                        headers={"Cache-Control": "private, max-age=300"})

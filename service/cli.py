@@ -1,0 +1,141 @@
+"""The `payrelay` command: serve, worker, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from service.settings import Settings, SettingsError, read_env_file
+
+
+def _load_env_file(path: str | None) -> None:
+    """Put an env file's values into the environment (set variables win), so that uvicorn's
+    worker processes, which build the app themselves, read the same configuration."""
+    if path:
+        for name, value in read_env_file(path).items():
+            os.environ.setdefault(name, value)
+
+
+def app_from_env() -> object:
+    """uvicorn factory: settings are read once, here, in each worker process."""
+    from service import logs
+    from service.app import create_app
+
+    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "INFO"))
+    return create_app(Settings.from_env())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _load_env_file(args.env_file)
+    Settings.from_env()  # fail here, clearly, before starting workers
+    uvicorn.run(
+        "service.cli:app_from_env", factory=True, host=args.host, port=args.port,
+        workers=args.workers, log_config=None, timeout_graceful_shutdown=args.graceful_timeout,
+        proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Only the background workers, for deployments that run them apart from the web replicas."""
+    import asyncio
+    import signal
+
+    from service import logs
+    from service.runtime import Runtime
+
+    _load_env_file(args.env_file)
+    settings = Settings.from_env()
+    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "INFO"))
+
+    async def run() -> None:
+        lease = {"lease_ms": args.lease_seconds * 1000} if args.lease_seconds else {}
+        runtime = Runtime(settings, worker_options={"expiry": lease, "outbox": lease})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runtime.start_workers()
+        try:
+            await stop.wait()
+        finally:
+            await runtime.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    _load_env_file(args.env_file)
+    settings = Settings.from_env()
+    print("configuration is usable")
+    store = f"Redis at {_redacted(settings.redis_url)}" if settings.redis_url else "embedded (not durable)"
+    print(f"  store: {store}")
+    print(f"  public URL: {settings.public_url}")
+    print(f"  API clients: {', '.join(c.name for c in settings.clients) or 'none'}")
+    gateways = [name for name, on in (("stripe-connect", settings.stripe), ("alipay-page", settings.alipay),
+                                      ("wechat-pay-native", settings.wechat)) if on]
+    print(f"  gateways: {', '.join(gateways)}")
+    print(f"  Cloudreve bridge: {'on' if settings.cloudreve_key else 'off (PAYRELAY_CLOUDREVE_KEY unset)'}")
+    for note in settings.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+
+    return run_demo(args.host, args.port, args.state_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="payrelay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP service (and its background workers)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes")
+    serve.add_argument("--graceful-timeout", type=int, default=20,
+                       help="seconds to finish in-flight requests on shutdown")
+    serve.add_argument("--env-file", help="a file of PAYRELAY_*=value lines")
+    serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="run only the background workers (expiry, notifications)")
+    worker.add_argument("--env-file")
+    worker.add_argument("--lease-seconds", type=int, default=0,
+                        help="how long a claim is held before a dead worker's work returns to the others")
+    worker.set_defaults(run=_worker)
+
+    check = commands.add_parser("check", help="validate the configuration and say what is missing")
+    check.add_argument("--env-file")
+    check.set_defaults(run=_check)
+
+    demo = commands.add_parser("demo", help="run payrelay with the sandbox gateways and generated keys")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--state-dir", default=".payrelay-demo")
+    demo.set_defaults(run=_demo)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except SettingsError as exc:
+        print(f"payrelay: configuration problem: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Every Redis key payrelay uses, with its lifetime. All keys start with ``payrelay:``.
+
+Payments are spread over ``BUCKETS`` hash-tagged buckets (``payrelay:{b07}:…``). Everything one
+atomic script touches (a payment's record, its idempotency index entry, its due entry, its
+outbox entries, its webhook dedupe marks) lives in the payment's bucket, i.e. in one hash slot,
+so the same Lua runs on a single Redis and on Redis Cluster. Workers sweep bucket by bucket.
+
+| key                                          | type   | lifetime                                  |
+|----------------------------------------------|--------|-------------------------------------------|
+| payrelay:{bNN}:payment:<paymentId>           | hash   | until final + PAYRELAY_RETENTION_DAYS     |
+| payrelay:{bNN}:txn:<client>:<transactionId>  | string | the latest paymentId; same as its payment |
+| payrelay:{bNN}:due                           | zset   | paymentId → when to look at it next (ms)  |
+| payrelay:{bNN}:outbox                        | zset   | deliveryId → when to (re)send it (ms)     |
+| payrelay:{bNN}:delivery:<deliveryId>         | hash   | retention, like its payment               |
+| payrelay:{bNN}:deliveries:<paymentId>        | list   | the payment's deliveryIds; retention      |
+| payrelay:{bNN}:dead                          | zset   | deliveryId → when it was given up (ms);   |
+|                                              |        | trimmed after the retention               |
+| payrelay:{bNN}:event:<gateway>:<eventId>     | string | webhook dedupe mark; EVENT_TTL            |
+| payrelay:worker:<name>                       | string | a worker's heartbeat; HEARTBEAT_TTL       |
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import string
+import zlib
+
+PREFIX = "payrelay:"
+BUCKETS = 64  # fixed forever: a payment's bucket is written into its id
+EVENT_TTL = 4 * 86400  # gateways retry for up to 3 days (Stripe); remember events a day longer
+CREATING_LEASE_MS = 30_000  # how long a create may hold a payment before a duplicate takes over
+HEARTBEAT_TTL = 30
+
+_ALPHABET = string.ascii_letters + string.digits
+PAYMENT_ID = re.compile(r"pr_([0-9a-f]{2})[0-9A-Za-z]{24}")  # 29 chars: fits WeChat's 6–32
+
+
+def bucket_for(client: str, transaction_id: str) -> int:
+    return zlib.crc32(f"{client}\n{transaction_id}".encode()) % BUCKETS
+
+
+def new_payment_id(bucket: int) -> str:
+    return f"pr_{bucket:02x}" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def bucket_of(payment_id: str) -> int | None:
+    match = PAYMENT_ID.fullmatch(payment_id)
+    if match is None:
+        return None
+    bucket = int(match.group(1), 16)
+    return bucket if bucket < BUCKETS else None
+
+
+def tag(bucket: int) -> str:
+    return f"{PREFIX}{{b{bucket:02x}}}:"
+
+
+def payment(bucket: int, payment_id: str) -> str:
+    return f"{tag(bucket)}payment:{payment_id}"
+
+
+def transaction(bucket: int, client: str, transaction_id: str) -> str:
+    return f"{tag(bucket)}txn:{client}:{transaction_id}"
+
+
+def due(bucket: int) -> str:
+    return f"{tag(bucket)}due"
+
+
+def outbox(bucket: int) -> str:
+    return f"{tag(bucket)}outbox"
+
+
+def delivery(bucket: int, delivery_id: str) -> str:
+    return f"{tag(bucket)}delivery:{delivery_id}"
+
+
+def deliveries(bucket: int, payment_id: str) -> str:
+    return f"{tag(bucket)}deliveries:{payment_id}"
+
+
+def dead(bucket: int) -> str:
+    return f"{tag(bucket)}dead"
+
+
+def event(bucket: int, gateway: str, event_id: str) -> str:
+    return f"{tag(bucket)}event:{gateway}:{event_id}"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}worker:{name}"

@@ -1,0 +1,96 @@
+-- Apply the gateway's word about one payment, atomically, by DESIGN.md's rules:
+-- forward only; final is final, except closed → succeeded on verified evidence (latePayment);
+-- an amount or currency that differs from the payment's flags integrityError and moves nothing.
+-- A transition, its due-set update and its notification (outbox) are one write.
+-- KEYS: 1 payment record, 2 due zset, 3 outbox zset, 4 webhook event mark (or the record itself)
+-- ARGV: 1 now ms, 2 target status ('' = none), 3 gateway state, 4 gateway reference ('' = none),
+--       5 amount seen (minor, '' = none), 6 currency seen, 7 failure reason,
+--       8 event mark TTL s ('' = no mark), 9 retention ms, 10 next sync ms (for processing),
+--       11 id for a new delivery, 12 bucket tag (payrelay:{bNN}:), 13 the gateway whose word this is
+-- Returns {outcome, status before, version}; outcome: missing | foreign (another gateway's payment:
+--         nothing changes) | duplicate | integrity |
+--         unchanged | stale | transitioned | late
+local now = ARGV[1]
+local target = ARGV[2]
+local rank = {creating = 0, waiting = 0, processing = 1, succeeded = 2, failed = 2, closed = 2}
+
+local rec = {}
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return {'missing', '', '0'} end
+for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+if rec.gateway ~= ARGV[13] then return {'foreign', rec.status, rec.version} end
+local current = rec.status
+
+local function mark_event()
+  if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[8]) end
+end
+
+if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then
+  return {'duplicate', current, rec.version}
+end
+if ARGV[5] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then
+  redis.call('HSET', KEYS[1], 'integrityError', '1', 'updatedAt', now)
+  mark_event()
+  return {'integrity', current, rec.version}
+end
+if ARGV[4] ~= '' and ARGV[4] ~= rec.gatewayReference then
+  redis.call('HSET', KEYS[1], 'gatewayReference', ARGV[4])
+  rec.gatewayReference = ARGV[4]
+end
+
+local outcome = 'transitioned'
+if target == '' or target == current then
+  mark_event()
+  return {'unchanged', current, rec.version}
+elseif current == 'closed' and target == 'succeeded' then
+  outcome = 'late'
+elseif rank[target] <= rank[current] then
+  mark_event()
+  return {'stale', current, rec.version}
+end
+
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'status', target, 'updatedAt', now, 'gatewayState', ARGV[3])
+rec.status, rec.updatedAt, rec.gatewayState = target, now, ARGV[3]
+rec.version = string.format('%d', version)
+if target == 'succeeded' then
+  redis.call('HSET', KEYS[1], 'paidAt', now)
+  rec.paidAt = now
+end
+if target == 'failed' and ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'failureReason', ARGV[7])
+  rec.failureReason = ARGV[7]
+end
+if outcome == 'late' then
+  redis.call('HSET', KEYS[1], 'latePayment', '1')
+  rec.latePayment = '1'
+end
+redis.call('HDEL', KEYS[1], 'creatingUntil')
+rec.creatingUntil = nil
+
+local retention = tonumber(ARGV[9])
+local tag = ARGV[12]
+if rank[target] == 2 then
+  redis.call('ZREM', KEYS[2], rec.paymentId)
+  redis.call('PEXPIRE', KEYS[1], retention)
+  local index = tag .. 'txn:' .. rec.client .. ':' .. rec.transactionId
+  if redis.call('GET', index) == rec.paymentId then redis.call('PEXPIRE', index, retention) end
+else
+  redis.call('ZADD', KEYS[2], ARGV[10], rec.paymentId)
+end
+
+local url = rec.notifyUrl
+if url and url ~= '' and (rec.notifyKind ~= 'cloudreve' or target == 'succeeded') then
+  local id = ARGV[11]
+  local key = tag .. 'delivery:' .. id
+  redis.call('HSET', key, 'id', id, 'paymentId', rec.paymentId, 'kind', rec.notifyKind, 'url', url,
+    'type', 'transaction.' .. target, 'version', rec.version, 'createdAt', now,
+    'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
+  redis.call('PEXPIRE', key, retention)
+  redis.call('ZADD', KEYS[3], now, id)
+  local list = tag .. 'deliveries:' .. rec.paymentId
+  redis.call('RPUSH', list, id)
+  redis.call('PEXPIRE', list, retention)
+end
+mark_event()
+return {outcome, current, rec.version}

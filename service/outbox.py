@@ -1,0 +1,289 @@
+"""The outbox sender: delivers the notifications the transition script enqueues, at least once.
+
+Each notifiable transition writes a delivery hash and an outbox entry in the payment's bucket in
+the same Lua script (``service/lua/transition.lua``). This worker claims due entries with a lease
+(``service.schedule``), sends them, and records every attempt on the delivery hash:
+
+* ``generic``: ``POST`` the JSON event to the client's notify URL, signed with the client's first
+  notify secret (``Payrelay-Signature``, ``service.notify_signature``). Any 2xx is delivered.
+* ``cloudreve``: ``GET`` the notify URL Cloudreve gave at create; delivered only when Cloudreve
+  answers a JSON object with ``"code": 0`` (anything else, a 2xx included, is a failure).
+
+Redirects are never followed (a 3xx is a failure: a notify URL must be the receiver's own). A
+failure is retried with exponential backoff and jitter (10 s doubling up to 1 h); a delivery whose
+next attempt would fall more than 24 h after its window opened (its creation, or a manual re-send
+through the deliveries API) is marked ``dead``, counted in ``payrelay_dead_deliveries`` and kept,
+visible at ``GET /api/transactions/{paymentId}/deliveries`` and re-sendable.
+
+A generic delivery of a client with no notify secret is not sent unsigned: the attempt fails with
+``lastError`` saying so and is retried like any other failure, so configuring a secret (and, past
+the window, a re-send) delivers it; nothing is lost and nothing unsigned goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from redis.exceptions import RedisError
+
+from service import keys, notify_signature
+from service.metrics import Metrics
+from service.payments import now_ms
+from service.schedule import Claim, Schedule, backoff_ms
+from service.settings import Client, Settings
+from service.store import Record, StoreUnavailable
+from service.views import iso, payment_view
+from service.workers import Worker
+
+DONE = ("delivered", "dead")
+LEASE_MS = 15_000  # one send (≤ TIMEOUT_S) plus its Redis writes; claims never wait for a slot
+RETRY_BASE_MS = 10_000
+RETRY_CAP_MS = 60 * 60_000
+GIVE_UP_MS = 24 * 60 * 60_000
+TIMEOUT_S = 5.0  # the whole attempt: connect, send, answer
+MAX_ANSWER = 16 * 1024  # of a Cloudreve answer we read; more is not a {"code":0}
+MAX_ERROR = 200
+DEAD_REFRESH_S = 15.0
+USER_AGENT = "payrelay"
+
+log = logging.getLogger("payrelay.outbox")
+
+
+
+def event_id(delivery_id: str) -> str:
+    """The event id receivers dedupe on: the same on every attempt of one delivery."""
+    return "evt_" + delivery_id.removeprefix("dlv_")
+
+
+def notification_body(delivery: Mapping[str, str], amount_unit: str) -> bytes:
+    """The generic event, byte for byte the same on every attempt (only the signature's t moves).
+    ``data`` is the GET object as of the transition (``expireTime`` counted from then)."""
+    created = int(delivery["createdAt"])
+    snapshot = json.loads(delivery["snapshot"])
+    event = {
+        "id": event_id(delivery["id"]),
+        "type": delivery["type"],
+        "createdAt": iso(delivery["createdAt"]),
+        "version": int(delivery["version"]),
+        "data": payment_view(snapshot, created, amount_unit),
+    }
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivered: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, secret-free account of a transport failure (no URLs, no bodies)."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect (ConnectError)"
+    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+        return "the notify URL is not usable"
+    return f"request failed ({type(exc).__name__})"
+
+
+class OutboxSender(Worker):
+    name = "outbox"
+    concurrency = 32  # sends in flight per process; also the most claims held at once
+
+    def __init__(self, redis: Any, settings: Settings, metrics: Metrics, *, lease_ms: int = LEASE_MS,
+                 retry_base_ms: int = RETRY_BASE_MS, retry_cap_ms: int = RETRY_CAP_MS,
+                 give_up_ms: int = GIVE_UP_MS, timeout: float = TIMEOUT_S,
+                 dead_refresh_s: float = DEAD_REFRESH_S, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.metrics = metrics
+        self.schedule = Schedule(redis, keys.outbox, lambda b: keys.tag(b) + "delivery:", "state", DONE,
+                                 lease_ms)
+        self.retry_base_ms = retry_base_ms
+        self.retry_cap_ms = retry_cap_ms
+        self.give_up_ms = give_up_ms
+        self.timeout = timeout
+        self.dead_refresh_s = dead_refresh_s
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self._clients = {client.name: client for client in settings.clients}
+        self._dead_refreshed = 0.0
+        self._dead_changed = True
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def report(self, backlog: int, oldest_due_ms: int | None, now: int) -> None:
+        await self._refresh_dead_gauge(now)
+        self.metrics.outbox_backlog.set(backlog)
+        self.metrics.outbox_oldest_age.set(0 if oldest_due_ms is None else max(0, now - oldest_due_ms) / 1000)
+
+    async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:
+        # handle() failed before recording an attempt (Redis trouble): look again soon
+        return now + backoff_ms(0, self.retry_base_ms, self.retry_cap_ms)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- one delivery ---------------------------------------------------------------------------
+
+    async def handle(self, claim: Claim, now: int) -> int | None:
+        key = keys.delivery(claim.bucket, claim.id)
+        try:
+            delivery = await self.redis.hgetall(key)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        if not delivery or delivery.get("state") != "pending":
+            return None
+        attempt = await self.send(delivery)
+        return await self._record(claim, delivery, attempt)
+
+    async def send(self, delivery: Record) -> Attempt:
+        kind = delivery.get("kind", "generic")
+        http = self._client()
+        try:
+            if kind == "cloudreve":
+                request = http.build_request("GET", delivery["url"], headers={"Accept": "application/json"})
+            elif kind == "generic":
+                secret = self._secret_for(delivery)
+                if secret is None:
+                    return Attempt(False, error="no notify secret configured")
+                body = notification_body(delivery, self.settings.amount_unit)
+                headers = {
+                    "Content-Type": "application/json",
+                    notify_signature.HEADER: notify_signature.sign(secret, int(time.time()), body),
+                }
+                request = http.build_request("POST", delivery["url"], content=body, headers=headers)
+            else:
+                return Attempt(False, error=f"unknown delivery kind {kind[:20]!r}")
+            async with asyncio.timeout(self.timeout):
+                response = await http.send(request, stream=True)
+                try:
+                    return await self._judge(kind, response)
+                finally:
+                    await response.aclose()
+        except (TimeoutError, httpx.HTTPError, httpx.InvalidURL) as exc:
+            return Attempt(False, error=_describe(exc))
+
+    async def _judge(self, kind: str, response: httpx.Response) -> Attempt:
+        # read the (bounded) answer in every case: a response read to its end frees its
+        # connection for the next delivery instead of closing it
+        raw = b""
+        async for chunk in response.aiter_bytes():
+            raw += chunk
+            if len(raw) > MAX_ANSWER:
+                break
+        status = response.status_code
+        if 300 <= status < 400:
+            return Attempt(False, status, "redirect not followed")
+        if not 200 <= status < 300:
+            return Attempt(False, status)
+        if kind != "cloudreve":
+            return Attempt(True, status)
+        if len(raw) > MAX_ANSWER:
+            return Attempt(False, status, "Cloudreve's answer is too long")
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            return Attempt(False, status, "Cloudreve's answer is not JSON")
+        code = answer.get("code") if isinstance(answer, dict) else None
+        if type(code) is int and code == 0:
+            return Attempt(True, status)
+        said = (answer.get("error") or answer.get("msg")) if isinstance(answer, dict) else None
+        detail = f": {said}" if isinstance(said, str) and said else ""
+        return Attempt(False, status, f"Cloudreve answered code {code!r}{detail}"[:MAX_ERROR])
+
+    def _secret_for(self, delivery: Record) -> str | None:
+        try:
+            client_name = json.loads(delivery["snapshot"]).get("client", "")
+        except (KeyError, ValueError):
+            return None
+        client: Client | None = self._clients.get(client_name)
+        if client is None or not client.notify_secrets:
+            return None
+        return client.notify_secrets[0].reveal()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                transport=self._transport, follow_redirects=False, timeout=httpx.Timeout(self.timeout),
+                headers={"User-Agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=self.concurrency,
+                                    max_keepalive_connections=self.concurrency),  # reuse every connection
+            )
+        return self._http
+
+    async def _record(self, claim: Claim, delivery: Record, attempt: Attempt) -> int | None:
+        """Write the attempt on the delivery hash; answer when to try again (None: done)."""
+        now = now_ms()
+        attempts = int(delivery.get("attempts") or 0)
+        window_start = int(delivery.get("windowStart") or delivery["createdAt"])
+        window_attempts = int(delivery.get("windowAttempts") or attempts) + 1
+        next_ms: int | None = None
+        if attempt.delivered:
+            state = "delivered"
+        else:
+            next_ms = now + backoff_ms(window_attempts - 1, self.retry_base_ms, self.retry_cap_ms)
+            state = "pending" if next_ms <= window_start + self.give_up_ms else "dead"
+            if state == "dead":
+                next_ms = None
+        fields: dict[str, Any] = {
+            "attempts": attempts + 1, "windowAttempts": window_attempts, "lastAttemptAt": now,
+            "state": state, "nextAt": next_ms if next_ms is not None else "",
+        }
+        gone = []
+        for name, value in (("lastStatusCode", attempt.status_code), ("lastError", attempt.error)):
+            if value is None:
+                gone.append(name)
+            else:
+                fields[name] = value
+        key = keys.delivery(claim.bucket, claim.id)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
+                if gone:
+                    pipe.hdel(key, *gone)
+                if state == "dead":
+                    pipe.zadd(keys.dead(claim.bucket), {claim.id: now})
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        kind = delivery.get("kind", "generic")
+        outcome = state if state != "pending" else "failed"
+        self.metrics.deliveries.labels(kind, outcome).inc()
+        extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.get("paymentId"),
+                 "outcome": outcome, "attempt": attempts + 1}
+        if state == "dead":
+            self._dead_changed = True
+            log.error("notification given up after %d attempts: %s", attempts + 1,
+                      attempt.error or f"HTTP {attempt.status_code}", extra=extra)
+        elif state == "pending":
+            log.info("notification failed: %s", attempt.error or f"HTTP {attempt.status_code}", extra=extra)
+        return next_ms
+
+    async def _refresh_dead_gauge(self, now: int) -> None:
+        """``payrelay_dead_deliveries``: every dead delivery still kept, across all instances."""
+        if not self._dead_changed and time.monotonic() - self._dead_refreshed < self.dead_refresh_s:
+            return
+        oldest_kept = now - self.settings.retention_seconds * 1000
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for bucket in range(keys.BUCKETS):
+                    pipe.zremrangebyscore(keys.dead(bucket), "-inf", f"({oldest_kept}")
+                    pipe.zcard(keys.dead(bucket))
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        self.metrics.dead_deliveries.set(sum(int(n) for n in replies[1::2]))
+        self._dead_refreshed = time.monotonic()
+        self._dead_changed = False

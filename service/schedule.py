@@ -1,0 +1,98 @@
+"""Leased claims on the per-bucket schedules (the due set and the outbox), shared by all workers.
+
+Any number of processes sweep the same schedules: a claim moves an entry's score to the end of
+its lease, so nobody else sees it as due; ending the claim reschedules or drops it. A process that
+dies simply lets its leases run out, and the entries fall due again for the others.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from service import keys
+from service.store import StoreUnavailable, load_script
+
+
+@dataclass(frozen=True)
+class Claim:
+    bucket: int
+    id: str
+
+
+def backoff_ms(attempt: int, base_ms: int, cap_ms: int) -> int:
+    """Exponential backoff with full jitter in its upper half."""
+    delay = min(cap_ms, base_ms * 2 ** min(attempt, 30))
+    return delay // 2 + random.randint(0, delay // 2)
+
+
+class Schedule:
+    """One kind of schedule across all buckets: ``zset(bucket)`` and ``entry(bucket, id)``."""
+
+    def __init__(self, redis: Any, zset: Callable[[int], str], entry_prefix: Callable[[int], str],
+                 done_field: str, done_values: tuple[str, ...], lease_ms: int) -> None:
+        self.redis = redis
+        self.zset = zset
+        self.entry_prefix = entry_prefix
+        self.done_field = done_field
+        self.done_values = done_values
+        self.lease_ms = lease_ms
+        self.token = secrets.token_hex(8)  # this process's claims
+        self.held: set[Claim] = set()
+        self._claim = redis.register_script(load_script("claim"))
+        self._reschedule = redis.register_script(load_script("reschedule"))
+
+    async def due_counts(self, now_ms: int) -> tuple[dict[int, int], int | None]:
+        """How many entries are due per bucket, and the oldest due score (one round trip)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for bucket in range(keys.BUCKETS):
+                    pipe.zcount(self.zset(bucket), "-inf", now_ms)
+                    pipe.zrange(self.zset(bucket), 0, 0, withscores=True)
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        counts: dict[int, int] = {}
+        oldest: int | None = None
+        for bucket in range(keys.BUCKETS):
+            count, first = replies[2 * bucket], replies[2 * bucket + 1]
+            if count:
+                counts[bucket] = int(count)
+                score = int(first[0][1])
+                oldest = score if oldest is None else min(oldest, score)
+        return counts, oldest
+
+    async def claim(self, bucket: int, now_ms: int, limit: int) -> list[Claim]:
+        try:
+            ids = await self._claim(
+                keys=[self.zset(bucket)],
+                args=[now_ms, self.lease_ms, limit, self.entry_prefix(bucket), self.token],
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        claims = [Claim(bucket, id_) for id_ in ids]
+        self.held.update(claims)
+        return claims
+
+    async def finish(self, claim: Claim, next_ms: int | None) -> bool:
+        """Reschedule at ``next_ms`` (None: drop); the entry is dropped anyway once done."""
+        self.held.discard(claim)
+        try:
+            ours = await self._reschedule(
+                keys=[self.zset(claim.bucket), self.entry_prefix(claim.bucket) + claim.id],
+                args=[claim.id, self.token, "" if next_ms is None else next_ms, self.done_field,
+                      *self.done_values],
+            )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        return bool(ours)
+
+    async def release_all(self, now_ms: int) -> None:
+        """Hand back every claim still held (shutdown): due again at once for the others."""
+        for claim in list(self.held):
+            await self.finish(claim, now_ms)

@@ -1,0 +1,174 @@
+"""The Redis store: payments, their idempotency index, due set and outbox, written by Lua.
+
+All reads and writes of payment state go through :class:`Store`. Key names are in
+``service.keys``; the scripts in ``service/lua/``. The same code runs on Redis, Redis Cluster and
+the embedded in-process store (fakeredis with Lua), which is for trying payrelay out only.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+from service import keys
+
+log = logging.getLogger("payrelay.store")
+
+Record = dict[str, str]
+
+
+class StoreUnavailable(Exception):
+    """Redis could not be reached or did not answer in time (→ 503)."""
+
+
+def load_script(name: str) -> str:
+    return resources.files("service").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+
+
+def connect(redis_url: str | None) -> Any:
+    """A Redis client for the URL (``redis+cluster://host:port``: Redis Cluster, any node), or
+    the embedded in-process store when there is none."""
+    if redis_url is None:
+        import fakeredis
+
+        log.warning(
+            "PAYRELAY_REDIS_URL is not set: using the embedded in-process store. "
+            "It is not durable: every payment is lost when payrelay stops."
+        )
+        return fakeredis.FakeAsyncRedis(decode_responses=True)
+    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 5,
+                               "health_check_interval": 30}
+    scheme, _, rest = redis_url.partition("://")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        # redis+cluster://host:port (rediss+cluster:// with TLS): any node; the client finds the rest
+        plain = scheme.replace("+cluster", "") + "://" + rest
+        return RedisCluster.from_url(plain, **options)
+    return aioredis.from_url(redis_url, **options)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    outcome: str  # new | existing | conflict | wait | resume
+    payment_id: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: str  # missing | foreign | duplicate | integrity | unchanged | stale | transitioned | late
+    previous: str  # the status before
+    version: int
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome in ("transitioned", "late")
+
+
+class Store:
+    def __init__(self, redis: Any, retention_seconds: int) -> None:
+        self.redis = redis
+        self.retention_ms = retention_seconds * 1000
+        self._create = redis.register_script(load_script("create"))
+        self._finalize = redis.register_script(load_script("finalize"))
+        self._abort = redis.register_script(load_script("abort"))
+        self._transition = redis.register_script(load_script("transition"))
+
+    async def _run(self, script: Any, keys_: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys_, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def reserve(
+        self, *, client: str, transaction_id: str, fingerprint: str, payment_id: str,
+        deadline_ms: int, now_ms: int, record: Record,
+    ) -> Reservation:
+        bucket = keys.bucket_of(payment_id)
+        assert bucket is not None
+        flat = [item for pair in record.items() for item in pair]
+        outcome, pid = await self._run(
+            self._create,
+            [keys.transaction(bucket, client, transaction_id), keys.payment(bucket, payment_id),
+             keys.due(bucket)],
+            [now_ms, fingerprint, payment_id, keys.tag(bucket), keys.CREATING_LEASE_MS, deadline_ms,
+             *flat],
+        )
+        return Reservation(outcome, pid)
+
+    async def finalize(self, payment_id: str, payment_url: str, reference: str, now_ms: int) -> str:
+        bucket = _bucket(payment_id)
+        return str(await self._run(
+            self._finalize, [keys.payment(bucket, payment_id)], [now_ms, payment_url, reference]
+        ))
+
+    async def release(self, payment_id: str) -> None:
+        """Let the next duplicate resume a create at once (its gateway call failed, retryably)."""
+        try:
+            await self.redis.hset(keys.payment(_bucket(payment_id), payment_id), "creatingUntil", "0")
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+
+    async def abort(self, payment_id: str, client: str, transaction_id: str) -> None:
+        bucket = _bucket(payment_id)
+        await self._run(
+            self._abort,
+            [keys.payment(bucket, payment_id), keys.transaction(bucket, client, transaction_id),
+             keys.due(bucket)],
+            [payment_id, keys.tag(bucket)],
+        )
+
+    async def apply(
+        self, payment_id: str, *, gateway: str, now_ms: int, status: str | None, gateway_state: str,
+        reference: str | None = None, amount: tuple[int, str] | None = None,
+        failure_reason: str | None = None, event: tuple[str, str] | None = None,
+        next_sync_ms: int = 0, delivery_id: str = "",
+    ) -> Applied:
+        bucket = _bucket(payment_id)
+        payment_key = keys.payment(bucket, payment_id)
+        event_key = keys.event(bucket, *event) if event else payment_key
+        outcome, previous, version = await self._run(
+            self._transition,
+            [payment_key, keys.due(bucket), keys.outbox(bucket), event_key],
+            [now_ms, status or "", gateway_state, reference or "",
+             str(amount[0]) if amount else "", amount[1] if amount else "", failure_reason or "",
+             keys.EVENT_TTL if event else "", self.retention_ms, next_sync_ms, delivery_id,
+             keys.tag(bucket), gateway],
+        )
+        return Applied(outcome, previous, int(version or 0))
+
+    async def get(self, payment_id: str) -> Record | None:
+        bucket = keys.bucket_of(payment_id)
+        if bucket is None:
+            return None
+        try:
+            record = await self.redis.hgetall(keys.payment(bucket, payment_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        return record or None
+
+    async def find(self, client: str, transaction_id: str) -> Record | None:
+        """The latest payment of a business transaction."""
+        bucket = keys.bucket_for(client, transaction_id)
+        try:
+            payment_id = await self.redis.get(keys.transaction(bucket, client, transaction_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        return await self.get(payment_id) if payment_id else None
+
+
+def _bucket(payment_id: str) -> int:
+    bucket = keys.bucket_of(payment_id)
+    if bucket is None:
+        raise ValueError(f"not a payrelay payment id: {payment_id!r}")
+    return bucket

@@ -1,0 +1,205 @@
+"""The transaction request: every field rule of DESIGN.md, each failure naming its field."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from adapters import GATEWAY_TYPES
+from adapters.base import Adapter
+from service import money
+from service.problems import ApiError
+
+FIELDS = frozenset({
+    "transactionId", "amount", "currency", "date", "paymentGatewayType", "completePayRedirectUrl",
+    "cancelPayRedirectUrl", "onlineScenario", "supportOfflineScenario", "customerIdentifier",
+    "description", "notifyUrl",
+})
+_TRANSACTION_ID = re.compile(r"[\x21-\x7e]{1,64}")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
+_PHONE = re.compile(r"\+?[0-9][0-9 ()-]{5,22}[0-9]")
+MAX_DESCRIPTION = 1000
+MAX_URL = 2048
+
+
+@dataclass(frozen=True)
+class TransactionRequest:
+    transaction_id: str
+    amount_minor: int
+    currency: str
+    date: str
+    gateway: str
+    complete_url: str
+    cancel_url: str
+    online: bool
+    save_method: bool
+    customer: str | None
+    description: str
+    notify_url: str | None
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, for idempotent replays and 409 on changes."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _invalid(param: str, detail: str, code: str = "invalid_field") -> ApiError:
+    return ApiError(400, code, f"{param} {detail}", param)
+
+
+def _string(body: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise _invalid(name, "is required", "missing_field")
+        return None
+    if not isinstance(value, str):
+        raise _invalid(name, "must be a string")
+    return value
+
+
+def _boolean(body: dict[str, Any], name: str, required: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise _invalid(name, "is required", "missing_field")
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(name, "must be true or false")
+    return value
+
+
+def check_url(name: str, value: str, allowed_hosts: frozenset[str], https_only: bool = False) -> str:
+    if len(value) > MAX_URL or any(c.isspace() for c in value):
+        raise _invalid(name, f"must be a URL of at most {MAX_URL} characters without spaces")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise _invalid(name, "is not a valid URL") from None
+    schemes = ("https",) if https_only else ("http", "https")
+    if parts.scheme not in schemes or not host:
+        need = "an absolute https URL" if https_only else "an absolute http(s) URL"
+        raise _invalid(name, f"must be {need}")
+    if allowed_hosts and host.lower() not in allowed_hosts:
+        raise _invalid(name, f"host {host!r} is not in PAYRELAY_REDIRECT_HOSTS", "host_not_allowed")
+    return value
+
+
+def _amount(value: Any, currency: str, unit: str) -> int:
+    try:
+        if unit == "minor":
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str):
+                raise money.AmountError("must be a whole number of minor units")
+            return money.parse_minor(value)
+        if not isinstance(value, str):
+            raise money.AmountError('must be a string such as "25.00" (numbers lose precision)')
+        return money.to_minor(value, currency)
+    except money.AmountError as exc:
+        raise _invalid("amount", str(exc), "invalid_amount") from None
+
+
+def _date(value: str) -> str:
+    try:
+        if "T" in value or " " in value:
+            dt.datetime.fromisoformat(value)
+        else:
+            dt.date.fromisoformat(value)
+    except ValueError:
+        raise _invalid("date", "must be an ISO 8601 date or date-time") from None
+    return value
+
+
+def _customer(value: str, adapter: Adapter) -> str:
+    is_email = _EMAIL.fullmatch(value) is not None
+    if adapter.customer_must_be_email and not is_email:
+        raise _invalid("customerIdentifier", f"must be an email address for {adapter.gateway_type}")
+    if is_email or _PHONE.fullmatch(value):
+        return value
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise _invalid("customerIdentifier", "must be a phone number, an email address or a UUID") from None
+    return value
+
+
+def parse_transaction(
+    body: Any, adapters: dict[str, Adapter], *, amount_unit: str, allowed_hosts: frozenset[str]
+) -> TransactionRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise _invalid(unknown[0], "is not a field of a transaction request", "unknown_field")
+
+    transaction_id = _string(body, "transactionId")
+    assert transaction_id is not None
+    if not _TRANSACTION_ID.fullmatch(transaction_id):
+        raise _invalid("transactionId", "must be 1 to 64 printable ASCII characters without spaces")
+
+    gateway = _string(body, "paymentGatewayType")
+    assert gateway is not None
+    if gateway not in GATEWAY_TYPES:
+        raise _invalid("paymentGatewayType", f"must be one of {', '.join(GATEWAY_TYPES)}")
+    adapter = adapters.get(gateway)
+    if adapter is None:
+        raise _invalid("paymentGatewayType", f"{gateway} is not configured on this payrelay",
+                       "gateway_not_configured")
+
+    currency = _string(body, "currency")
+    assert currency is not None
+    if not _CURRENCY.fullmatch(currency) or currency not in money.EXPONENTS:
+        raise _invalid("currency", "must be an ISO 4217 code in upper case, such as USD")
+    if adapter.currencies is not None and currency not in adapter.currencies:
+        raise _invalid("currency", f"{gateway} takes only {', '.join(sorted(adapter.currencies))}",
+                       "currency_not_supported")
+    if "amount" not in body or body["amount"] is None:
+        raise _invalid("amount", "is required", "missing_field")
+    amount_minor = _amount(body["amount"], currency, amount_unit)
+
+    date = _date(_string(body, "date") or "")
+    complete_url = _string(body, "completePayRedirectUrl")
+    cancel_url = _string(body, "cancelPayRedirectUrl")
+    assert complete_url is not None and cancel_url is not None
+    https = adapter.requires_https_redirects
+    check_url("completePayRedirectUrl", complete_url, allowed_hosts, https)
+    check_url("cancelPayRedirectUrl", cancel_url, allowed_hosts, https)
+
+    online = _boolean(body, "onlineScenario", required=True)
+    save_method = _boolean(body, "supportOfflineScenario", required=False)
+    if (not online or save_method) and not adapter.supports_offline:
+        param = "onlineScenario" if not online else "supportOfflineScenario"
+        raise _invalid(param, f"is not available: {gateway} has no off-session charge",
+                       "unsupported_by_gateway")
+
+    customer = _string(body, "customerIdentifier", required=False)
+    if customer is not None:
+        customer = _customer(customer, adapter)
+    elif not online or save_method:
+        raise _invalid("customerIdentifier", "is required to save or charge a payment method",
+                       "missing_field")
+
+    description = _string(body, "description", required=False) or ""
+    if len(description) > MAX_DESCRIPTION or any(ord(c) < 32 for c in description):
+        raise _invalid("description",
+                       f"must be at most {MAX_DESCRIPTION} characters without control characters")
+
+    notify_url = _string(body, "notifyUrl", required=False)
+    if notify_url is not None:
+        check_url("notifyUrl", notify_url, allowed_hosts)
+
+    return TransactionRequest(
+        transaction_id=transaction_id, amount_minor=amount_minor, currency=currency, date=date,
+        gateway=gateway, complete_url=complete_url, cancel_url=cancel_url, online=online,
+        save_method=save_method, customer=customer, description=description, notify_url=notify_url,
+    )

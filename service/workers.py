@@ -1,0 +1,139 @@
+"""Background workers: loops that claim due entries of a schedule and handle them.
+
+They run inside every `payrelay serve` process (started and stopped by the app's lifespan) or on
+their own (`payrelay worker`). On shutdown they stop claiming, finish what is in hand, and hand
+back any claim they still hold.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from service import keys
+from service.payments import now_ms
+from service.schedule import Claim, Schedule
+from service.store import StoreUnavailable
+
+log = logging.getLogger("payrelay.workers")
+
+
+class Worker(abc.ABC):
+    name: str
+    schedule: Schedule
+    # Entries handled at once, and the most claims held at once: a tick claims no more than it
+    # can work on right away, so a lease only ever has to cover the handling of one entry.
+    concurrency = 32
+
+    @abc.abstractmethod
+    async def handle(self, claim: Claim, now: int) -> int | None:
+        """Handle one claimed entry; answer when to look at it again (ms), or None when done."""
+
+    @abc.abstractmethod
+    async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:
+        """When to try again after ``handle`` raised."""
+
+    async def report(self, backlog: int, oldest_due_ms: int | None, now: int) -> None:  # noqa: B027
+        """Backlog gauges; optional."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Release what the worker holds (HTTP clients…); called once when its pool stops."""
+
+    async def tick(self) -> int:
+        now = now_ms()
+        counts, oldest = await self.schedule.due_counts(now)
+        await self.report(sum(counts.values()), oldest if counts else None, now)
+        claims: list[Claim] = []
+        buckets = list(counts)
+        random.shuffle(buckets)  # no bucket starves the others
+        for bucket in buckets:
+            room = self.concurrency - len(claims)
+            if room <= 0:
+                break
+            claims += await self.schedule.claim(bucket, now, min(room, counts[bucket]))
+        await asyncio.gather(*(self._one(claim) for claim in claims))
+        return len(claims)
+
+    async def _one(self, claim: Claim) -> None:
+        try:
+            next_ms = await self.handle(claim, now_ms())
+        except Exception as exc:
+            log.warning("%s: %s", self.name, exc, extra={"worker": self.name, "outcome": "retry",
+                                                         "entry": claim.id},
+                        exc_info=not isinstance(exc, StoreUnavailable))
+            next_ms = await self.retry_at(claim, now_ms(), exc)
+        await self.schedule.finish(claim, next_ms)
+
+
+class WorkerPool:
+    def __init__(self, redis: Any, workers: list[Worker], idle_seconds: float = 0.5) -> None:
+        self.redis = redis
+        self.workers = workers
+        self.idle_seconds = idle_seconds
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self._stopping = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_tick: dict[str, float] = {}
+
+    def start(self) -> None:
+        for worker in self.workers:
+            self._last_tick[worker.name] = time.monotonic()
+            self._tasks[worker.name] = asyncio.create_task(self._loop(worker), name=worker.name)
+        self._tasks["heartbeat"] = asyncio.create_task(self._heartbeat(), name="heartbeat")
+
+    async def _loop(self, worker: Worker) -> None:
+        while not self._stopping.is_set():
+            try:
+                handled = await worker.tick()
+            except StoreUnavailable as exc:
+                log.error("%s: Redis unavailable: %s", worker.name, exc, extra={"worker": worker.name})
+                handled = 0
+            except Exception:
+                log.exception("%s: tick failed", worker.name, extra={"worker": worker.name})
+                handled = 0
+            self._last_tick[worker.name] = time.monotonic()
+            if not handled:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.idle_seconds)
+
+    async def _heartbeat(self) -> None:
+        while not self._stopping.is_set():
+            with contextlib.suppress(RedisError, OSError):
+                alive = ",".join(name for name, ok in self.alive().items() if ok)
+                await self.redis.set(keys.worker(self.instance), alive, ex=keys.HEARTBEAT_TTL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), keys.HEARTBEAT_TTL / 3)
+
+    def alive(self) -> dict[str, bool]:
+        """Per worker: its loop runs and has completed a tick recently."""
+        now = time.monotonic()
+        return {
+            worker.name: not self._tasks[worker.name].done()
+            and now - self._last_tick[worker.name] < keys.HEARTBEAT_TTL
+            for worker in self.workers if worker.name in self._tasks
+        }
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        """Stop claiming, let in-hand work finish (up to ``timeout``), hand back what is held."""
+        self._stopping.set()
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for worker in self.workers:
+            with contextlib.suppress(StoreUnavailable):
+                await worker.schedule.release_all(now_ms())
+            await worker.aclose()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(keys.worker(self.instance))

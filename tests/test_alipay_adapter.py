@@ -1,0 +1,642 @@
+"""AlipayAdapter against the Alipay emulator over real HTTP, with the real python-alipay-sdk."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import alipay
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adapters.alipay import AlipayAdapter
+from adapters.alipay import transformers as tf
+from adapters.alipay.adapter import PRODUCTION_GATEWAY, point_sdk_at
+from adapters.base import CreateRequest, Money, PaymentRef, Status
+from adapters.errors import (
+    GatewayProtocolError,
+    GatewayRefused,
+    GatewayUnavailable,
+    UnsupportedOperation,
+    WebhookPayloadError,
+    WebhookSignatureError,
+)
+from sandbox.alipay import AlipayEmulator, CashierError
+from sandbox.keys import rsa_pair
+from sandbox.runner import ServerThread
+from service.settings import AlipayConfig, Secret, SettingsError
+from tests.fixtures_alipay import Receiver, alipay_config
+
+CHINA = timezone(timedelta(hours=8))
+_counter = iter(range(10**6))
+
+
+def make_request(minor: int = 8900, description: str = "Pro membership · 10 GB 容量包",
+                 expires_in: int = 1800, **changes: Any) -> CreateRequest:
+    fields: dict[str, Any] = {
+        "payment_id": f"pr_00test{next(_counter):020d}",
+        "amount": Money(minor, "CNY"),
+        "description": description,
+        "complete_url": "https://shop.example/done?order=1",
+        "cancel_url": "https://shop.example/cancel",
+        "expires_at": int(time.time()) + expires_in,
+    }
+    return CreateRequest(**(fields | changes))
+
+
+def ref_of(request: CreateRequest) -> PaymentRef:
+    return PaymentRef(request.payment_id, None, request.amount)
+
+
+def biz_content(payment_url: str) -> dict[str, Any]:
+    query = dict(parse_qsl(urlsplit(payment_url).query))
+    return json.loads(query["biz_content"])  # type: ignore[no-any-return]
+
+
+async def open_cashier(payment_url: str) -> httpx.Response:
+    """The customer's browser opens the payment URL (and lands on the cashier)."""
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        return await client.get(payment_url)
+
+
+async def opened(adapter: AlipayAdapter, request: CreateRequest) -> str:
+    created = await adapter.create(request)
+    assert (await open_cashier(created.payment_url or "")).status_code == 200
+    return created.payment_url or ""
+
+
+# -- create, query, pay, close ----------------------------------------------------------------------
+
+
+async def test_create_opens_the_cashier_and_the_trade_waits(alipay_adapter: AlipayAdapter,
+                                                            alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    created = await alipay_adapter.create(request)
+    assert created.status is Status.WAITING and created.gateway_reference is None
+    assert created.payment_url and created.payment_url.startswith(alipay_emulator.base_url + "/gateway.do?")
+    assert alipay_emulator.calls["create"] == 0  # page pay makes no call; the cashier creates the trade
+
+    page = await open_cashier(created.payment_url)
+    assert page.status_code == 200 and "Pro membership · 10 GB 容量包" in page.text and "89.00" in page.text
+    assert alipay_emulator.calls["create"] == 1
+
+    state = await alipay_adapter.query(ref_of(request))
+    assert state.status is Status.WAITING and state.gateway_state == "WAIT_BUYER_PAY"
+    assert state.amount == Money(8900, "CNY")
+    assert state.gateway_reference and len(state.gateway_reference) == 28 and state.gateway_reference.isdigit()
+
+
+async def test_query_before_the_cashier_is_opened_finds_no_trade(alipay_adapter: AlipayAdapter) -> None:
+    request = make_request()
+    await alipay_adapter.create(request)
+    state = await alipay_adapter.query(ref_of(request))
+    assert state.status is None and state.gateway_state == "ACQ.TRADE_NOT_EXIST"
+
+
+async def test_pay_sends_a_notification_that_verifies(alipay_adapter: AlipayAdapter,
+                                                      alipay_emulator: AlipayEmulator,
+                                                      alipay_receiver: Receiver) -> None:
+    request = make_request()
+    created = await alipay_adapter.create(request)
+    landed = await alipay_emulator.pay(created.payment_url or "", "paid")
+
+    assert len(alipay_receiver.bodies) == 1
+    event = await alipay_adapter.parse_webhook({}, alipay_receiver.bodies[0])
+    assert event is not None
+    assert event.state.payment_id == request.payment_id
+    assert event.state.status is Status.SUCCEEDED and event.state.gateway_state == "TRADE_SUCCESS"
+    assert event.state.amount == Money(8900, "CNY")
+    form = dict(parse_qsl(alipay_receiver.bodies[0].decode()))
+    assert event.event_id == form["notify_id"] and event.state.gateway_reference == form["trade_no"]
+    assert alipay_emulator.webhooks_sent == [(form["notify_id"], 200)]
+
+    # the browser returns to complete_url with the synchronous return parameters, signed by Alipay
+    assert landed.startswith("https://shop.example/done?order=1&")
+    returned = dict(parse_qsl(urlsplit(landed).query))
+    assert returned.pop("order") == "1"  # complete_url's own parameter, not Alipay's: not signed
+    sign = returned.pop("sign")
+    assert alipay_adapter._client.verify(returned, sign)
+    assert returned["out_trade_no"] == request.payment_id and returned["total_amount"] == "89.00"
+
+    state = await alipay_adapter.query(ref_of(request))
+    assert state.status is Status.SUCCEEDED and state.amount == Money(8900, "CNY")
+    assert state.gateway_reference == form["trade_no"]
+
+
+async def test_close_then_the_cashier_refuses(alipay_adapter: AlipayAdapter,
+                                              alipay_emulator: AlipayEmulator,
+                                              alipay_receiver: Receiver) -> None:
+    request = make_request()
+    url = await opened(alipay_adapter, request)
+
+    state = await alipay_adapter.close(ref_of(request))
+    assert state.status is Status.CLOSED and state.gateway_state == "TRADE_CLOSED"
+    assert state.gateway_reference and len(state.gateway_reference) == 28
+    with pytest.raises(CashierError) as refused:
+        await alipay_emulator.pay(url, "paid")
+    assert refused.value.code == "ACQ.TRADE_HAS_CLOSE"
+    assert (await alipay_adapter.query(ref_of(request))).status is Status.CLOSED
+    assert alipay_receiver.bodies == []  # Alipay does not notify a merchant's own close
+
+
+async def test_pay_button_pressed_after_close_is_refused(alipay_adapter: AlipayAdapter,
+                                                         alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    created = await alipay_adapter.create(request)
+    cashier = await open_cashier(created.payment_url or "")  # the customer has the page open …
+    await alipay_adapter.close(ref_of(request))  # … when payrelay closes the trade
+    async with httpx.AsyncClient() as client:
+        pressed = await client.post(str(cashier.url) + "/pay")
+    assert pressed.status_code == 409 and "ACQ.TRADE_HAS_CLOSE" in pressed.text
+    assert (await alipay_adapter.query(ref_of(request))).status is Status.CLOSED
+
+
+async def test_close_of_a_never_opened_trade_finds_none(alipay_adapter: AlipayAdapter,
+                                                        alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    await alipay_adapter.create(request)
+    state = await alipay_adapter.close(ref_of(request))
+    assert state.status is None and state.gateway_state == "ACQ.TRADE_NOT_EXIST"
+    assert alipay_emulator.calls["close"] == 1
+
+
+async def test_close_after_pay_answers_the_paid_state(alipay_adapter: AlipayAdapter,
+                                                      alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    created = await alipay_adapter.create(request)
+    await alipay_emulator.pay(created.payment_url or "", "paid")
+    state = await alipay_adapter.close(ref_of(request))
+    assert state.status is Status.SUCCEEDED and state.amount == Money(8900, "CNY")
+    assert alipay_emulator.calls["close"] == 1 and alipay_emulator.trades[request.payment_id].status == "TRADE_SUCCESS"
+
+
+async def test_many_concurrent_queries(alipay_emulator: AlipayEmulator, alipay_receiver: Receiver) -> None:
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, max_concurrency=4)
+    request = make_request()
+    await opened(adapter, request)
+    states = await asyncio.gather(*(adapter.query(ref_of(request)) for _ in range(20)))
+    assert {s.status for s in states} == {Status.WAITING}
+
+
+# -- failures -----------------------------------------------------------------------------------------
+
+
+async def test_emulator_down_is_unavailable(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    await opened(alipay_adapter, request)
+    alipay_emulator.down = True
+    with pytest.raises(GatewayUnavailable, match="HTTP 503") as raised:
+        await alipay_adapter.query(ref_of(request))
+    assert raised.value.retryable
+    with pytest.raises(GatewayUnavailable):
+        await alipay_adapter.close(ref_of(request))
+    assert alipay_emulator.trades[request.payment_id].status == "WAIT_BUYER_PAY"
+    assert alipay_emulator.calls["query"] == alipay_emulator.calls["close"] == 0
+
+
+async def test_unreachable_gateway_is_unavailable(alipay_emulator: AlipayEmulator) -> None:
+    config = alipay_config(alipay_emulator)
+    adapter = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key,
+                                         "http://127.0.0.1:9/gateway.do"), "http://127.0.0.1:9")
+    with pytest.raises(GatewayUnavailable, match="unreachable"):
+        await adapter.query(ref_of(make_request()))
+
+
+async def test_slow_gateway_times_out(alipay_emulator: AlipayEmulator,
+                                      served: Callable[[Any], ServerThread]) -> None:
+    async def slow(request: Any) -> Response:
+        await asyncio.sleep(1)
+        return Response("{}")
+
+    server = served(Starlette(routes=[Route("/gateway.do", slow)]))
+    config = alipay_config(alipay_emulator)
+    adapter = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key,
+                                         server.url + "/gateway.do"), "http://127.0.0.1:9", timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(GatewayUnavailable):
+        await adapter.query(ref_of(make_request()))
+    assert time.monotonic() - started < 2
+
+
+async def test_forged_answer_signature_is_a_protocol_error(alipay_adapter: AlipayAdapter,
+                                                           alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    await opened(alipay_adapter, request)
+    alipay_emulator.forge_signatures = True
+    with pytest.raises(GatewayProtocolError, match="does not verify"):
+        await alipay_adapter.query(ref_of(request))
+    with pytest.raises(GatewayProtocolError):
+        await alipay_adapter.close(ref_of(request))
+
+
+async def test_wrong_merchant_key_is_refused_by_alipay(alipay_emulator: AlipayEmulator) -> None:
+    config = alipay_config(alipay_emulator)
+    adapter = AlipayAdapter(AlipayConfig(config.app_id, Secret(rsa_pair()[0]), config.alipay_public_key,
+                                         config.gateway_url), "http://127.0.0.1:9")
+    with pytest.raises(GatewayRefused) as refused:
+        await adapter.query(ref_of(make_request()))
+    assert refused.value.code == "isv.invalid-signature" and not refused.value.retryable
+
+
+@pytest.mark.parametrize(("status", "body", "error", "match"), [
+    (200, '{"alipay_trade_query_response":{"code":"10000","msg":"Success","trade_status":"TRADE_SUCCESS",'
+          '"out_trade_no":"x","total_amount":"89.00"}}', GatewayProtocolError, "not signed"),
+    (200, "<html>maintenance</html>", GatewayProtocolError, "unreadable"),
+    (200, '{"alipay_trade_query_response":{"code":"20000","msg":"Service Currently Unavailable",'
+          '"sub_code":"isp.unknow-error","sub_msg":"系统繁忙"}}', GatewayUnavailable, "isp.unknow-error"),
+    (404, "not found", GatewayProtocolError, "HTTP 404"),
+    (502, "bad gateway", GatewayUnavailable, "HTTP 502"),
+])
+async def test_odd_answers(alipay_emulator: AlipayEmulator, served: Callable[[Any], ServerThread],
+                           status: int, body: str, error: type[Exception], match: str) -> None:
+    async def answer(request: Any) -> Response:
+        return Response(body, status_code=status, media_type="text/html;charset=utf-8")
+
+    server = served(Starlette(routes=[Route("/gateway.do", answer)]))
+    config = alipay_config(alipay_emulator)
+    adapter = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key,
+                                         server.url + "/gateway.do"), "http://127.0.0.1:9")
+    with pytest.raises(error, match=match):
+        await adapter.query(ref_of(make_request()))
+
+
+def test_business_errors_from_verified_answers() -> None:
+    other = {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.INVALID_PARAMETER", "sub_msg": "参数无效"}
+    with pytest.raises(GatewayRefused) as refused:
+        tf.trade_state("pr_1", other)
+    assert refused.value.code == "ACQ.INVALID_PARAMETER" and "参数无效" in refused.value.message
+    with pytest.raises(GatewayUnavailable):
+        tf.close_outcome("pr_1", other | {"sub_code": "ACQ.SYSTEM_ERROR"})
+    with pytest.raises(GatewayProtocolError, match="not 'pr_1'"):
+        tf.trade_state("pr_1", {"code": "10000", "out_trade_no": "pr_2", "trade_status": "TRADE_SUCCESS",
+                                "total_amount": "1.00"})
+    with pytest.raises(GatewayProtocolError, match="total_amount"):
+        tf.trade_state("pr_1", {"code": "10000", "trade_status": "TRADE_SUCCESS", "total_amount": "1.001"})
+
+
+# -- create parameters --------------------------------------------------------------------------------
+
+
+async def test_time_expire_is_china_time_of_expires_at(alipay_adapter: AlipayAdapter) -> None:
+    request = make_request(expires_in=1800)
+    biz = biz_content((await alipay_adapter.create(request)).payment_url or "")
+    expected = datetime.fromtimestamp(request.expires_at, UTC_PLUS_8).strftime("%Y-%m-%d %H:%M:%S")
+    assert biz["time_expire"] == expected
+    assert datetime.strptime(biz["time_expire"], "%Y-%m-%d %H:%M:%S").replace(
+        tzinfo=CHINA).timestamp() == request.expires_at
+    assert biz["total_amount"] == "89.00" and biz["product_code"] == "FAST_INSTANT_TRADE_PAY"
+    assert biz["out_trade_no"] == request.payment_id
+
+
+UTC_PLUS_8 = CHINA
+
+
+def test_time_expire_is_clamped_to_what_alipay_takes() -> None:
+    now = 1_800_000_000.5
+    assert tf.time_expire(int(now) + 5, now) == tf.china_time(int(now) + 60)
+    assert tf.time_expire(int(now) + 30 * 86400, now) == tf.china_time(int(now) + 15 * 86400)
+    assert tf.china_time(0) == "1970-01-01 08:00:00"
+
+
+async def test_description_is_cut_by_characters(alipay_adapter: AlipayAdapter,
+                                                alipay_emulator: AlipayEmulator) -> None:
+    request = make_request(description="容" * 300)
+    created = await alipay_adapter.create(request)
+    assert biz_content(created.payment_url or "")["subject"] == "容" * 256
+    assert (await open_cashier(created.payment_url or "")).status_code == 200  # Alipay takes it
+    blank = make_request(description="  ")
+    assert biz_content((await alipay_adapter.create(blank)).payment_url or "")["subject"] == (
+        f"Payment {blank.payment_id}")
+
+
+@pytest.mark.parametrize(("changes", "param"), [
+    ({"online": False}, "onlineScenario"),
+    ({"save_method": True}, "supportOfflineScenario"),
+    ({"amount": Money(2500, "USD")}, "currency"),
+    ({"amount": Money(100_000_000_01, "CNY")}, "amount"),
+])
+async def test_unsupported_requests(alipay_adapter: AlipayAdapter, changes: dict[str, Any], param: str) -> None:
+    with pytest.raises(UnsupportedOperation) as refused:
+        await alipay_adapter.create(make_request(**changes))
+    assert refused.value.param == param
+    if param == "onlineScenario":
+        assert refused.value.message == "Alipay page pay has no off-session charge"
+
+
+def test_declared_capabilities() -> None:
+    assert AlipayAdapter.gateway_type == "alipay-page" and AlipayAdapter.webhook_name == "alipay"
+    assert AlipayAdapter.currencies == frozenset({"CNY"}) and AlipayAdapter.supports_offline is False
+
+
+# -- the SDK's private gateway attribute --------------------------------------------------------------
+
+
+def test_sdk_keeps_its_gateway_in_the_private_attribute(alipay_keys: dict[str, tuple[str, str]]) -> None:
+    """python-alipay-sdk has no gateway parameter; the adapter sets ``_gateway``. If an upgrade
+    renames the attribute or stops reading it, this fails instead of payrelay calling production."""
+    client = alipay.AliPay(appid="2021000000000000", app_notify_url=None,
+                           app_private_key_string=alipay_keys["app_key"][0],
+                           alipay_public_key_string=alipay_keys["platform_key"][1])
+    assert vars(client).get("_gateway") == PRODUCTION_GATEWAY
+    assert "self._gateway" in inspect.getsource(alipay.AliPay.verified_sync_response)
+    point_sdk_at(client, "http://127.0.0.1:1/gateway.do")
+    assert client._gateway == "http://127.0.0.1:1/gateway.do"
+    with pytest.raises(RuntimeError, match="_gateway"):
+        point_sdk_at(object(), "http://127.0.0.1:1/gateway.do")
+
+
+def test_adapter_points_the_sdk_at_the_configured_gateway(alipay_adapter: AlipayAdapter,
+                                                          alipay_emulator: AlipayEmulator) -> None:
+    assert alipay_adapter._client._gateway == alipay_emulator.base_url + "/gateway.do"
+    config = alipay_config(alipay_emulator)
+    production = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key, None),
+                               "https://pay.example")
+    assert production.gateway_url == PRODUCTION_GATEWAY == production._client._gateway
+
+
+def plain_sdk(keys: dict[str, tuple[str, str]]) -> Any:
+    return alipay.AliPay(appid="2021000000000000", app_notify_url=None, app_private_key_string=keys["app_key"][0],
+                         alipay_public_key_string=keys["platform_key"][1])
+
+
+def test_openssl_backed_sdk_signs_and_checks_like_the_sdk(alipay_keys: dict[str, tuple[str, str]]) -> None:
+    """The adapter's SDK client does its RSA work through OpenSSL by overriding the SDK's private
+    ``_sign``/``_verify``. If the SDK stops routing through them, or results differ, this fails."""
+    assert "self._sign(" in inspect.getsource(alipay.AliPay.sign_data)
+    assert "self._verify(" in inspect.getsource(alipay.AliPay._verify_and_return_sync_response)
+    assert "self._verify(" in inspect.getsource(alipay.AliPay.verify)
+    sdk = plain_sdk(alipay_keys)
+    platform = AlipayEmulator(**alipay_keys)
+    adapter = AlipayAdapter(AlipayConfig(platform.app_id, Secret(platform.app_private_key),
+                                         platform.alipay_public_key, None), "http://127.0.0.1:9")
+    for text in ("", "a=1&b=2", "biz_content={\"subject\":\"容量包 & more\"}&charset=utf-8", "x" * 5000):
+        assert adapter._client._sign(text) == sdk._sign(text)
+        answer_sign = platform._sign(text)
+        assert adapter._client._verify(text, answer_sign) is sdk._verify(text, answer_sign) is True
+        assert adapter._client._verify(text + " ", answer_sign) is sdk._verify(text + " ", answer_sign) is False
+    body = sdk.build_body("alipay.trade.query", {"out_trade_no": "pr_1"})
+    assert adapter._client.sign_data(dict(body)) == sdk.sign_data(dict(body))
+
+
+# -- keys and secrets ---------------------------------------------------------------------------------
+
+
+async def test_bare_base64_keys_from_alipays_console_work(alipay_emulator: AlipayEmulator) -> None:
+    def bare(pem: str) -> str:
+        return "".join(line for line in pem.splitlines() if not line.startswith("-----"))
+
+    config = alipay_config(alipay_emulator)
+    adapter = AlipayAdapter(AlipayConfig(config.app_id, Secret(bare(config.private_key.reveal())),
+                                         bare(config.alipay_public_key), config.gateway_url), "http://127.0.0.1:9")
+    request = make_request()
+    await opened(adapter, request)
+    assert (await adapter.query(ref_of(request))).status is Status.WAITING
+
+
+def test_private_key_never_shows(alipay_emulator: AlipayEmulator) -> None:
+    config = alipay_config(alipay_emulator)
+    adapter = AlipayAdapter(config, "http://127.0.0.1:9")
+    secret_body = config.private_key.reveal().splitlines()[1]
+    assert secret_body not in repr(adapter) and secret_body not in str(vars(adapter))
+    broken = "-----BEGIN PRIVATE KEY-----\n" + secret_body + "\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(SettingsError) as raised:
+        AlipayAdapter(AlipayConfig(config.app_id, Secret(broken), config.alipay_public_key, None), "x")
+    assert secret_body not in str(raised.value) and raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    with pytest.raises(SettingsError, match="PUBLIC_KEY"):
+        AlipayAdapter(AlipayConfig(config.app_id, config.private_key, "not a key", None), "x")
+
+
+# -- notifications --------------------------------------------------------------------------------------
+
+
+async def paid_trade(adapter: AlipayAdapter, emulator: AlipayEmulator) -> CreateRequest:
+    request = make_request()
+    await opened(adapter, request)
+    return request
+
+
+def encode(form: dict[str, str]) -> bytes:
+    return urlencode(form).encode()
+
+
+async def test_signed_notification_parses(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator) -> None:
+    request = await paid_trade(alipay_adapter, alipay_emulator)
+    for trade_status, status in [("WAIT_BUYER_PAY", Status.WAITING), ("TRADE_SUCCESS", Status.SUCCEEDED),
+                                 ("TRADE_FINISHED", Status.SUCCEEDED), ("TRADE_CLOSED", Status.CLOSED)]:
+        form = alipay_emulator.signed_notification(request.payment_id, trade_status)
+        event = await alipay_adapter.parse_webhook({}, encode(form))
+        assert event is not None and event.state.status is status and event.event_id == form["notify_id"]
+
+
+async def test_event_id_falls_back_without_notify_id(alipay_adapter: AlipayAdapter,
+                                                     alipay_emulator: AlipayEmulator) -> None:
+    request = await paid_trade(alipay_adapter, alipay_emulator)
+    form = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS", notify_id=None,
+                                               gmt_payment="2026-11-21 10:00:00")
+    event = await alipay_adapter.parse_webhook({}, encode(form))
+    assert event is not None and event.event_id == f"{request.payment_id}:TRADE_SUCCESS:2026-11-21 10:00:00"
+
+
+def tampered_amount(form: dict[str, str]) -> dict[str, str]:
+    return form | {"total_amount": "0.01"}
+
+
+def unsigned(form: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in form.items() if k != "sign"}
+
+
+def rsa1(form: dict[str, str]) -> dict[str, str]:
+    return form | {"sign_type": "RSA"}
+
+
+def garbled_sign(form: dict[str, str]) -> dict[str, str]:
+    return form | {"sign": "abc"}
+
+
+@pytest.mark.parametrize("tamper", [tampered_amount, unsigned, rsa1, garbled_sign])
+async def test_notifications_with_bad_signatures(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator,
+                                                 tamper: Callable[[dict[str, str]], dict[str, str]]) -> None:
+    request = await paid_trade(alipay_adapter, alipay_emulator)
+    form = tamper(alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS"))
+    with pytest.raises(WebhookSignatureError):
+        await alipay_adapter.parse_webhook({}, encode(form))
+
+
+async def test_notification_signed_with_another_key(alipay_adapter: AlipayAdapter,
+                                                    alipay_emulator: AlipayEmulator) -> None:
+    request = await paid_trade(alipay_adapter, alipay_emulator)
+    alipay_emulator.forge_signatures = True
+    form = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS")
+    with pytest.raises(WebhookSignatureError, match="does not verify"):
+        await alipay_adapter.parse_webhook({}, encode(form))
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"app_id": "2021000000000001"}, "another app_id"),
+    ({"out_trade_no": None}, "no out_trade_no"),
+    ({"total_amount": "89"}, None),  # whole yuan is a valid amount
+    ({"total_amount": "89.001"}, "total_amount"),
+    ({"total_amount": "-1.00"}, "total_amount"),
+    ({"total_amount": None}, "total_amount"),
+    ({"trade_status": "TRADE_PENDING"}, "unknown trade_status"),
+    ({"trade_status": None}, "unknown trade_status"),
+])
+async def test_verified_notifications_with_unusable_content(alipay_adapter: AlipayAdapter,
+                                                            alipay_emulator: AlipayEmulator,
+                                                            overrides: dict[str, str | None],
+                                                            match: str | None) -> None:
+    request = await paid_trade(alipay_adapter, alipay_emulator)
+    form = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS", **overrides)
+    if match is None:
+        event = await alipay_adapter.parse_webhook({}, encode(form))
+        assert event is not None and event.state.amount == Money(8900, "CNY")
+        return
+    with pytest.raises(WebhookPayloadError, match=match):
+        await alipay_adapter.parse_webhook({}, encode(form))
+
+
+@pytest.mark.parametrize("body", [b"sign=%ZZ&a", b"\xff\xfe=1", b"a=1&a=2&sign=x", b"a=1&&b=2"])
+async def test_malformed_notification_bodies(alipay_adapter: AlipayAdapter, body: bytes) -> None:
+    with pytest.raises(WebhookPayloadError):
+        await alipay_adapter.parse_webhook({}, body)
+
+
+async def test_missing_or_empty_body_is_unsigned(alipay_adapter: AlipayAdapter) -> None:
+    for body in (b"", b"trade_status=TRADE_SUCCESS&sign="):
+        with pytest.raises(WebhookSignatureError, match="not signed"):
+            await alipay_adapter.parse_webhook({}, body)
+
+
+async def test_refund_after_success_reports_closed(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator,
+                                                   alipay_receiver: Receiver) -> None:
+    request = make_request()
+    created = await alipay_adapter.create(request)
+    await alipay_emulator.pay(created.payment_url or "", "paid")
+    await alipay_emulator.refund(request.payment_id)
+    first, second = [await alipay_adapter.parse_webhook({}, body) for body in alipay_receiver.bodies]
+    assert first is not None and first.state.status is Status.SUCCEEDED
+    # reported as it is; the service refuses to move a succeeded payment back
+    assert second is not None and second.state.status is Status.CLOSED and second.event_id != first.event_id
+    assert second.state.amount == Money(8900, "CNY")
+    assert (await alipay_adapter.query(ref_of(request))).status is Status.CLOSED
+
+
+def test_webhook_replies(alipay_adapter: AlipayAdapter) -> None:
+    ok = alipay_adapter.webhook_ok()
+    assert (ok.status_code, ok.body, ok.media_type) == (200, b"success", "text/plain")
+    failed = alipay_adapter.webhook_fail(503, "temporarily unable to store the event")
+    assert (failed.status_code, failed.body) == (503, b"fail: temporarily unable to store the event")
+    assert failed.media_type == "text/plain"
+
+
+def test_status_table_covers_alipays_trade_statuses() -> None:
+    assert dict(tf.STATUS) == {
+        "WAIT_BUYER_PAY": Status.WAITING,
+        "TRADE_SUCCESS": Status.SUCCEEDED,
+        "TRADE_FINISHED": Status.SUCCEEDED,
+        "TRADE_CLOSED": Status.CLOSED,
+    }
+    with pytest.raises(TypeError):
+        tf.STATUS["TRADE_PENDING"] = Status.PROCESSING  # type: ignore[index]
+    with pytest.raises(GatewayProtocolError):
+        tf.status_of("trade_success")
+
+
+# -- the cryptography verifier accepts exactly what the SDK's verify accepts -----------------------------
+
+_names = st.sampled_from(["app_id", "out_trade_no", "total_amount", "subject", "trade_status", "notify_id",
+                          "body", "gmt_payment", "fund_bill_list", "passback_params", "a", "z_"])
+_values = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
+_mutations = st.sampled_from(["none", "change", "add", "drop", "blank", "sign_type_rsa", "sign_type_blank",
+                              "sign_noise", "sign_cut", "sign_other_key", "sign_padding"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(fields=st.dictionaries(_names, _values, min_size=1), mutation=_mutations, extra=_values)
+def test_verifier_matches_the_sdk(alipay_keys: dict[str, tuple[str, str]], fields: dict[str, str],
+                                  mutation: str, extra: str) -> None:
+    emulator, adapter, other = _verifier_setup(alipay_keys)
+    reference = _setup_cache["sdk"]
+    form = emulator.sign_fields(fields | {"sign_type": "RSA2"})
+    name = sorted(fields)[0]
+    if mutation == "change":
+        form[name] = form[name] + (extra or "x")
+    elif mutation == "add":
+        form.setdefault("zz_added", extra)
+    elif mutation == "drop" and len(fields) > 1:
+        form.pop(name)
+    elif mutation == "blank":
+        form[name] = ""
+    elif mutation == "sign_type_rsa":
+        form["sign_type"] = "RSA"
+    elif mutation == "sign_type_blank":
+        form["sign_type"] = ""
+    elif mutation == "sign_noise":
+        form["sign"] = "\n".join([form["sign"][:40], form["sign"][40:]]) + " "  # decodebytes skips these
+    elif mutation == "sign_cut":
+        form["sign"] = form["sign"][:-4]
+    elif mutation == "sign_other_key":
+        form["sign"] = other.sign_fields(form)["sign"]
+    elif mutation == "sign_padding":
+        form["sign"] = form["sign"].rstrip("=")
+
+    sign = form.get("sign", "")
+    ours = form.get("sign_type", "RSA2") == "RSA2" and adapter.verifies(form, sign)
+    try:
+        theirs = bool(reference.verify({k: v for k, v in form.items() if k != "sign"}, sign))
+    except Exception:  # the SDK raises on a foreign sign_type or broken base64: not accepted
+        theirs = False
+    assert ours == theirs
+    if mutation == "none":
+        assert ours
+
+
+_setup_cache: dict[str, Any] = {}
+
+
+def _verifier_setup(keys: dict[str, tuple[str, str]]) -> tuple[AlipayEmulator, AlipayAdapter, AlipayEmulator]:
+    if "emulator" not in _setup_cache:
+        emulator = AlipayEmulator(**keys)
+        other = AlipayEmulator(platform_key=rsa_pair(), app_key=keys["app_key"])
+        adapter = AlipayAdapter(AlipayConfig(emulator.app_id, Secret(emulator.app_private_key),
+                                             emulator.alipay_public_key, None), "http://127.0.0.1:9")
+        _setup_cache.update(emulator=emulator, adapter=adapter, other=other, sdk=plain_sdk(keys))
+    return _setup_cache["emulator"], _setup_cache["adapter"], _setup_cache["other"]
+
+
+def test_verifier_takes_the_digest_encoding_without_null_like_the_sdk(
+        alipay_keys: dict[str, tuple[str, str]]) -> None:
+    """PKCS#1 v1.5 signatures whose DigestInfo omits the NULL parameter: pycryptodome (the SDK)
+    accepts them, OpenSSL alone does not; the adapter accepts them too, for the same content only."""
+    emulator, adapter, _ = _verifier_setup(alipay_keys)
+    private = serialization.load_pem_private_key(emulator.alipay_private_key.encode(), None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    form = {"out_trade_no": "pr_1", "total_amount": "89.00", "trade_status": "TRADE_SUCCESS", "sign_type": "RSA2"}
+    content = tf.signed_content(form).encode()
+    info = bytes.fromhex("302f300b0609608648016503040201") + b"\x04\x20" + hashlib.sha256(content).digest()
+    size = private.key_size // 8
+    encoded = b"\x00\x01" + b"\xff" * (size - len(info) - 3) + b"\x00" + info
+    numbers = private.private_numbers()
+    signature = pow(int.from_bytes(encoded, "big"), numbers.d, numbers.public_numbers.n).to_bytes(size, "big")
+    sign = base64.b64encode(signature).decode()
+    sdk = plain_sdk(alipay_keys)
+    assert sdk.verify(dict(form), sign) and adapter.verifies(form, sign)
+    assert adapter._client.verify(dict(form), sign)  # the adapter's SDK client, on OpenSSL
+    tampered = form | {"total_amount": "0.01"}
+    assert not sdk.verify(dict(tampered), sign) and not adapter.verifies(tampered, sign)

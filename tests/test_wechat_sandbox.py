@@ -1,0 +1,355 @@
+"""The WeChat Pay emulator on its own, over raw HTTP: request auth, validation, signed answers,
+error codes, the payment page. (tests/test_wechat_adapter.py drives it through the SDK.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from sandbox.wechat import PaymentRefused, WechatEmulator, WechatKeys
+from tests.fixtures_wechat import CallbackReceiver, official_sdk, stranger_key, wechat_config
+
+NATIVE = "/v3/pay/transactions/native"
+
+
+def authorization(
+    keys: WechatKeys,
+    method: str,
+    target: str,
+    body: bytes,
+    *,
+    timestamp: int | None = None,
+    serial: str | None = None,
+    key: str | None = None,
+    mchid: str | None = None,
+) -> str:
+    """WeChat's request signature, written out here independently of the SDK and the emulator."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    nonce = secrets.token_hex(16).upper()
+    private = serialization.load_pem_private_key((key or keys.merchant_private_key).encode(), None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    message = f"{method}\n{target}\n{ts}\n{nonce}\n".encode() + body + b"\n"
+    signature = base64.b64encode(private.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
+    return (
+        f'WECHATPAY2-SHA256-RSA2048 mchid="{mchid or keys.mchid}",nonce_str="{nonce}",'
+        f'signature="{signature}",timestamp="{ts}",serial_no="{serial or keys.cert_serial_no}"'
+    )
+
+
+class Api:
+    def __init__(self, emulator: WechatEmulator, client: httpx.AsyncClient) -> None:
+        self.emulator, self.client = emulator, client
+
+    async def call(self, method: str, target: str, payload: Any = None, **forge: Any) -> httpx.Response:
+        body = b"" if payload is None else json.dumps(payload).encode()
+        headers = {
+            "Authorization": authorization(self.emulator.keys, method, target, body, **forge),
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        return await self.client.request(method, target, content=body, headers=headers)
+
+    def order(self, no: str = "order_0001", **changes: Any) -> dict[str, Any]:
+        keys = self.emulator.keys
+        body = {
+            "appid": keys.appid,
+            "mchid": keys.mchid,
+            "description": "10 GB 容量包",
+            "out_trade_no": no,
+            "notify_url": "http://127.0.0.1:9/webhooks/wechat",
+            "time_expire": "2099-11-21T10:34:56+08:00",
+            "amount": {"total": 100, "currency": "CNY"},
+        }
+        body.update(changes)
+        return body
+
+    def query_path(self, no: str) -> str:
+        return f"/v3/pay/transactions/out-trade-no/{no}?mchid={self.emulator.keys.mchid}"
+
+    def close_path(self, no: str) -> str:
+        return f"/v3/pay/transactions/out-trade-no/{no}/close"
+
+
+@pytest.fixture
+async def api(wechat_emulator: WechatEmulator) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(base_url=wechat_emulator.base_url, timeout=10) as client:
+        yield Api(wechat_emulator, client)
+
+
+def assert_signed_by_platform(emulator: WechatEmulator, answer: httpx.Response) -> None:
+    key = serialization.load_pem_public_key(emulator.keys.platform_public_key.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    headers = answer.headers
+    assert headers["Wechatpay-Serial"] == emulator.keys.public_key_id
+    assert headers["Wechatpay-Signature-Type"] == "WECHATPAY2-SHA256-RSA2048"
+    assert abs(int(headers["Wechatpay-Timestamp"]) - time.time()) < 5
+    message = f"{headers['Wechatpay-Timestamp']}\n{headers['Wechatpay-Nonce']}\n".encode() + answer.content + b"\n"
+    key.verify(base64.b64decode(headers["Wechatpay-Signature"]), message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def error(answer: httpx.Response) -> tuple[int, str]:
+    return answer.status_code, answer.json()["code"]
+
+
+# ---- request authentication -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("forgery", ["stale", "future", "serial", "key", "mchid", "body", "none"])
+async def test_requests_without_a_valid_signature_are_sign_errors(api: Api, forgery: str) -> None:
+    payload = api.order()
+    body = json.dumps(payload).encode()
+    forge: dict[str, Any] = {
+        "stale": {"timestamp": int(time.time()) - 305},
+        "future": {"timestamp": int(time.time()) + 305},
+        "serial": {"serial": "0123456789ABCDEF"},
+        "key": {"key": stranger_key()},
+        "mchid": {"mchid": "1900000109"},
+        "body": {},
+        "none": {},
+    }[forgery]
+    headers = {
+        "Content-Type": "application/json",
+        "Authorization": authorization(api.emulator.keys, "POST", NATIVE, body, **forge),
+    }
+    if forgery == "body":
+        body = body.replace(b"100", b"1")
+    if forgery == "none":
+        del headers["Authorization"]
+    answer = await api.client.post(NATIVE, content=body, headers=headers)
+    assert error(answer) == (401, "SIGN_ERROR")
+    assert "Wechatpay-Signature" not in answer.headers
+    assert api.emulator.orders == {}
+
+
+async def test_the_query_string_is_part_of_the_signed_target(api: Api) -> None:
+    await api.call("POST", NATIVE, api.order())
+    target = api.query_path("order_0001")
+    headers = {"Authorization": authorization(api.emulator.keys, "GET", target.split("?")[0], b"")}
+    assert error(await api.client.get(target, headers=headers)) == (401, "SIGN_ERROR")
+    assert (await api.call("GET", target)).status_code == 200
+
+
+# ---- create ---------------------------------------------------------------------------------------
+
+
+async def test_create_answers_a_signed_code_url(api: Api) -> None:
+    answer = await api.call("POST", NATIVE, api.order())
+    assert answer.status_code == 200
+    code_url = answer.json()["code_url"]
+    assert code_url.startswith("weixin://wxpay/bizpayurl?pr=")
+    assert_signed_by_platform(api.emulator, answer)
+    assert api.emulator.orders["order_0001"].code_url == code_url
+    assert api.emulator.calls["create"] == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"out_trade_no": "12345"}, "out_trade_no"),
+        ({"out_trade_no": "x" * 33}, "out_trade_no"),
+        ({"out_trade_no": "order 0001"}, "out_trade_no"),
+        ({"description": "包" * 128}, "description"),
+        ({"description": ""}, "description"),
+        ({"notify_url": "/webhooks/wechat"}, "notify_url"),
+        ({"notify_url": "ftp://relay.example/hook"}, "notify_url"),
+        ({"notify_url": "https://relay.example/hook?x=1"}, "notify_url"),
+        ({"time_expire": "2099-11-21 10:34:56"}, "time_expire"),
+        ({"time_expire": "2099-11-21T10:34:56"}, "time_expire"),
+        ({"amount": {"total": 0, "currency": "CNY"}}, "amount/total"),
+        ({"amount": {"total": 1.5, "currency": "CNY"}}, "amount/total"),
+        ({"amount": {"total": "100", "currency": "CNY"}}, "amount/total"),
+        ({"amount": {"total": 100, "currency": "USD"}}, "amount/currency"),
+        ({"appid": "wx0000000000000000"}, ""),
+        ({"mchid": "1900000109"}, ""),
+    ],
+)
+async def test_create_validates_like_wechat(api: Api, changes: dict[str, Any], field: str) -> None:
+    answer = await api.call("POST", NATIVE, api.order(**changes))
+    assert error(answer) == (400, "PARAM_ERROR")
+    assert f"/body/{field}" in answer.json()["message"] or not field
+    assert api.emulator.orders == {}
+
+
+async def test_description_of_127_characters_and_the_longest_order_number_pass(api: Api) -> None:
+    answer = await api.call("POST", NATIVE, api.order("a-Z_0|9*" * 4, description="包" * 127))
+    assert answer.status_code == 200
+
+
+async def test_the_same_order_number(api: Api, wechat_receiver: CallbackReceiver) -> None:
+    order = api.order(notify_url=f"{wechat_receiver.url}/webhooks/wechat")
+    first = await api.call("POST", NATIVE, order)
+    again = await api.call("POST", NATIVE, order)
+    assert again.json() == first.json()
+    changed = await api.call("POST", NATIVE, {**order, "amount": {"total": 101, "currency": "CNY"}})
+    assert error(changed) == (400, "INVALID_REQUEST")
+    await api.emulator.pay(first.json()["code_url"])
+    assert error(await api.call("POST", NATIVE, order)) == (400, "ORDERPAID")
+
+    await api.call("POST", NATIVE, api.order("order_0002"))
+    await api.call("POST", api.close_path("order_0002"), {"mchid": api.emulator.keys.mchid})
+    assert error(await api.call("POST", NATIVE, api.order("order_0002"))) == (400, "ORDER_CLOSED")
+
+
+# ---- query and close ------------------------------------------------------------------------------
+
+
+async def test_query_answers_the_transaction(api: Api) -> None:
+    await api.call("POST", NATIVE, api.order())
+    answer = await api.call("GET", api.query_path("order_0001"))
+    assert answer.status_code == 200
+    assert_signed_by_platform(api.emulator, answer)
+    keys = api.emulator.keys
+    assert answer.json() == {
+        "appid": keys.appid,
+        "mchid": keys.mchid,
+        "out_trade_no": "order_0001",
+        "trade_type": "NATIVE",
+        "trade_state": "NOTPAY",
+        "trade_state_desc": "订单未支付",
+        "attach": "",
+        "amount": {"total": 100, "currency": "CNY", "payer_currency": "CNY"},
+    }
+
+
+async def test_query_unknown_and_other_merchant(api: Api) -> None:
+    missing = await api.call("GET", api.query_path("order_9999"))
+    assert missing.status_code == 404 and missing.json() == {"code": "ORDER_NOT_EXIST", "message": "订单不存在"}
+    await api.call("POST", NATIVE, api.order())
+    other = await api.call("GET", "/v3/pay/transactions/out-trade-no/order_0001?mchid=1900000109")
+    assert error(other) == (400, "PARAM_ERROR")
+    assert error(await api.call("GET", "/v3/pay/transactions/out-trade-no/order_0001")) == (400, "PARAM_ERROR")
+
+
+async def test_close_answers_a_signed_204(api: Api) -> None:
+    await api.call("POST", NATIVE, api.order())
+    answer = await api.call("POST", api.close_path("order_0001"), {"mchid": api.emulator.keys.mchid})
+    assert answer.status_code == 204 and answer.content == b""
+    assert_signed_by_platform(api.emulator, answer)
+    assert api.emulator.transaction("order_0001")["trade_state"] == "CLOSED"
+    missing = await api.call("POST", api.close_path("order_9999"), {"mchid": api.emulator.keys.mchid})
+    assert error(missing) == (404, "ORDER_NOT_EXIST")
+    assert error(await api.call("POST", api.close_path("order_0001"), {"mchid": "1"})) == (400, "PARAM_ERROR")
+
+
+async def test_close_after_paid_is_orderpaid(api: Api, wechat_receiver: CallbackReceiver) -> None:
+    code_url = (await api.call("POST", NATIVE, api.order(notify_url=f"{wechat_receiver.url}/webhooks/wechat"))).json()[
+        "code_url"
+    ]
+    await api.emulator.pay(code_url)
+    answer = await api.call("POST", api.close_path("order_0001"), {"mchid": api.emulator.keys.mchid})
+    assert error(answer) == (400, "ORDERPAID")
+    assert api.emulator.transaction("order_0001")["trade_state"] == "SUCCESS"
+
+
+async def test_down_answers_an_unsigned_503_and_changes_nothing(api: Api) -> None:
+    await api.call("POST", NATIVE, api.order())
+    api.emulator.down = True
+    answers = [
+        await api.call("POST", NATIVE, api.order("order_0002")),
+        await api.call("GET", api.query_path("order_0001")),
+        await api.call("POST", api.close_path("order_0001"), {"mchid": api.emulator.keys.mchid}),
+    ]
+    assert [error(a) for a in answers] == [(503, "SYSTEM_ERROR")] * 3
+    assert not any("Wechatpay-Signature" in a.headers for a in answers)
+    assert list(api.emulator.orders) == ["order_0001"]
+    assert api.emulator.transaction("order_0001")["trade_state"] == "NOTPAY"
+    assert api.emulator.calls == {"create": 2, "query": 1, "close": 1}
+
+
+async def test_answer_signature_knobs(api: Api) -> None:
+    api.emulator.unsigned_responses = True
+    unsigned = await api.call("POST", NATIVE, api.order())
+    assert unsigned.status_code == 200 and "Wechatpay-Signature" not in unsigned.headers
+    api.emulator.unsigned_responses = False
+    api.emulator.sign_responses_with_wrong_key = True
+    wrong = await api.call("GET", api.query_path("order_0001"))
+    with pytest.raises(InvalidSignature):
+        assert_signed_by_platform(api.emulator, wrong)
+
+
+# ---- the page, the customer, callbacks ------------------------------------------------------------
+
+
+async def test_the_page_shows_the_qr_code_and_the_choices(api: Api) -> None:
+    code_url = (await api.call("POST", NATIVE, api.order())).json()["code_url"]
+    page = await api.client.get("/pay", params={"code_url": code_url})
+    assert page.status_code == 200 and "<svg" in page.text and "¥1.00" in page.text
+    for outcome in ("paid", "processing", "failed", "cancel"):
+        assert f'value="{outcome}"' in page.text
+    assert (await api.client.get(api.emulator.page_url(code_url))).text == page.text
+    assert (await api.client.get("/qr/nonexistent")).status_code == 404
+
+
+async def test_scan_and_pay_sends_a_callback_the_official_sdk_verifies(
+    api: Api, wechat_receiver: CallbackReceiver
+) -> None:
+    notify_url = f"{wechat_receiver.url}/webhooks/wechat"
+    code_url = (await api.call("POST", NATIVE, api.order(notify_url=notify_url))).json()["code_url"]
+    await api.emulator.pay(code_url, "paid")
+    [callback] = wechat_receiver.received
+    keys = api.emulator.keys
+    sdk = official_sdk(keys)
+    notice = sdk.callback(callback.headers, callback.body)
+    assert notice is not None and notice["event_type"] == "TRANSACTION.SUCCESS"
+    assert notice["resource_type"] == "encrypt-resource" and notice["summary"] == "支付成功"
+    tx = notice["resource"]
+    assert tx == (await api.call("GET", api.query_path("order_0001"))).json()
+    assert tx["trade_state"] == "SUCCESS" and tx["transaction_id"].startswith("4200")
+    assert tx["amount"] == {"total": 100, "payer_total": 100, "currency": "CNY", "payer_currency": "CNY"}
+    assert tx["payer"]["openid"] and tx["success_time"].endswith("+08:00")
+    assert api.emulator.webhooks_sent == [(notice["id"], 204)]
+    with pytest.raises(PaymentRefused):
+        await api.emulator.pay(code_url)
+
+
+async def test_a_callback_nobody_takes_is_recorded(api: Api) -> None:
+    code_url = (await api.call("POST", NATIVE, api.order())).json()["code_url"]  # notify to port 9
+    await api.emulator.pay(code_url)
+    assert api.emulator.webhooks_sent[0][1] is None
+    assert api.emulator.transaction("order_0001")["trade_state"] == "SUCCESS"
+
+
+async def test_settle_needs_a_payment_in_flight(api: Api) -> None:
+    await api.call("POST", NATIVE, api.order())
+    with pytest.raises(ValueError, match="not USERPAYING"):
+        await api.emulator.settle("order_0001", "paid")
+
+
+async def test_pay_wants_a_code_url_this_emulator_issued(api: Api) -> None:
+    with pytest.raises(ValueError):
+        await api.emulator.pay("https://example.com/pay")
+    with pytest.raises(KeyError):
+        await api.emulator.pay("weixin://wxpay/bizpayurl?pr=unknown")
+
+
+def test_env_configures_payrelay(wechat_emulator: WechatEmulator) -> None:
+    env = wechat_emulator.env()
+    assert set(env) == {
+        f"PAYRELAY_WECHAT_{name}"
+        for name in (
+            "MCHID",
+            "APPID",
+            "PRIVATE_KEY",
+            "CERT_SERIAL_NO",
+            "APIV3_KEY",
+            "PUBLIC_KEY",
+            "PUBLIC_KEY_ID",
+            "API_BASE",
+        )
+    }
+    assert len(env["PAYRELAY_WECHAT_APIV3_KEY"].encode()) == 32
+    assert env["PAYRELAY_WECHAT_PUBLIC_KEY_ID"].startswith("PUB_KEY_ID_")
+    assert env["PAYRELAY_WECHAT_API_BASE"] == wechat_emulator.base_url
+    config = wechat_config(wechat_emulator)
+    assert (config.mchid, config.api_base) == (wechat_emulator.keys.mchid, wechat_emulator.base_url)
+    assert WechatEmulator.gateway_type == "wechat-pay-native"
