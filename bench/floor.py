@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service.cli import KEEP_ALIVE_SECONDS
+
 EXPIRES_AT = re.compile(r"expires_at=[0-9]+")
 
 
@@ -85,7 +87,8 @@ def main() -> None:
     args = parser.parse_args()
     # exactly payrelay's `serve` call (service/cli.py), but for the app
     uvicorn.run("bench.floor:app_from_env", factory=True, host="127.0.0.1", port=args.port, workers=args.workers,
-                log_config=None, timeout_graceful_shutdown=20, proxy_headers=True,
+                log_config=None, timeout_graceful_shutdown=20, timeout_keep_alive=KEEP_ALIVE_SECONDS,
+                proxy_headers=True,
                 forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
 
 

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from sandbox import stripe as stripe_sandbox
 from sandbox import wechat as wechat_sandbox
 from sandbox.alipay import AlipayEmulator
+from sandbox.runner import KEEP_ALIVE_SECONDS
 from sandbox.stripe import StripeEmulator
 from sandbox.wechat import WechatEmulator
 
@@ -204,7 +205,8 @@ async def serve(ports: dict[str, int]) -> None:
     servers.append((gateways.control_app(), ports["control"]))
     await asyncio.gather(*(
         uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
-                                      lifespan="off", backlog=4096)).serve()
+                                      lifespan="off", backlog=4096,
+                                      timeout_keep_alive=KEEP_ALIVE_SECONDS)).serve()
         for app, port in servers
     ))
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+KEEP_ALIVE_SECONDS = 30
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -24,7 +26,10 @@ class ServerThread:
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
-        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="auto")
+        # idle connections stay open longer than any client keeps one (httpx: 5 s), so that a client
+        # never sends a request on a connection the server is closing at that moment
+        config = uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="auto",
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name=f"serve:{self.port}", daemon=True)
 

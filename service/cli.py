@@ -8,6 +8,12 @@ import sys
 
 from service.settings import Settings, SettingsError, read_env_file
 
+# Seconds an idle client connection stays open. Longer than the idle timeout of what usually
+# stands in front (nginx's upstream keepalive_timeout and cloud load balancers: 60 s), so that the
+# proxy, never payrelay, closes an idle connection: otherwise a request the proxy sends on a
+# connection payrelay is closing at that moment is lost and the proxy answers 502.
+KEEP_ALIVE_SECONDS = 75
+
 
 def _load_env_file(path: str | None) -> None:
     """Put an env file's values into the environment (set variables win), so that uvicorn's
@@ -34,6 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(
         "service.cli:app_from_env", factory=True, host=args.host, port=args.port,
         workers=args.workers, log_config=None, timeout_graceful_shutdown=args.graceful_timeout,
+        timeout_keep_alive=args.keep_alive,
         proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
     )
     return 0
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1, help="worker processes")
     serve.add_argument("--graceful-timeout", type=int, default=20,
                        help="seconds to finish in-flight requests on shutdown")
+    serve.add_argument("--keep-alive", type=int, default=KEEP_ALIVE_SECONDS,
+                       help="seconds an idle connection stays open; keep it above the load balancer's idle timeout")
     serve.add_argument("--env-file", help="a file of PAYRELAY_*=value lines")
     serve.set_defaults(run=_serve)
 

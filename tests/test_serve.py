@@ -1,0 +1,45 @@
+"""`payrelay serve` keeps idle connections open longer than the proxy in front of it does, so that
+the proxy, never payrelay, closes them: a request sent on a connection that the server is closing
+at that moment would be lost (the proxy answers 502, an httpx client raises ReadError)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.stripe import StripeEmulator
+from tests.conftest import API_KEY
+from tests.relay_process import RelayProcess
+
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: payrelay\r\n\r\n"
+
+
+def _answered_after_idle(relay: RelayProcess, idle: float) -> bool:
+    """One request, ``idle`` seconds of silence, then a second request on the same connection."""
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as conn:
+        conn.sendall(REQUEST)
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(idle)
+        try:
+            conn.sendall(REQUEST)
+            return conn.recv(65536).startswith(b"HTTP/1.1 200")
+        except OSError:  # reset by the server
+            return False
+
+
+@pytest.mark.parametrize(("args", "idle", "kept"), [
+    ((), 6.0, True),  # past httpx's 5 s and uvicorn's own default of 5 s
+    (("--keep-alive", "1"), 2.5, False),
+])
+def test_idle_connections_stay_open(clean_redis: str, stripe_emulator: StripeEmulator, tmp_path: Path,
+                                    args: tuple[str, ...], idle: float, kept: bool) -> None:
+    env = {"PAYRELAY_REDIS_URL": clean_redis, "PAYRELAY_API_KEYS": f"shop:{API_KEY}", **stripe_emulator.env()}
+    relay = RelayProcess(env, "serve", *args, log_dir=tmp_path)
+    try:
+        relay.wait_ready()
+        assert _answered_after_idle(relay, idle) is kept
+    finally:
+        relay.stop()
