@@ -42,19 +42,20 @@ def _answers(host: str, port: int) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """PAYRELAY_TEST_REDIS_URL, else 127.0.0.1:6379, else a redis-server started for the run."""
+    """PAYRELAY_TEST_REDIS_URL, else a redis-server of the run's own (nothing else on the machine
+    sees or touches its data, and concurrent runs do not meet), else db 9 of 127.0.0.1:6379."""
     given = os.environ.get("PAYRELAY_TEST_REDIS_URL")
     if given:
         yield given
         return
-    if _answers("127.0.0.1", 6379):
-        yield f"redis://127.0.0.1:6379/{TEST_DB}"
+    if shutil.which("redis-server") is not None:
+        server = RedisProcess()
+        yield server.url
+        server.stop()
         return
-    if shutil.which("redis-server") is None:
-        pytest.exit("no Redis answers on 127.0.0.1:6379 and redis-server is not installed", 2)
-    server = RedisProcess()
-    yield f"redis://127.0.0.1:{server.port}/{TEST_DB}"
-    server.stop()
+    if not _answers("127.0.0.1", 6379):
+        pytest.exit("redis-server is not installed and no Redis answers on 127.0.0.1:6379", 2)
+    yield f"redis://127.0.0.1:6379/{TEST_DB}"
 
 
 class RedisProcess:

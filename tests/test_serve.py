@@ -17,15 +17,31 @@ from tests.relay_process import RelayProcess
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: payrelay\r\n\r\n"
 
 
+def _status(conn: socket.socket) -> int | None:
+    """Reads one whole response (headers, then Content-Length bytes); None: the server closed."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next(int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:"))
+    while len(body) < length:
+        body += conn.recv(65536)
+    return int(lines[0].split()[1])
+
+
 def _answered_after_idle(relay: RelayProcess, idle: float) -> bool:
     """One request, ``idle`` seconds of silence, then a second request on the same connection."""
     with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as conn:
         conn.sendall(REQUEST)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        assert _status(conn) == 200
         time.sleep(idle)
         try:
             conn.sendall(REQUEST)
-            return conn.recv(65536).startswith(b"HTTP/1.1 200")
+            return _status(conn) == 200
         except OSError:  # reset by the server
             return False
 

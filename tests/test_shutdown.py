@@ -196,7 +196,8 @@ async def test_worker_sigterm_hands_back_its_leases(clean_redis: str, slow_strip
         worker.stop()
     assert code in (0, -signal.SIGTERM) and took < GRACEFUL_TIMEOUT, (code, took, worker.log()[-2000:])
     claimed, leased, entries = await _held_leases(clean_redis, exited_ms)
-    assert (claimed, leased) == ([], []), f"{len(claimed)} claims, {len(leased)} leases left of {entries}"
+    assert (claimed, leased) == ([], []), (f"{len(claimed)} claims, {len(leased)} leases left of {entries}",
+                                           worker.log()[-3000:])
     # nothing lost either: each payment is closed, or due again (for the next sweeper) by now
     redis = connect(clean_redis)
     try:
@@ -206,6 +207,6 @@ async def test_worker_sigterm_hands_back_its_leases(clean_redis: str, slow_strip
             status = await redis.hget(keys.payment(bucket, pid), "status")
             score = await redis.zscore(keys.due(bucket), pid)
             closed, due_again = status == "closed" and score is None, status == "waiting" and score <= exited_ms
-            assert closed or due_again, (status, score)
+            assert closed or due_again, (pid, status, score, exited_ms, worker.log()[-3000:])
     finally:
         await redis.aclose()
