@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
@@ -112,6 +113,8 @@ class Adapter(abc.ABC):
     gateway_type: ClassVar[str]  # the paymentGatewayType, e.g. "stripe-connect"
     webhook_name: ClassVar[str]  # the path segment of its webhook, e.g. "stripe"
     currencies: ClassVar[frozenset[str] | None]  # None: any ISO 4217 currency
+    # currency → the gateway takes only amounts that are multiples of this many minor units
+    amount_steps: ClassVar[Mapping[str, int]] = types.MappingProxyType({})
     supports_offline: ClassVar[bool]
     requires_https_redirects: ClassVar[bool] = False
     customer_must_be_email: ClassVar[bool] = False

@@ -64,6 +64,9 @@ PAGE_PREFIX = "/c/pay/"
 ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd",
                           "vuv", "xaf", "xof", "xpf"})
 THREE_DECIMAL = frozenset({"bhd", "jod", "kwd", "omr", "tnd"})
+# Whole minor units Stripe still refuses: three-decimal currencies are charged in whole hundredths
+# only, and ISK, a two-decimal currency at Stripe (not in ISO 4217), in whole krónur only.
+AMOUNT_STEPS = {**{currency: 10 for currency in THREE_DECIMAL}, "isk": 100}
 # off_session_decline → (code, decline_code, message) as Stripe answers them
 DECLINES = {
     "authentication_required": ("authentication_required", "authentication_required",
@@ -207,6 +210,15 @@ def _currency(value: Any, param: str) -> str:
         raise ApiError(400, f"Invalid currency: {value}. Stripe currently supports three-letter ISO "
                             "currency codes in lowercase.", param=param)
     return value.lower()
+
+
+def _amount(value: Any, currency: str, param: str) -> int:
+    amount = _integer(value, param, minimum=1)
+    step = AMOUNT_STEPS.get(currency, 1)
+    if amount % step:
+        raise ApiError(400, f"Invalid amount: {currency.upper()} amounts must be a multiple of {step}.",
+                       param=param, code="amount_invalid")
+    return amount
 
 
 def _metadata(value: Any, param: str = "metadata") -> dict[str, str]:
@@ -516,10 +528,11 @@ class StripeEmulator(Emulator):
                    f"{where}[price_data]")
             if "currency" not in data:
                 raise missing(f"{where}[price_data][currency]")
-            currencies.add(_currency(data["currency"], f"{where}[price_data][currency]"))
+            currency = _currency(data["currency"], f"{where}[price_data][currency]")
+            currencies.add(currency)
             if "unit_amount" not in data:
                 raise missing(f"{where}[price_data][unit_amount]")
-            unit = _integer(data["unit_amount"], f"{where}[price_data][unit_amount]", minimum=1)
+            unit = _amount(data["unit_amount"], currency, f"{where}[price_data][unit_amount]")
             if "quantity" not in item:
                 raise missing(f"{where}[quantity]")
             quantity = _integer(item["quantity"], f"{where}[quantity]", minimum=1)
@@ -635,10 +648,10 @@ class StripeEmulator(Emulator):
         _known(params, _INTENT_PARAMS)
         if "amount" not in params:
             raise missing("amount")
-        amount = _integer(params["amount"], "amount", minimum=1)
         if "currency" not in params:
             raise missing("currency")
         currency = _currency(params["currency"], "currency")
+        amount = _amount(params["amount"], currency, "amount")
         customer = _string(params, "customer")
         if customer:
             self._find(self.customers, customer, call.account, "customer", "customer")

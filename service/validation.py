@@ -166,6 +166,10 @@ def parse_transaction(
     if "amount" not in body or body["amount"] is None:
         raise _invalid("amount", "is required", "missing_field")
     amount_minor = _amount(body["amount"], currency, amount_unit)
+    step = adapter.amount_steps.get(currency, 1)
+    if amount_minor % step:
+        raise _invalid("amount", f"{gateway} takes {currency} amounts only in steps of "
+                                 f"{money.to_major(step, currency)}", "invalid_amount")
 
     date = _date(_string(body, "date") or "")
     complete_url = _string(body, "completePayRedirectUrl")

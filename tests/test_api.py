@@ -90,6 +90,22 @@ async def test_validation_table(relay: Relay, stripe_emulator: Any, field: str, 
     assert stripe_emulator.calls["create"] == 0
 
 
+async def test_amounts_stripe_cannot_charge_are_refused(relay: Relay, stripe_emulator: Any) -> None:
+    async with relay.client() as client:
+        refused = await client.post("/api/transactions", json=valid(currency="KWD", amount="1.255"))
+        assert refused.status_code == 400, refused.text
+        problem = refused.json()
+        assert (problem["code"], problem["param"]) == ("invalid_amount", "amount")
+        assert "KWD" in problem["detail"] and "0.010" in problem["detail"]
+        assert stripe_emulator.calls["create"] == 0
+        for currency, amount, stripe_amount in (("KWD", "1.250", 1250), ("ISK", "500", 50000)):
+            created = await client.post("/api/transactions", json=valid(currency=currency, amount=amount))
+            assert created.status_code == 200, created.text
+            payment = (await client.get(f"/api/transactions/{created.json()['paymentId']}")).json()
+            assert (payment["amount"], payment["currency"]) == (amount, currency)
+            assert stripe_emulator.sessions[payment["gatewayReference"]]["amount_total"] == stripe_amount
+
+
 async def test_offline_needs_customer(relay: Relay) -> None:
     async with relay.client() as client:
         answer = await client.post("/api/transactions",

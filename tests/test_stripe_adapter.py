@@ -94,6 +94,37 @@ async def test_description_is_the_product_name_cut_to_stripes_limit(stripe_adapt
     assert blank["line_items"][0]["price_data"]["product_data"]["name"] == "Payment"
 
 
+@pytest.mark.parametrize(("amount", "stripe_amount", "shown"), [
+    (Money(500, "ISK"), 50000, "500.00 ISK"),  # ISK: zero-decimal in ISO 4217, hundredths at Stripe
+    (Money(300, "JPY"), 300, "300 JPY"),
+    (Money(1250, "KWD"), 1250, "1.250 KWD"),
+])
+async def test_amounts_are_in_stripes_units_both_ways(stripe_adapter: StripeAdapter, stripe_emulator: StripeEmulator,
+                                                     amount: Money, stripe_amount: int, shown: str) -> None:
+    _, ref, url = await opened(stripe_adapter, amount=amount)
+    assert ref.gateway_reference is not None
+    assert stripe_emulator.sessions[ref.gateway_reference]["amount_total"] == stripe_amount
+    async with httpx.AsyncClient() as http:
+        assert shown in (await http.get(url)).text
+    await stripe_emulator.pay(url, "paid")
+    assert (await stripe_adapter.query(ref)).amount == amount
+
+
+@pytest.mark.parametrize("amount", [Money(1255, "KWD"), Money(1, "BHD")])
+async def test_stripe_refuses_three_decimal_amounts_off_its_step(stripe_adapter: StripeAdapter, amount: Money) -> None:
+    assert stripe_adapter.amount_steps[amount.currency] == 10  # so payrelay refuses them before asking
+    with pytest.raises(GatewayRefused) as refused:
+        await stripe_adapter.create(request(amount=amount))
+    assert refused.value.param == "line_items[0][price_data][unit_amount]"
+
+
+def test_a_stripe_amount_that_is_no_whole_krona_is_a_protocol_error() -> None:
+    session = {"id": "cs_test_1", "status": "complete", "payment_status": "paid", "amount_total": 50050,
+               "currency": "isk", "metadata": {"paymentId": "pr_x"}}
+    with pytest.raises(GatewayProtocolError, match="no whole amount of ISK"):
+        tx.session_state("pr_x", session)
+
+
 async def test_paid_session_queries_succeeded(stripe_adapter: StripeAdapter, stripe_emulator: StripeEmulator,
                                               stripe_webhooks: Receiver) -> None:
     req, ref, url = await opened(stripe_adapter)

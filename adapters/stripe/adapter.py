@@ -90,6 +90,7 @@ class StripeAdapter(Adapter):
     gateway_type = "stripe-connect"
     webhook_name = "stripe"
     currencies = None
+    amount_steps = tx.AMOUNT_STEPS
     supports_offline = True
     requires_https_redirects = True
     customer_must_be_email = True

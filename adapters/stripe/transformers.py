@@ -28,6 +28,13 @@ EXPIRY_GRID = 300
 PRODUCT_NAME_LIMIT = 5000  # line_items[].price_data.product_data.name, in characters
 DEFAULT_PRODUCT_NAME = "Payment"
 
+# Where Stripe's amounts are not ISO 4217 minor units (Stripe's "Supported currencies", special
+# cases). ISK has no minor unit in ISO 4217, but Stripe still counts it in hundredths: 1 ISK is 100.
+STRIPE_SCALE: Mapping[str, int] = types.MappingProxyType({"ISK": 100})
+# Stripe charges three-decimal currencies only in whole hundredths: the last minor-unit digit is 0.
+AMOUNT_STEPS: Mapping[str, int] = types.MappingProxyType(
+    {currency: 10 for currency in ("BHD", "JOD", "KWD", "OMR", "TND")})
+
 # Checkout Session: status, or status/payment_status once complete; "…/payment_failed" is a
 # complete but unpaid session whose delayed payment failed (its PaymentIntent went back to
 # requires_payment_method: Stripe leaves the session itself at complete/unpaid).
@@ -76,13 +83,17 @@ def product_name(description: str) -> str:
     return description.strip()[:PRODUCT_NAME_LIMIT] or DEFAULT_PRODUCT_NAME
 
 
+def stripe_amount(amount: Money) -> int:
+    return amount.minor * STRIPE_SCALE.get(amount.currency, 1)
+
+
 def session_params(request: CreateRequest, now: int) -> SessionCreateParams:
     params: SessionCreateParams = {
         "mode": "payment",
         "line_items": [{
             "price_data": {
                 "currency": request.amount.currency.lower(),
-                "unit_amount": request.amount.minor,
+                "unit_amount": stripe_amount(request.amount),
                 "product_data": {"name": product_name(request.description)},
             },
             "quantity": 1,
@@ -104,7 +115,7 @@ def session_params(request: CreateRequest, now: int) -> SessionCreateParams:
 
 def off_session_params(request: CreateRequest, customer: str, payment_method: str) -> PaymentIntentCreateParams:
     return {
-        "amount": request.amount.minor,
+        "amount": stripe_amount(request.amount),
         "currency": request.amount.currency.lower(),
         "customer": customer,
         "payment_method": payment_method,
@@ -125,7 +136,13 @@ def _field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
 
 
 def _money(obj: Mapping[str, Any], amount_field: str, what: str) -> Money:
-    return Money(_field(obj, amount_field, int, what), _field(obj, "currency", str, what).upper())
+    """A Stripe amount in ISO 4217 minor units, as payments hold it."""
+    amount, currency = _field(obj, amount_field, int, what), _field(obj, "currency", str, what).upper()
+    whole, rest = divmod(amount, STRIPE_SCALE.get(currency, 1))
+    if rest:
+        raise GatewayProtocolError(f"{GATEWAY} answered a {what} {amount_field} of {amount} {currency}, "
+                                   f"which is no whole amount of {currency}")
+    return Money(whole, currency)
 
 
 def created_session(session: Mapping[str, Any]) -> Created:
