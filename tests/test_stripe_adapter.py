@@ -222,15 +222,20 @@ async def test_connected_accounts_are_kept_apart(make_stripe_adapter: MakeAdapte
     stripe_emulator.accounts |= {"acct_1Shop", "acct_2Other"}
     shop = make_stripe_adapter(connect_account="acct_1Shop")
     req, ref, url = await opened(shop)
-    for stranger in (make_stripe_adapter(connect_account="acct_2Other"), make_stripe_adapter()):
+    strangers = (make_stripe_adapter(connect_account="acct_2Other"), make_stripe_adapter())
+    for stranger in strangers:
         with pytest.raises(GatewayRefused) as refused:
             await stranger.query(ref)
         assert refused.value.code == "resource_missing"
     assert (await shop.query(ref)).status is Status.WAITING
     await stripe_emulator.pay(url, "paid")
     assert (await shop.query(ref)).status is Status.SUCCEEDED
-    [(_, body)] = stripe_webhooks.received
+    [(headers, body)] = stripe_webhooks.received
     assert json.loads(body)["account"] == "acct_1Shop"
+    # one Connect endpoint gets every account's events: each payrelay takes only its own account's
+    assert (await shop.parse_webhook(headers, body)) is not None
+    for stranger in strangers:
+        assert await stranger.parse_webhook(headers, body) is None
     # another account is another idempotency scope: the same payment id makes another session there
     other = await make_stripe_adapter(connect_account="acct_2Other").create(req)
     assert other.gateway_reference != ref.gateway_reference

@@ -228,14 +228,16 @@ def ids(listing: Mapping[str, Any], what: str) -> list[str]:
 
 # -- events -------------------------------------------------------------------------------------
 
-def event_state(event: Any) -> WebhookEvent | None:
-    """A verified event → our state; None for event types we do not use."""
+def event_state(event: Any, account: str | None) -> WebhookEvent | None:
+    """A verified event → our state; None for event types we do not use and for events of
+    another account than ours (``account``: the connected account payrelay charges on, None for
+    the platform's own): one Connect endpoint receives the events of every connected account."""
     if not isinstance(event, Mapping) or event.get("object") != "event":
         raise WebhookPayloadError("the body is not a Stripe event")
     event_id, event_type = event.get("id"), event.get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
         raise WebhookPayloadError("the event has no id or type")
-    if event_type not in EVENT_TYPES:
+    if event_type not in EVENT_TYPES or (event.get("account") or None) != account:
         return None
     data = event.get("data")
     session = data.get("object") if isinstance(data, Mapping) else None
