@@ -51,7 +51,8 @@ def _amount_request(amount_unit: str) -> Schema:
         "type": "string",
         "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]+)?$",
         "description": "A decimal in the currency's major unit: no sign, exponent or blanks, not zero, "
-                       "at most as many fraction digits as the currency has (JPY 0, USD 2, BHD 3).",
+                       "at most as many fraction digits as the currency has (JPY 0, USD 2, BHD 3). "
+                       "stripe-connect takes BHD, JOD, KWD, OMR and TND only in steps of 0.010.",
         "examples": ["25.00"],
     }
 

@@ -29,6 +29,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from adapters.stripe import StripeAdapter
 from service import money
 from tests.conftest import API_KEY, Relay, StartRelay
 
@@ -71,14 +72,17 @@ _COMMON = {
 }
 
 
-def _amount(currency: str) -> st.SearchStrategy[str]:
-    return st.integers(1, 10**9).map(lambda minor: money.to_major(minor, currency))
+def _amount(currency: str, step: int = 1) -> st.SearchStrategy[str]:
+    """Amounts the gateway takes: whole multiples of its ``step`` in minor units."""
+    return st.integers(1, 10**9 // step).map(lambda n: money.to_major(n * step, currency))
 
 
+STRIPE_CURRENCIES = ["USD", "EUR", "JPY", "KRW", "BHD", "ISK", "GBP", "CNY"]
 VALID_BODIES = st.one_of(
-    st.sampled_from(["USD", "EUR", "JPY", "KRW", "BHD", "GBP", "CNY"]).flatmap(lambda currency: st.fixed_dictionaries(
+    st.sampled_from(STRIPE_CURRENCIES).flatmap(lambda currency: st.fixed_dictionaries(
         {**_COMMON, "paymentGatewayType": st.just("stripe-connect"), "currency": st.just(currency),
-         "amount": _amount(currency), "customerIdentifier": st.emails()},
+         "amount": _amount(currency, StripeAdapter.amount_steps.get(currency, 1)),
+         "customerIdentifier": st.emails()},
         optional={"supportOfflineScenario": st.booleans(), "notifyUrl": _REDIRECT})),
     st.fixed_dictionaries(
         {**_COMMON, "paymentGatewayType": st.just("wechat-pay-native"), "currency": st.just("CNY"),
