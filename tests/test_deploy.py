@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor we support; kubernetes-validate ships its schemas
+LISTPACK_VALUE = 1024  # Redis hash-max-listpack-value in both deployments (bench/README.md, finding 5)
 
 # DESIGN.md, "Configuration (environment)": the contract's variable names (hard-coded on purpose:
 # CI must not depend on the shared docs beside the clone).
@@ -370,6 +371,7 @@ def test_optional_redis_runs_with_aof() -> None:
     conf = docs[("ConfigMap", "payrelay-redis-config")]["data"]["redis.conf"]
     assert re.search(r"^appendonly yes$", conf, re.M)
     assert re.search(r"^appendfsync (everysec|always)$", conf, re.M)
+    assert re.search(rf"^hash-max-listpack-value {LISTPACK_VALUE}$", conf, re.M)
     statefulset = docs[("StatefulSet", "payrelay-redis")]
     assert statefulset["spec"]["volumeClaimTemplates"]
     assert docs[("Service", "payrelay-redis")]
@@ -472,6 +474,7 @@ def test_compose_redis_is_durable(compose: dict[str, Any]) -> None:
     args = command(redis)
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--appendfsync") + 1] in ("everysec", "always")
+    assert args[args.index("--hash-max-listpack-value") + 1] == str(LISTPACK_VALUE)
     (volume,) = redis["volumes"]
     name, _, target = volume.partition(":")
     assert target == "/data" and name in compose["volumes"]
