@@ -228,7 +228,7 @@ class StripeAdapter(Adapter):
             event = json.loads(body)
         except ValueError:
             raise WebhookPayloadError("the event is not JSON") from None
-        return tx.event_state(event, self._config.connect_account or None)
+        return tx.event_state(event, self._config.connect_account)
 
     def _verify(self, body: bytes, header: str) -> None:
         """Signed by one of the configured secrets (rotation), within the tolerance either way."""
