@@ -45,14 +45,23 @@ class CreateRequest:
     customer: str | None = None
     online: bool = True
     save_method: bool = False
+    # unix seconds the payment was created (None: now): a create sent again must be the same
+    # request, so whatever an adapter derives from "now" it derives from this
+    created_at: int | None = None
 
 
 @dataclass(frozen=True)
 class Created:
+    """What a create (or the recovery of an interrupted one) made at the gateway. An order that
+    ended at once (an off-session charge, or one found paid on recovery) carries its status, the
+    gateway's raw state and the amount the gateway charged."""
+
     payment_url: str | None
     gateway_reference: str | None
     status: Status = Status.WAITING
     failure_reason: str | None = None
+    gateway_state: str = "created"
+    amount: Money | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,13 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def create(self, request: CreateRequest) -> Created: ...
+
+    async def recover(self, request: CreateRequest) -> Created | None:
+        """What an interrupted create of ``request`` made at the gateway; None when the gateway
+        holds nothing under the payment's id (nobody can pay it). The default sends the same
+        create again, under the same identity (idempotency key, out_trade_no): gateways answer
+        what they made the first time, or make it now."""
+        return await self.create(request)
 
     @abc.abstractmethod
     async def query(self, ref: PaymentRef) -> GatewayState: ...

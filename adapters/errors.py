@@ -7,7 +7,9 @@
     └── UnsupportedOperation    the request asks for something the gateway lacks  → 400
     WebhookError
     ├── WebhookSignatureError   missing, forged, stale or future signature        → gateway's reject
-    └── WebhookPayloadError     verified but unusable content (wrong app, bad JSON)
+    ├── WebhookPayloadError     verified but unusable content (bad JSON, no payment id)
+    └── WebhookMismatch         verified, but about another merchant or app      → acknowledged,
+                                than ours: no evidence about our payments           nothing changes
 
 Adapters translate SDK and HTTP exceptions into these at one boundary with ``raise … from exc``;
 ``service.problems`` is the one place that turns them into HTTP status codes.
@@ -20,6 +22,9 @@ class GatewayError(Exception):
     """A gateway call did not give a usable answer."""
 
     retryable = False
+    # whether the gateway may have done what it was asked all the same: then the same request
+    # may be sent again only under the same identity, never as a new order
+    outcome_unknown = False
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
@@ -30,6 +35,7 @@ class GatewayError(Exception):
 
 class GatewayUnavailable(GatewayError):
     retryable = True
+    outcome_unknown = True
 
 
 class GatewayRefused(GatewayError):
@@ -37,7 +43,7 @@ class GatewayRefused(GatewayError):
 
 
 class GatewayProtocolError(GatewayError):
-    pass
+    outcome_unknown = True  # it answered, but what it did cannot be read from the answer
 
 
 class UnsupportedOperation(GatewayError):
@@ -54,3 +60,8 @@ class WebhookSignatureError(WebhookError):
 
 class WebhookPayloadError(WebhookError):
     pass
+
+
+class WebhookMismatch(WebhookError):
+    """Verified, but its merchant or app ids are not ours: it says nothing about our payments.
+    Acknowledged (sending it again would not change that), counted, nothing changes."""

@@ -190,6 +190,7 @@ class AlipayEmulator(Emulator):
             "PAYRELAY_ALIPAY_PRIVATE_KEY": self.app_private_key,
             "PAYRELAY_ALIPAY_PUBLIC_KEY": self.alipay_public_key,
             "PAYRELAY_ALIPAY_GATEWAY_URL": self.base_url + "/gateway.do",
+            "PAYRELAY_ALIPAY_SELLER_ID": self.seller_id,
         }
 
     # -- clock ----------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ tell the difference:
   accounts apart (an object made under one account is ``resource_missing`` under another);
 - ``Idempotency-Key``: the same key and parameters replay the first answer (header
   ``Idempotent-Replayed: true``); different parameters under the key are an ``idempotency_error``;
-  like Stripe, answers that failed validation are not saved, declines (402) are;
+  like Stripe, answers that failed validation are not saved, declines (402) are; a request while
+  another with the same key is still being handled is a 409 ``idempotency_key_in_use``;
 - Checkout Sessions: ``expires_at`` 30 min to 24 h ahead; expire works on open sessions only;
   sessions past ``expires_at`` expire when next touched (and send ``checkout.session.expired``);
   the PaymentIntent is made when the customer pays (``payment_intent`` is null before);
@@ -22,11 +23,13 @@ tell the difference:
 The customer's side is the hosted page ``/c/pay/{id}``: Pay (card), Pay with bank transfer (delayed:
 complete but unpaid until settled on the same page), Decline (card declined, the session stays
 open), Cancel (back to ``cancel_url``). Knobs: ``down`` (503 everywhere), ``off_session_decline``
-(off-session charges decline with that code), ``advance()`` (move the emulator's clock).
+(off-session charges decline with that code), ``delay`` (seconds each API call waits before it is
+handled), ``advance()`` (move the emulator's clock).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
@@ -289,6 +292,8 @@ class StripeEmulator(Emulator):
         self._setup_usage: dict[str, str | None] = {}  # session id → payment_intent_data.setup_future_usage
         self._intent_data: dict[str, dict[str, Any]] = {}  # session id → payment_intent_data metadata etc.
         self._idempotency: dict[tuple[str, str], _Saved] = {}
+        self._in_flight: set[tuple[str, str]] = set()  # idempotency keys of requests being handled
+        self.delay = 0.0  # seconds every API call waits before it is handled (a slow Stripe)
         self._outbox: list[dict[str, Any]] = []  # events not yet sent
         self._app = self._build_app()
 
@@ -345,6 +350,7 @@ class StripeEmulator(Emulator):
             raw = (await request.body()).decode("utf-8", "replace") if request.method == "POST" else request.url.query
             pairs = sorted(parse_qsl(raw, keep_blank_values=True))
             key = request.headers.get("idempotency-key") if request.method == "POST" else None
+            held = None
             try:
                 account = self._authorize(request)
                 if key:
@@ -352,6 +358,16 @@ class StripeEmulator(Emulator):
                     saved = self._idempotency.get((account, key))
                     if saved is not None:
                         return self._replay(saved, request, pairs, key, headers)
+                    if (account, key) in self._in_flight:
+                        raise ApiError(
+                            409, "There is currently another in-progress request using this Idempotent Key "
+                                 "(that probably means you submitted twice, and the other request is still "
+                                 f"going through): {key}. Please try again later.",
+                            code="idempotency_key_in_use")
+                    held = (account, key)
+                    self._in_flight.add(held)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 body = await handler(_Call(account, parse_params(pairs), dict(request.path_params)))
                 status = 200
                 self.calls[operation] += 1
@@ -361,6 +377,9 @@ class StripeEmulator(Emulator):
                     self.calls[operation] += 1
                 else:
                     key = None
+            finally:
+                if held is not None:
+                    self._in_flight.discard(held)
             content = json.dumps(body, indent=2).encode()
             if key:
                 self._idempotency[(account, key)] = _Saved(request.method, request.url.path, pairs, status, content)

@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.wechat import qr
-from service.payments import Payments, now_ms
+from service.payments import CREATING, OPEN, Payments, now_ms
 from service.problems import ApiError
 from service.settings import Client, Settings
 from service.validation import parse_transaction
@@ -110,9 +110,7 @@ class TransactionsApi:
         client = self.keys.client_for(request)
         record = await self.payments.get(client, request.path_params["paymentId"])
         status = record["status"]
-        if status == "creating":
-            raise ApiError(409, "payment_creating", "the payment is still being opened; retry shortly")
-        if status in ("waiting", "processing"):
+        if status in (CREATING, *OPEN):
             record = await self.payments.close(record)
             status = record["status"]
         if status != "closed":

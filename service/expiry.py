@@ -15,7 +15,7 @@ from typing import Any
 from adapters.base import FINAL_STATUSES
 from service import keys
 from service.metrics import Metrics
-from service.payments import Payments
+from service.payments import CREATING, Payments
 from service.schedule import Claim, Schedule, backoff_ms
 from service.workers import Worker
 
@@ -49,23 +49,26 @@ class ExpirySweeper(Worker):
         record = await self.payments.store.get(claim.id)
         if record is None or record["status"] in FINAL:
             return None
-        expires_at = int(record["expiresAt"])
-        if record["status"] == "creating":
-            # a create still talking to the gateway, or one whose process died mid-create
-            holder_until = int(record.get("creatingUntil") or 0)
-            if holder_until > now or expires_at > now:
-                return max(holder_until, expires_at)
-            record = await self.payments.close(record)
-        elif record["status"] == "processing":
+        status = record["status"]
+        holder_until = int(record.get("creatingUntil") or 0)
+        if status == CREATING and holder_until > now:  # a create still talking to the gateway
+            return holder_until
+        if status == CREATING:  # its process died, or its gateway call ended without an answer
+            record = await self.payments.recover(record)
+        elif status == "processing":
             record = await self.payments.sync(record)
-        elif expires_at > now:
-            return expires_at
+        elif int(record["expiresAt"]) > now:
+            return int(record["expiresAt"])
         else:
             record = await self.payments.close(record)
         if record.get("sweepAttempts"):
             await self.payments.store.redis.hdel(keys.payment(claim.bucket, claim.id), "sweepAttempts")
         if record["status"] in FINAL:
             return None
+        if record["status"] == CREATING:  # another process took the create over meanwhile
+            return int(record.get("creatingUntil") or now)
+        if record["status"] == "waiting" and int(record["expiresAt"]) > now:
+            return int(record["expiresAt"])
         return next_sync_ms(record, now)
 
     async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:

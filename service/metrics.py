@@ -32,6 +32,11 @@ class Metrics:
             "payrelay_integrity_errors_total", "Gateway evidence whose amount or currency differs",
             ["gateway"], registry=r,
         )
+        self.evidence_mismatches = Counter(
+            "payrelay_evidence_mismatches_total",
+            "Gateway evidence about another session, trade or transaction than the payment's: not applied",
+            ["gateway", "source"], registry=r,
+        )
         self.late_payments = Counter(
             "payrelay_late_payments_total", "Closed payments found paid afterwards", ["gateway"], registry=r
         )

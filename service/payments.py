@@ -24,7 +24,7 @@ from adapters.base import (
     Status,
     WebhookReply,
 )
-from adapters.errors import GatewayError, WebhookError
+from adapters.errors import GatewayError, GatewayUnavailable, WebhookError, WebhookMismatch
 from service import keys
 from service.metrics import Metrics
 from service.problems import ApiError
@@ -37,6 +37,11 @@ T = TypeVar("T")
 
 FIRST_SYNC_MS = 60_000  # a processing payment is first asked about after a minute
 WAIT_POLL_S = 0.02
+# after a create's gateway call failed without a clear answer, the sweeper asks the gateway what
+# it made this long after (unless a retry of the same request does it first)
+RESUME_AFTER_MS = 5_000
+CREATING = "creating"  # the payment's state while its create talks to the gateway
+OPEN = frozenset({Status.WAITING.value, Status.PROCESSING.value})
 
 
 def now_ms() -> int:
@@ -88,7 +93,7 @@ class Payments:
             new_record = self._new_record(client, request, payment_id, now, expires_at, notify_kind)
             reservation = await self.store.reserve(
                 client=client.name, transaction_id=request.transaction_id, fingerprint=fingerprint,
-                payment_id=payment_id, deadline_ms=expires_at, now_ms=now, record=new_record,
+                payment_id=payment_id, now_ms=now, record=new_record,
             )
             if reservation.outcome == "conflict":
                 raise ApiError(
@@ -97,17 +102,34 @@ class Payments:
                     "fields; use a new transactionId or send the same request",
                     "transactionId",
                 )
-            if reservation.outcome == "wait":  # a concurrent duplicate is creating it right now
-                await asyncio.sleep(WAIT_POLL_S)
-                continue
             if reservation.outcome == "new":  # what the script just wrote is all the gateway call reads:
                 return await self._open_at_gateway(adapter, new_record)  # no read back (bench/README.md)
+            if reservation.outcome == "wait":  # a concurrent duplicate is creating it right now
+                record = await self._await_create(reservation.payment_id)
+                if record is None:  # its create was refused meanwhile: start over
+                    continue
+                return record
             record = await self.store.get(reservation.payment_id)
             if record is None:  # its create was refused in the meantime: start over
                 continue
             if reservation.outcome == "existing":
                 return record
             return await self._open_at_gateway(adapter, record)
+
+    async def _await_create(self, payment_id: str) -> Record | None:
+        """Wait for the create a duplicate holds, and answer what it got. Never take it over: the
+        holder's gateway call is as long as a call gets (one gateway timeout), and when it fails
+        without an answer, this duplicate answers as it does instead of paying a timeout of its
+        own (the next request, or the sweeper, asks the gateway again under the same id).
+        None: the create was refused for good and the payment is gone."""
+        while True:
+            await asyncio.sleep(WAIT_POLL_S)
+            record = await self.store.get(payment_id)
+            if record is None or record["status"] != CREATING:
+                return record
+            if int(record.get("creatingUntil") or 0) <= now_ms():
+                raise GatewayUnavailable("the gateway did not answer the create of this payment in time; "
+                                         "send the same request again")
 
     def _new_record(self, client: Client, request: TransactionRequest, payment_id: str,
                     now: int, expires_at: int, notify_kind: str) -> Record:
@@ -132,10 +154,10 @@ class Payments:
             "expiresAt": str(expires_at),
         }
 
-    async def _open_at_gateway(self, adapter: Adapter, record: Record) -> Record:
-        payment_id = record["paymentId"]
-        request = CreateRequest(
-            payment_id=payment_id,
+    @staticmethod
+    def _create_request(record: Record) -> CreateRequest:
+        return CreateRequest(
+            payment_id=record["paymentId"],
             amount=Money(int(record["amount"]), record["currency"]),
             description=record["description"],
             complete_url=record["completeUrl"],
@@ -144,26 +166,65 @@ class Payments:
             customer=record["customerIdentifier"] or None,
             online=record["online"] == "1",
             save_method=record["saveMethod"] == "1",
+            created_at=int(record["createdAt"]) // 1000,
         )
+
+    async def _open_at_gateway(self, adapter: Adapter, record: Record) -> Record:
+        payment_id = record["paymentId"]
         try:
-            created: Created = await self.gateway_call(adapter, "create", adapter.create(request))
+            created = await self.gateway_call(adapter, "create", adapter.create(self._create_request(record)))
         except GatewayError as exc:
-            if exc.retryable:  # the reservation stays, free at once: a retry reuses paymentId
-                await self.store.release(payment_id)  # (the gateway's idempotency key)
-            else:  # refused for good: as if it never was, a retry starts afresh
-                await self.store.abort(payment_id, record["client"], record["transactionId"])
+            await self._create_failed(payment_id, record, exc)
             log.warning("gateway create failed", extra={"paymentId": payment_id,
                         "gateway": adapter.gateway_type, "outcome": type(exc).__name__})
             raise
-        await self.store.finalize(payment_id, created.payment_url or "", created.gateway_reference or "",
-                                  now_ms())
-        if created.status is not Status.WAITING:  # an off-session charge ends at once
-            await self.apply(GatewayState(payment_id, created.status, "create",
-                                          created.gateway_reference, failure_reason=created.failure_reason),
-                             adapter, source="create")
+        return await self._settle_create(adapter, payment_id, created, source="create")
+
+    async def _create_failed(self, payment_id: str, record: Record, exc: GatewayError) -> None:
+        if exc.outcome_unknown:  # the gateway may have made it: keep the paymentId (its idempotency
+            await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)  # key) for the retry
+        else:  # refused for good: as if it never was, a retry starts afresh
+            await self.store.abort(payment_id, record["client"], record["transactionId"])
+
+    async def _settle_create(self, adapter: Adapter, payment_id: str, created: Created | None, *,
+                             source: str) -> Record:
+        """Write what a create made, in one script: an open order becomes waiting with its URL;
+        one that ended at once (an off-session charge, an order found paid or closed) moves
+        straight from creating to its status, notified like any transition; None (the gateway
+        holds nothing) is closed: nobody can pay it."""
+        if created is None:
+            await self.apply(GatewayState(payment_id, Status.CLOSED, "not_created"), adapter, source=source)
+        elif created.status is Status.WAITING:
+            await self.store.finalize(payment_id, created.payment_url or "", created.gateway_reference or "",
+                                      now_ms())
+        else:
+            await self.apply(GatewayState(payment_id, created.status, created.gateway_state,
+                                          created.gateway_reference, created.amount, created.failure_reason),
+                             adapter, source=source)
+        record = await self._must_get(payment_id)
         log.info("payment created", extra={"paymentId": payment_id, "gateway": adapter.gateway_type,
-                                           "outcome": created.status.value})
-        return await self._must_get(payment_id)
+                                           "outcome": record["status"], "source": source})
+        return record
+
+    async def recover(self, record: Record) -> Record:
+        """Resolve a create whose holder is gone (its process died, or its gateway call ended
+        without a clear answer): ask the gateway what that create made, under the same identity,
+        and move the payment to what the gateway says. A live create is left alone."""
+        payment_id = record["paymentId"]
+        taken = await self.store.take_over(payment_id, now_ms())
+        if taken != "taken":
+            return await self._must_get(payment_id) if taken else record
+        adapter = self._adapter_of(record)
+        try:
+            created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(record)))
+        except GatewayError as exc:
+            if exc.outcome_unknown:
+                await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)
+                raise
+            # refused for good: the gateway made nothing and will not; the payment ends failed
+            created = Created(None, None, Status.FAILED, f"the gateway refused the payment: {exc.message}",
+                              exc.code or "refused")
+        return await self._settle_create(adapter, payment_id, created, source="recovery")
 
     async def _must_get(self, payment_id: str) -> Record:
         record = await self.store.get(payment_id)
@@ -217,15 +278,24 @@ class Payments:
         elif applied.outcome == "integrity":
             self.metrics.integrity_errors.labels(adapter.gateway_type).inc()
             log.error("gateway amount or currency differs from the payment's", extra=extra)
+        elif applied.outcome == "mismatch":
+            self.metrics.evidence_mismatches.labels(adapter.gateway_type, source).inc()
+            log.error("gateway evidence names another %s object than the payment's (%s): not applied",
+                      adapter.gateway_type, state.gateway_reference, extra=extra)
         return applied
 
-    async def sync(self, record: Record) -> Record:
-        """Ask the gateway about one payment and apply its answer."""
+    def _adapter_of(self, record: Record) -> Adapter:
         adapter = self.adapters.get(record["gateway"])
         if adapter is None:
             raise ApiError(503, "gateway_not_configured", f"{record['gateway']} is not configured")
-        if record["status"] == "creating":
-            return record
+        return adapter
+
+    async def sync(self, record: Record) -> Record:
+        """Ask the gateway about one payment and apply its answer (for one still being
+        created: what its create made, once no create holds it)."""
+        adapter = self._adapter_of(record)
+        if record["status"] == CREATING:
+            return await self.recover(record)
         state = await self.gateway_call(adapter, "query", adapter.query(ref_of(record)))
         if state.status is not None:
             await self.apply(state, adapter, source="query")
@@ -233,10 +303,15 @@ class Payments:
 
     async def close(self, record: Record) -> Record:
         """Close a payment: ask first, close at the gateway if nobody paid, then mark what the
-        gateway says. The same path serves close requests and the expiry sweep."""
-        adapter = self.adapters.get(record["gateway"])
-        if adapter is None:
-            raise ApiError(503, "gateway_not_configured", f"{record['gateway']} is not configured")
+        gateway says. The same path serves close requests and the expiry sweep. One still being
+        created is first resolved; a live create (it holds its lease) cannot be closed yet."""
+        adapter = self._adapter_of(record)
+        if record["status"] == CREATING:
+            record = await self.recover(record)
+            if record["status"] == CREATING:
+                raise ApiError(409, "payment_creating", "the payment is still being opened; retry shortly")
+            if record["status"] not in OPEN:
+                return record
         ref = ref_of(record)
         state = await self.gateway_call(adapter, "query", adapter.query(ref))
         if state.status in (None, Status.WAITING):
@@ -254,6 +329,11 @@ class Payments:
             return None
         try:
             event = await adapter.parse_webhook(headers, body)
+        except WebhookMismatch as exc:
+            self.metrics.webhooks.labels(name, "mismatch").inc()
+            log.warning("webhook about another merchant or app acknowledged: %s", exc,
+                        extra={"gateway": adapter.gateway_type, "outcome": "mismatch"})
+            return adapter.webhook_ok()
         except WebhookError as exc:
             self.metrics.webhooks.labels(name, "rejected").inc()
             log.warning("webhook rejected: %s", exc, extra={"gateway": adapter.gateway_type,
@@ -277,6 +357,7 @@ class Payments:
                      extra={"paymentId": event.state.payment_id, "gateway": adapter.gateway_type,
                             "outcome": "unknown"})
             return adapter.webhook_ok()
-        outcome = {"integrity": "integrity_error", "duplicate": "duplicate"}.get(applied.outcome, "verified")
+        outcome = {"integrity": "integrity_error", "duplicate": "duplicate",
+                   "mismatch": "mismatch"}.get(applied.outcome, "verified")
         self.metrics.webhooks.labels(name, outcome).inc()
         return adapter.webhook_ok()

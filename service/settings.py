@@ -65,6 +65,7 @@ class AlipayConfig:
     private_key: Secret
     alipay_public_key: str
     gateway_url: str | None
+    seller_id: str | None = None  # the merchant's PID (2088…): notifications must name it when set
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,7 @@ def _alipay(env: _Env) -> AlipayConfig | None:
         private_key=Secret(found["private_key"]),
         alipay_public_key=found["public_key"],
         gateway_url=env.get("PAYRELAY_ALIPAY_GATEWAY_URL"),
+        seller_id=env.get("PAYRELAY_ALIPAY_SELLER_ID") or None,
     )
 
 

@@ -60,7 +60,7 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Applied:
-    outcome: str  # missing | foreign | duplicate | integrity | unchanged | stale | transitioned | late
+    outcome: str  # missing | foreign | duplicate | mismatch | integrity | unchanged | stale | transitioned | late
     previous: str  # the status before
     version: int
 
@@ -77,6 +77,8 @@ class Store:
         self._finalize = redis.register_script(load_script("finalize"))
         self._abort = redis.register_script(load_script("abort"))
         self._transition = redis.register_script(load_script("transition"))
+        self._release = redis.register_script(load_script("release"))
+        self._takeover = redis.register_script(load_script("takeover"))
 
     async def _run(self, script: Any, keys_: list[str], args: list[Any]) -> Any:
         try:
@@ -91,33 +93,38 @@ class Store:
             return False
 
     async def reserve(
-        self, *, client: str, transaction_id: str, fingerprint: str, payment_id: str,
-        deadline_ms: int, now_ms: int, record: Record,
+        self, *, client: str, transaction_id: str, fingerprint: str, payment_id: str, now_ms: int,
+        record: Record,
     ) -> Reservation:
-        bucket = keys.bucket_of(payment_id)
-        assert bucket is not None
+        bucket = _bucket(payment_id)
         flat = [item for pair in record.items() for item in pair]
         outcome, pid = await self._run(
             self._create,
             [keys.transaction(bucket, client, transaction_id), keys.payment(bucket, payment_id),
              keys.due(bucket)],
-            [now_ms, fingerprint, payment_id, keys.tag(bucket), keys.CREATING_LEASE_MS, deadline_ms,
-             *flat],
+            [now_ms, fingerprint, payment_id, keys.tag(bucket), keys.CREATING_LEASE_MS, *flat],
         )
         return Reservation(outcome, pid)
 
     async def finalize(self, payment_id: str, payment_url: str, reference: str, now_ms: int) -> str:
         bucket = _bucket(payment_id)
         return str(await self._run(
-            self._finalize, [keys.payment(bucket, payment_id)], [now_ms, payment_url, reference]
+            self._finalize, [keys.payment(bucket, payment_id), keys.due(bucket)],
+            [now_ms, payment_url, reference, payment_id],
         ))
 
-    async def release(self, payment_id: str) -> None:
-        """Let the next duplicate resume a create at once (its gateway call failed, retryably)."""
-        try:
-            await self.redis.hset(keys.payment(_bucket(payment_id), payment_id), "creatingUntil", "0")
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+    async def release(self, payment_id: str, look_at_ms: int) -> None:
+        """Give a create's lease back after a gateway call without a clear answer: the next
+        duplicate resumes it at once, else the sweeper asks the gateway at ``look_at_ms``."""
+        bucket = _bucket(payment_id)
+        await self._run(self._release, [keys.payment(bucket, payment_id), keys.due(bucket)],
+                        [payment_id, look_at_ms])
+
+    async def take_over(self, payment_id: str, now_ms: int) -> str:
+        """Take the lease of a create whose holder is gone: 'taken', 'held', or the status now."""
+        bucket = _bucket(payment_id)
+        return str(await self._run(self._takeover, [keys.payment(bucket, payment_id), keys.due(bucket)],
+                                   [now_ms, keys.CREATING_LEASE_MS, payment_id]))
 
     async def abort(self, payment_id: str, client: str, transaction_id: str) -> None:
         bucket = _bucket(payment_id)

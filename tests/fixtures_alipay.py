@@ -97,6 +97,7 @@ def alipay_config(emulator: AlipayEmulator) -> AlipayConfig:
         private_key=Secret(env["PAYRELAY_ALIPAY_PRIVATE_KEY"]),
         alipay_public_key=env["PAYRELAY_ALIPAY_PUBLIC_KEY"],
         gateway_url=env["PAYRELAY_ALIPAY_GATEWAY_URL"],
+        seller_id=env["PAYRELAY_ALIPAY_SELLER_ID"],
     )
 
 

@@ -33,6 +33,7 @@ from adapters.errors import (
     GatewayRefused,
     GatewayUnavailable,
     UnsupportedOperation,
+    WebhookMismatch,
     WebhookPayloadError,
     WebhookSignatureError,
 )
@@ -489,6 +490,19 @@ async def test_notification_signed_with_another_key(alipay_adapter: AlipayAdapte
 
 @pytest.mark.parametrize(("overrides", "match"), [
     ({"app_id": "2021000000000001"}, "another app_id"),
+    ({"seller_id": "2088000000000001"}, "another seller_id"),
+    ({"seller_id": None}, "another seller_id"),
+])
+async def test_notifications_about_another_app_or_merchant_are_mismatches(
+        alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator, overrides: dict[str, str | None],
+        match: str) -> None:
+    request = await paid_trade(alipay_adapter, alipay_emulator)
+    form = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS", **overrides)
+    with pytest.raises(WebhookMismatch, match=match):
+        await alipay_adapter.parse_webhook({}, encode(form))
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
     ({"out_trade_no": None}, "no out_trade_no"),
     ({"total_amount": "89"}, None),  # whole yuan is a valid amount
     ({"total_amount": "89.001"}, "total_amount"),

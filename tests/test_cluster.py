@@ -63,7 +63,7 @@ async def _reserve(store: Store, transaction_id: str, deadline_ms: int) -> str:
               "amount": "2500", "currency": "USD", "notifyUrl": "", "notifyKind": "generic",
               "createdAt": str(NOW), "expiresAt": str(deadline_ms)}
     reservation = await store.reserve(client="shop", transaction_id=transaction_id, fingerprint="f",
-                                      payment_id=pid, deadline_ms=deadline_ms, now_ms=NOW, record=record)
+                                      payment_id=pid, now_ms=NOW, record=record)
     assert reservation.outcome == "new"
     await store.finalize(pid, "https://pay.example/x", "ref", NOW)
     return pid

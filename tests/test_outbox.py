@@ -84,7 +84,7 @@ class Relay:
         }
         reservation = await self.store.reserve(
             client=client, transaction_id=transaction_id, fingerprint="f", payment_id=payment_id,
-            deadline_ms=now + 3_600_000, now_ms=now, record=record)
+            now_ms=now, record=record)
         assert reservation.outcome == "new"
         await self.store.finalize(payment_id, "https://pay.example/" + payment_id, "", now)
         return payment_id

@@ -34,7 +34,7 @@ async def reserve(store: Store, fingerprint: str = "f1", now: int = NOW, txn: st
     bucket = keys.bucket_for("shop", txn)
     pid = keys.new_payment_id(bucket)
     return await store.reserve(client="shop", transaction_id=txn, fingerprint=fingerprint, payment_id=pid,
-                               deadline_ms=now + 1_800_000, now_ms=now, record=record(pid, transactionId=txn))
+                               now_ms=now, record=record(pid, transactionId=txn))
 
 
 async def apply(store: Store, pid: str, **changes: Any) -> Any:
@@ -146,7 +146,7 @@ async def test_cloudreve_payments_notify_only_success(store: Store) -> None:
     bucket = keys.bucket_for("shop", "t1")
     pid = keys.new_payment_id(bucket)
     await store.reserve(client="shop", transaction_id="t1", fingerprint="f", payment_id=pid,
-                        deadline_ms=NOW, now_ms=NOW, record=record(pid, notifyKind="cloudreve"))
+                        now_ms=NOW, record=record(pid, notifyKind="cloudreve"))
     await store.finalize(pid, "u", "", NOW)
     await apply(store, pid, now_ms=NOW, status="processing", gateway_state="x", delivery_id="d1")
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="x", delivery_id="d2")

@@ -123,6 +123,7 @@ class AlipayAdapter(Adapter):
     def __init__(self, config: AlipayConfig, public_url: str, *, timeout: float = 10.0,
                  max_concurrency: int = 16) -> None:
         self._app_id = config.app_id
+        self._seller_id = config.seller_id
         self._notify_url = public_url.rstrip("/") + "/webhooks/" + self.webhook_name
         self._gateway_url = config.gateway_url or PRODUCTION_GATEWAY
         self._timeout = timeout
@@ -165,9 +166,14 @@ class AlipayAdapter(Adapter):
     # -- API calls ------------------------------------------------------------------------------
 
     async def create(self, request: CreateRequest) -> Created:
-        params = transformers.page_pay_params(request, self._notify_url, time.time())
+        params = transformers.page_pay_params(request, self._notify_url, request.created_at or time.time())
         query = self._client.api_alipay_trade_page_pay(**params)  # signs; no network call
         return Created(payment_url=f"{self._gateway_url}?{query}", gateway_reference=None)
+
+    async def recover(self, request: CreateRequest) -> Created | None:
+        """Page pay makes no gateway call at create: an interrupted create made nothing there,
+        and nobody was handed its URL."""
+        return None
 
     async def query(self, ref: PaymentRef) -> GatewayState:
         answer = await self._call("query", self._client.api_alipay_trade_query, out_trade_no=ref.payment_id)
@@ -219,7 +225,7 @@ class AlipayAdapter(Adapter):
             raise WebhookSignatureError("notification is not signed with RSA2")
         if not self.verifies(fields, sign):
             raise WebhookSignatureError("notification signature does not verify with Alipay's public key")
-        return transformers.notification_event(fields, self._app_id)
+        return transformers.notification_event(fields, self._app_id, self._seller_id)
 
     def verifies(self, fields: Mapping[str, str], sign: str) -> bool:
         """Alipay's RSA2 signature over the notification's signed content."""

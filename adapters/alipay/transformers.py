@@ -20,6 +20,7 @@ from adapters.errors import (
     GatewayRefused,
     GatewayUnavailable,
     UnsupportedOperation,
+    WebhookMismatch,
     WebhookPayloadError,
 )
 from service.money import AmountError, to_major, to_minor
@@ -181,11 +182,14 @@ def signed_content(fields: Mapping[str, str]) -> str:
     return "&".join(f"{k}={v}" for k, v in sorted(fields.items()) if k not in ("sign", "sign_type"))
 
 
-def notification_event(fields: Mapping[str, str], app_id: str) -> WebhookEvent:
+def notification_event(fields: Mapping[str, str], app_id: str, seller_id: str | None) -> WebhookEvent:
     """A notification whose signature was verified, as an event; unusable content raises
-    WebhookPayloadError."""
+    WebhookPayloadError, one about another app or merchant (Alipay asks merchants to check
+    ``app_id`` and, where they know it, ``seller_id``) WebhookMismatch."""
     if fields.get("app_id") != app_id:
-        raise WebhookPayloadError("notification is for another app_id")
+        raise WebhookMismatch("notification is for another app_id")
+    if seller_id is not None and fields.get("seller_id") != seller_id:
+        raise WebhookMismatch("notification is for another seller_id (PAYRELAY_ALIPAY_SELLER_ID)")
     payment_id = fields.get("out_trade_no")
     if not payment_id:
         raise WebhookPayloadError("notification has no out_trade_no")

@@ -157,7 +157,7 @@ class StripeAdapter(Adapter):
     async def create(self, request: CreateRequest) -> Created:
         if not request.online:
             return await self._charge_off_session(request)
-        params = tx.session_params(request, int(time.time()))
+        params = tx.session_params(request, request.created_at or int(time.time()))
         session = await self._sdk(self._client.v1.checkout.sessions.create_async(
             params, {"idempotency_key": request.payment_id}))
         return tx.created_session(self._plain(session))

@@ -192,7 +192,8 @@ def charged(intent: Mapping[str, Any]) -> Created:
     state = intent_state("", intent)
     if state.status is None:  # pragma: no cover - INTENT_STATES maps every state to a status
         raise GatewayProtocolError(f"{GATEWAY} answered a PaymentIntent without a status")
-    return Created(None, state.gateway_reference, state.status, state.failure_reason)
+    return Created(None, state.gateway_reference, state.status, state.failure_reason, state.gateway_state,
+                   state.amount)
 
 
 def declined(error_body: Any) -> Created:
@@ -202,7 +203,8 @@ def declined(error_body: Any) -> Created:
         raise GatewayProtocolError(f"{GATEWAY} declined without an error object")
     intent = error.get("payment_intent")
     reference = intent.get("id") if isinstance(intent, Mapping) else None
-    return Created(None, reference if isinstance(reference, str) else None, Status.FAILED, _reason(error))
+    return Created(None, reference if isinstance(reference, str) else None, Status.FAILED, _reason(error),
+                   "requires_payment_method")
 
 
 def _reason(error: Mapping[str, Any]) -> str:

@@ -33,6 +33,7 @@ from adapters.base import (
     CreateRequest,
     GatewayState,
     PaymentRef,
+    Status,
     WebhookEvent,
     WebhookReply,
 )
@@ -40,6 +41,7 @@ from adapters.errors import (
     GatewayProtocolError,
     GatewayUnavailable,
     UnsupportedOperation,
+    WebhookMismatch,
     WebhookPayloadError,
     WebhookSignatureError,
 )
@@ -176,6 +178,18 @@ class WechatAdapter(Adapter):
             raise wx.failure("create", status, body)
         return Created(payment_url=wx.code_url(body), gateway_reference=None)
 
+    async def recover(self, request: CreateRequest) -> Created | None:
+        """Ask by out_trade_no first: an order already paid or closed cannot be placed again.
+        One still open is placed again with the identical request, for which WeChat answers the
+        same code_url (the query does not carry it)."""
+        state = await self.query(PaymentRef(request.payment_id, None, request.amount))
+        if state.status is None:
+            return None
+        if state.status is Status.WAITING:
+            return await self.create(request)
+        return Created(None, state.gateway_reference, state.status, state.failure_reason, state.gateway_state,
+                       state.amount)
+
     async def query(self, ref: PaymentRef) -> GatewayState:
         status, body = await self._call("query", lambda sdk: sdk.query(out_trade_no=ref.payment_id))
         if status == 200:
@@ -217,7 +231,7 @@ class WechatAdapter(Adapter):
             raise WebhookPayloadError("the callback has no id")
         tx = self._decrypt(notice, resource)
         if tx.get("mchid") != self.config.mchid or tx.get("appid") != self.config.appid:
-            raise WebhookPayloadError("the callback is about another merchant (mchid/appid differ)")
+            raise WebhookMismatch("the callback is about another merchant (mchid/appid differ)")
         payment_id = tx.get("out_trade_no")
         amount = tx.get("amount")
         if not isinstance(payment_id, str) or not payment_id:

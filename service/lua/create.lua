@@ -2,9 +2,11 @@
 -- Atomic, so concurrent duplicates can never open two gateway orders.
 -- KEYS: 1 txn index, 2 the new payment's record, 3 due zset (all in one bucket)
 -- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 bucket tag (payrelay:{bNN}:),
---       5 creating lease ms, 6 deadline ms, 7… field, value pairs of the new record
+--       5 creating lease ms, 6… field, value pairs of the new record
 -- Returns {outcome, paymentId}: new | existing | conflict | wait (another create holds it) |
 --         resume (the holder's lease ran out: the caller takes the create over, same paymentId)
+-- A creating payment is due at the end of its lease: should its create never finish (the
+-- process died, the gateway never answered), the sweeper then asks the gateway what it made.
 local now = tonumber(ARGV[1])
 local lease_until = string.format('%d', now + tonumber(ARGV[5]))
 local current = redis.call('GET', KEYS[1])
@@ -17,15 +19,16 @@ if current then
     if status ~= 'creating' then return {'existing', current} end
     if tonumber(found[3]) > now then return {'wait', current} end
     redis.call('HSET', key, 'creatingUntil', lease_until)
+    redis.call('ZADD', KEYS[3], lease_until, current)
     return {'resume', current}
   end
 end
 local record = {}
-for i = 7, #ARGV do record[#record + 1] = ARGV[i] end
+for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(record))
 redis.call('HSET', KEYS[2], 'status', 'creating', 'version', '0', 'previous', current or '',
   'fingerprint', ARGV[2],
   'creatingUntil', lease_until)
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[3])
+redis.call('ZADD', KEYS[3], lease_until, ARGV[3])
 return {'new', ARGV[3]}

@@ -8,7 +8,8 @@
 --       8 event mark TTL s ('' = no mark), 9 retention ms, 10 next sync ms (for processing),
 --       11 id for a new delivery, 12 bucket tag (payrelay:{bNN}:), 13 the gateway whose word this is
 -- Returns {outcome, status before, version}; outcome: missing | foreign (another gateway's payment:
---         nothing changes) | duplicate | integrity |
+--         nothing changes) | duplicate | mismatch (about another gateway object than the stored
+--         reference: nothing changes) | integrity |
 --         unchanged | stale | transitioned | late
 local now = ARGV[1]
 local target = ARGV[2]
@@ -28,12 +29,19 @@ end
 if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then
   return {'duplicate', current, rec.version}
 end
+-- evidence about another gateway object (another session, trade, transaction) than the one
+-- stored for this payment says nothing about it: before anything else, nothing changes
+local stored_reference = rec.gatewayReference or ''
+if ARGV[4] ~= '' and stored_reference ~= '' and ARGV[4] ~= stored_reference then
+  mark_event()
+  return {'mismatch', current, rec.version}
+end
 if ARGV[5] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then
   redis.call('HSET', KEYS[1], 'integrityError', '1', 'updatedAt', now)
   mark_event()
   return {'integrity', current, rec.version}
 end
-if ARGV[4] ~= '' and ARGV[4] ~= rec.gatewayReference then
+if ARGV[4] ~= '' and stored_reference == '' then
   redis.call('HSET', KEYS[1], 'gatewayReference', ARGV[4])
   rec.gatewayReference = ARGV[4]
 end
