@@ -38,6 +38,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float  # time.monotonic() on arrival
+    status: int = 0  # what it was answered (0 until the reply is chosen)
 
 
 @dataclass
@@ -74,11 +75,11 @@ class Receiver:
     @property
     def app(self) -> Starlette:
         async def receive(request: Request) -> Response:
-            self.received.append(Received(
-                request.method, request.url.path, request.url.query, dict(request.headers),
-                await request.body(), time.monotonic(),
-            ))
+            received = Received(request.method, request.url.path, request.url.query, dict(request.headers),
+                                await request.body(), time.monotonic())
+            self.received.append(received)
             reply = self.plan.pop(0) if self.plan else self.default
+            received.status = reply.status
             deadline = time.monotonic() + reply.stall
             while time.monotonic() < deadline and not self._release.is_set():
                 await asyncio.sleep(0.01)

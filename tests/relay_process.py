@@ -26,8 +26,8 @@ class RelayProcess:
     """``payrelay serve`` (``command="serve"``) or ``payrelay worker`` in a subprocess."""
 
     def __init__(self, env: dict[str, str], command: str = "serve", *args: str,
-                 log_dir: Path | None = None) -> None:
-        self.port = free_port() if command == "serve" else 0
+                 log_dir: Path | None = None, port: int | None = None) -> None:
+        self.port = (port or free_port()) if command == "serve" else 0
         self.url = f"http://127.0.0.1:{self.port}"
         values = {**env}
         if command == "serve":
