@@ -110,10 +110,11 @@ async def test_sigkill_of_a_worker_during_the_sweep(faults: Stack) -> None:
     victim = faults.start("worker", **ttl)
     answers = await post_creates(survivor.url, orders(60))
     count_answers(report, answers)
-    slow(faults, 0.2)  # each query and close takes a while: the sweep is under way when it dies
-    await asyncio.sleep(3.8)
+    slow(faults, 1.0)  # each query and close takes a while: the sweep is under way when it dies
+    await asyncio.sleep(4.5)
     victim.process.kill()
     slow(faults, 0)
+    assert await wait_resolved(faults, timeout=0, past_expiry_is_unresolved=True) > 0  # it was under way
     # its claims come back when their lease (120 s) runs out; the survivor sweeps the rest now
     report.unresolved = await wait_resolved(faults, timeout=160, past_expiry_is_unresolved=True)
     await audit(faults, report, answers, survivor.url)
