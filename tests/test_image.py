@@ -35,7 +35,7 @@ from tests.image.base import python_base
 from tests.image.podman import ImageConfig, Podman, Unavailable
 from tests.relay_process import RelayProcess
 from tests.test_contract import create, order, status_of
-from tests.test_deploy import SECRET_VARIABLES
+from tests.test_deploy import SECRET_VARIABLES, ImageFacts, health_url, image_facts, parse_dockerfile
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,8 @@ PIP_LEFTOVERS = ("pip", "setuptools", "pkg_resources", "_distutils_hack")
 # Files that must stay out of the build context, wherever they lie in the tree (.dockerignore).
 DECOYS = (
     ".payrelay-demo/payrelay.env",  # `payrelay demo`: generated keys
-    "service/.payrelay-demo/payrelay.env",  # … run from another directory
+    "service/.payrelay-demo/state",  # … run from another directory
+    "adapters/.env.local",
     "deploy/secrets/stripe_secret_key",  # an operator's real secret files
     "deploy/payrelay.env",
     ".env",
@@ -145,20 +146,25 @@ def test_build_context_leaves_out_local_state(podman: Podman, base: str, context
     finally:
         podman.remove(built)
     assert {"pyproject.toml", "README.md", "service/cli.py", "service/lua", "sandbox/templates"} <= seen
-    assert not set(DECOYS) & seen
-    assert not [path for path in seen if "__pycache__" in path or path.endswith((".pyc", ".pem"))]
+    leaked = sorted(set(DECOYS) & seen) + [p for p in seen if "__pycache__" in p or p.endswith((".pyc", ".pem"))]
+    assert not leaked, f"in the build context: {leaked}"
     assert {path.split("/")[0] for path in seen} == {"pyproject.toml", "README.md", "service", "adapters", "sandbox"}
 
 
-def test_config_runs_as_a_numeric_non_root_user(image: Image) -> None:
-    uid, gid = image.config.uid_gid
-    assert uid != 0 and gid != 0
+def test_config_is_what_the_deployments_are_checked_against(image: Image) -> None:
+    """The built image's config: the user, port, health check and command that tests/test_deploy.py
+    checks the compose file and the Kubernetes manifests against (it reads them from the Dockerfile)."""
+    config = image.config
+    uid, gid = config.uid_gid
+    (exposed,) = config.exposed_ports
+    health_port, health_path = health_url(" ".join(config.healthcheck))
+    built = ImageFacts(uid, gid, int(exposed.removesuffix("/tcp")), health_path, config.entrypoint, config.cmd,
+                       config.workdir)
+    assert built == image_facts(parse_dockerfile(ROOT / "Dockerfile"))
+    assert health_port == built.port and uid != 0 and gid != 0
     passwd = {line.split(":")[2]: line.split(":") for line in (image.root / "etc/passwd").read_text().splitlines()}
     assert passwd[str(uid)][3] == str(gid) and passwd[str(uid)][6] == "/usr/sbin/nologin"
-    port = image.config.cmd[image.config.cmd.index("--port") + 1]
-    assert image.config.exposed_ports == {f"{port}/tcp"}
-    assert f"127.0.0.1:{port}/healthz" in " ".join(image.config.healthcheck)
-    assert image.config.stop_signal == "SIGTERM"
+    assert config.stop_signal == "SIGTERM"
 
 
 def test_image_holds_no_compiler_pip_cache_or_local_state(image: Image) -> None:
@@ -248,6 +254,9 @@ async def test_serve_in_the_image(image: Image, disposable_redis: RedisProcess, 
                          argv=rootfs.run_argv(image.root, config, command, secrets=secrets), environ=config.env)
     try:
         relay.wait_ready(timeout=60)
+        status = Path(f"/proc/{relay.process.pid}/status").read_text(encoding="utf-8")
+        assert re.search(rf"^Uid:\t{config.uid_gid[0]}\t", status, re.M), "not running as the image's user"
+        assert Path(f"/proc/{relay.process.pid}/root").resolve() == image.root, "not in the image's filesystem"
         for _ in range(100):  # ready once Redis answered and the background loops run
             if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
                 break
