@@ -204,6 +204,7 @@ def test_image_size(image: Image) -> None:
 def _port_free(port: int) -> None:
     """The image listens on the host's network (no network namespace here): the port must be free."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAITs do not count
         try:
             probe.bind(("0.0.0.0", port))
         except OSError:
