@@ -68,7 +68,6 @@ DECOY_TEXT = f"decoy {API_KEY}\n"
 
 @dataclass(frozen=True)
 class Image:
-    podman: Podman
     config: ImageConfig
     base: ImageConfig
     root: Path  # its filesystem, mounted read-only
@@ -119,7 +118,7 @@ def image(podman: Podman, base: str, context: Path) -> Iterator[Image]:
     built = podman.build(context, build_args={"PYTHON_IMAGE": base})
     try:
         with podman.mounted(built) as root:
-            yield Image(podman, podman.inspect(built), podman.inspect(base), root)
+            yield Image(podman.inspect(built), podman.inspect(base), root)
     finally:
         podman.remove(built)
 
