@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -23,28 +24,36 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class RelayProcess:
-    """``payrelay serve`` (``command="serve"``) or ``payrelay worker`` in a subprocess."""
+    """``payrelay serve`` (``command="serve"``) or ``payrelay worker`` in a subprocess.
+
+    By default this Python runs ``-m service.cli command *args`` (serve: on a free port) with this
+    process's environment. ``argv`` runs another command line instead (the container image's own
+    entrypoint, tests/image/), listening on ``port``, from the environment ``environ``.
+    """
 
     def __init__(self, env: dict[str, str], command: str = "serve", *args: str,
-                 log_dir: Path | None = None, port: int | None = None) -> None:
-        self.port = (port or free_port()) if command == "serve" else 0
+                 log_dir: Path | None = None, argv: Sequence[str] | None = None, port: int | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.port = port or (free_port() if command == "serve" else 0)
         self.url = f"http://127.0.0.1:{self.port}"
         values = {**env}
         if command == "serve":
             values.setdefault("PAYRELAY_PUBLIC_URL", self.url)
-        environ = {name: value for name, value in os.environ.items() if not name.startswith("PAYRELAY_")}
-        environ.update(values)
-        environ["PYTHONUNBUFFERED"] = "1"
+        base = os.environ if environ is None else environ
+        process_env = {name: value for name, value in base.items() if not name.startswith("PAYRELAY_")}
+        process_env.update(values)
+        process_env["PYTHONUNBUFFERED"] = "1"
         directory = log_dir or Path(tempfile.mkdtemp(prefix="payrelay-proc-"))
         self.log_path = directory / f"{command}-{self.port or os.getpid()}-{time.monotonic_ns()}.log"
         log_capture.extra_logs.append(self.log_path)  # searched for secrets at the end of the run
         with contextlib.suppress(SettingsError):
             Settings.from_env(values)  # its secrets join those the run's logs must not contain
         self._log = self.log_path.open("wb")
-        argv = [sys.executable, "-m", "service.cli", command, *args]
-        if command == "serve":
-            argv += ["--port", str(self.port)]
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=environ, stdout=self._log,
+        if argv is None:
+            argv = [sys.executable, "-m", "service.cli", command, *args]
+            if command == "serve":
+                argv += ["--port", str(self.port)]
+        self.process = subprocess.Popen(argv, cwd=ROOT, env=process_env, stdout=self._log,
                                         stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 20) -> RelayProcess:

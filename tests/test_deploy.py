@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -382,10 +383,9 @@ def test_optional_redis_runs_with_aof() -> None:
 # --- Dockerfile ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dockerfile() -> list[tuple[str, str]]:
+def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text(encoding="utf-8"))
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
     lines = [line.strip() for line in text.splitlines()]
     return [
         (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
@@ -394,8 +394,55 @@ def dockerfile() -> list[tuple[str, str]]:
     ]
 
 
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return parse_dockerfile(ROOT / "Dockerfile")
+
+
 def instructions(dockerfile: list[tuple[str, str]], name: str) -> list[str]:
     return [args for instruction, args in dockerfile if instruction == name]
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the image offers the deployments: its user, port, health check path, command."""
+
+    uid: int
+    gid: int
+    port: int
+    health_path: str
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    workdir: str
+
+
+def health_url(check: str) -> tuple[int, str]:
+    """(port, path) of the loopback URL a HEALTHCHECK command asks."""
+    found = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/-]*)", check)
+    assert found, f"the HEALTHCHECK asks no loopback URL: {check}"
+    return int(found.group(1)), found.group(2)
+
+
+def image_facts(dockerfile: list[tuple[str, str]]) -> ImageFacts:
+    """The facts as the Dockerfile declares them (tests/test_image.py: the built image agrees)."""
+    uid, _, gid = instructions(dockerfile, "USER")[-1].partition(":")
+    (port,) = instructions(dockerfile, "EXPOSE")[-1].split()
+    (healthcheck,) = instructions(dockerfile, "HEALTHCHECK")
+    health_port, health_path = health_url(healthcheck)
+    assert health_port == int(port), "the HEALTHCHECK asks another port than the one exposed"
+    return ImageFacts(int(uid), int(gid or uid), int(port), health_path,
+                      tuple(json.loads(instructions(dockerfile, "ENTRYPOINT")[-1])),
+                      tuple(json.loads(instructions(dockerfile, "CMD")[-1])), instructions(dockerfile, "WORKDIR")[-1])
+
+
+@pytest.fixture(scope="module")
+def image(dockerfile: list[tuple[str, str]]) -> ImageFacts:
+    return image_facts(dockerfile)
+
+
+def option(args: list[str], name: str) -> str:
+    assert name in args, f"{args} has no {name}"
+    return args[args.index(name) + 1]
 
 
 def test_dockerfile_base_image_is_pinned_and_multi_stage(dockerfile: list[tuple[str, str]]) -> None:
@@ -576,6 +623,83 @@ def test_docker_compose_config(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# --- the deployments against what the image offers -----------------------------------------------
+
+
+def read_variables() -> frozenset[str]:
+    """Every environment variable name payrelay's code reads (a name not among them, set in a
+    deployment, is a typo that silently does nothing); each of them may also come as NAME_FILE."""
+    names = set()
+    for path in (ROOT / "service").glob("*.py"):
+        names |= set(re.findall(r'"((?:PAYRELAY|FORWARDED)_[A-Z0-9_]+)"', path.read_text(encoding="utf-8")))
+    assert set(DESIGN_VARIABLES) <= names, f"not read by service/: {sorted(set(DESIGN_VARIABLES) - names)}"
+    return frozenset(names | {f"{name}_FILE" for name in names if not name.endswith("_FILE")})
+
+
+def test_every_deployed_variable_is_one_payrelay_reads(
+    manifests: dict[tuple[str, str], dict[str, Any]], compose: dict[str, Any]
+) -> None:
+    known = read_variables()
+    deployed = {
+        "deploy/k8s/configmap.yaml": set(one(manifests, "ConfigMap")["data"]),
+        "deploy/payrelay.env.example": set(read_env_file(DEPLOY / "payrelay.env.example")),
+    }
+    for component in ("web", "worker"):
+        (container,) = containers(deployment(manifests, component))
+        deployed[f"deploy/k8s {component}"] = {item["name"] for item in container.get("env", [])}
+    for name, service in compose["services"].items():
+        if "env_file" in service:
+            deployed[f"deploy/compose.yaml {name}"] = set(service.get("environment", {}))
+    for where, names in deployed.items():
+        assert names <= known, f"{where}: payrelay reads no {sorted(names - known)}"
+
+
+def test_kubernetes_runs_what_the_image_offers(
+    manifests: dict[tuple[str, str], dict[str, Any]], image: ImageFacts
+) -> None:
+    for component in ("web", "worker"):
+        doc = deployment(manifests, component)
+        pod = doc["spec"]["template"]["spec"]
+        (container,) = containers(doc)
+        assert "command" not in container, "the image's ENTRYPOINT (payrelay) stays"
+        context = pod["securityContext"]
+        assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (image.uid, image.gid, image.gid)
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        scratch = [m for m in container["volumeMounts"] if m["mountPath"] == image.workdir]
+        assert scratch and "emptyDir" in volumes[scratch[0]["name"]], f"{component}: {image.workdir} is not writable"
+    web = deployment(manifests, "web")
+    (container,) = containers(web)
+    args = container["args"]
+    assert args[0] == image.cmd[0] and int(option(args, "--port")) == image.port
+    assert option(args, "--host") == "0.0.0.0"  # reachable from outside the pod
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        port = container[probe]["httpGet"]["port"]
+        assert ports.get(port, port) == image.port, probe
+    assert container["livenessProbe"]["httpGet"]["path"] == image.health_path  # what the HEALTHCHECK asks
+    assert int(web["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]) == image.port
+    (target,) = [p["targetPort"] for p in one(manifests, "Service")["spec"]["ports"]]
+    assert ports.get(target, target) == image.port
+
+
+def test_compose_runs_what_the_image_offers(compose: dict[str, Any], image: ImageFacts) -> None:
+    services = compose["services"]
+    for name in ("web", "worker"):
+        service = services[name]
+        assert "entrypoint" not in service, "the image's ENTRYPOINT (payrelay) stays"
+        assert service.get("user", f"{image.uid}:{image.gid}") == f"{image.uid}:{image.gid}"
+        assert service["read_only"] is True and image.workdir in service["tmpfs"]
+    web = command(services["web"])
+    assert web[0] == image.cmd[0] and int(option(web, "--port")) == image.port
+    assert option(web, "--host") == "0.0.0.0"
+    assert [str(port) for port in services["web"]["expose"]] == [str(image.port)]
+    assert "healthcheck" not in services["web"], "the web replicas keep the image's HEALTHCHECK"
+    (mount,) = services["nginx"]["volumes"]
+    conf = (DEPLOY / mount.split(":")[0]).read_text(encoding="utf-8")
+    assert re.findall(r"server web:(\d+)", conf) == [str(image.port)]
 
 
 # --- docs ----------------------------------------------------------------------------------------
