@@ -106,16 +106,18 @@ async def test_sigkill_of_a_payrelay_process_under_creates(faults: Stack) -> Non
 async def test_sigkill_of_a_worker_during_the_sweep(faults: Stack) -> None:
     started, report = time.monotonic(), Report("SIGKILL of `worker` during the expiry sweep")
     ttl = {"PAYRELAY_PAYMENT_TTL": "3"}
-    survivor = faults.start(port=faults.survivor_port, **ttl)
     victim = faults.start("worker", **ttl)
-    answers = await post_creates(survivor.url, orders(60))
+    creator = faults.start(port=faults.survivor_port, **ttl)
+    answers = await post_creates(creator.url, orders(60))
     count_answers(report, answers)
+    creator.stop()  # graceful: it hands back what it claimed; the worker sweeps alone
     slow(faults, 1.0)  # each query and close takes a while: the sweep is under way when it dies
     await asyncio.sleep(4.5)
     victim.process.kill()
     slow(faults, 0)
     assert await wait_resolved(faults, timeout=0, past_expiry_is_unresolved=True) > 0  # it was under way
-    # its claims come back when their lease (120 s) runs out; the survivor sweeps the rest now
+    survivor = faults.start(port=faults.survivor_port, **ttl)
+    # the dead worker's claims come back when their lease (120 s) runs out
     report.unresolved = await wait_resolved(faults, timeout=160, past_expiry_is_unresolved=True)
     await audit(faults, report, answers, survivor.url)
     stripe: Any = faults.gateways["stripe-connect"]
