@@ -25,7 +25,6 @@ class Status(enum.StrEnum):
     CLOSED = "closed"
 
 
-FINAL_STATUSES = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CLOSED})
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.wechat import qr
-from service.payments import CREATING, OPEN, Payments, now_ms
+from service.payments import Payments, now_ms
 from service.problems import ApiError
 from service.settings import Client, Settings
+from service.states import OPEN, PaymentState
 from service.validation import parse_transaction
 from service.views import created_view, payment_view
 
@@ -110,7 +111,7 @@ class TransactionsApi:
         client = self.keys.client_for(request)
         record = await self.payments.get(client, request.path_params["paymentId"])
         status = record["status"]
-        if status in (CREATING, *OPEN):
+        if status == PaymentState.CREATING or status in OPEN:
             record = await self.payments.close(record)
             status = record["status"]
         if status != "closed":

@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.errors import GatewayError
+from service import states
 from service.api import MAX_BODY
 from service.cloudreve_auth import CloudreveAuthError, verify_get, verify_post
 from service.payments import Payments
@@ -208,7 +209,7 @@ class CloudreveBridge:
         record = await self.payments.find(client, order_no)
         if record["gateway"] != request.path_params["paymentGatewayType"]:
             raise BridgeError(40401, f"no {request.path_params['paymentGatewayType']} order {order_no!r}")
-        if status_of(record) in ("waiting", "processing"):
+        if status_of(record) in states.OPEN:
             try:
                 record = await self.payments.sync(record)
             except (GatewayError, ApiError) as exc:  # the stored status is still an answer

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.base import FINAL_STATUSES
-from service import keys
+from service import keys, states
 from service.metrics import Metrics
-from service.payments import CREATING, Payments
+from service.payments import Payments
 from service.schedule import Claim, Schedule, backoff_ms
 from service.workers import Worker
 
-FINAL = tuple(sorted(status.value for status in FINAL_STATUSES))
+FINAL = tuple(sorted(state.value for state in states.FINAL))
 SYNC_SOON_MS = 5 * 60_000  # processing: every 5 min for its first hour, then hourly
 SYNC_LATER_MS = 60 * 60_000
 RETRY_BASE_MS = 5_000
@@ -51,11 +50,11 @@ class ExpirySweeper(Worker):
             return None
         status = record["status"]
         holder_until = int(record.get("creatingUntil") or 0)
-        if status == CREATING and holder_until > now:  # a create still talking to the gateway
+        if status == states.S.CREATING and holder_until > now:  # a create still talking to the gateway
             return holder_until
-        if status == CREATING:  # its process died, or its gateway call ended without an answer
+        if status == states.S.CREATING:  # its process died, or its gateway call ended without an answer
             record = await self.payments.recover(record)
-        elif status == "processing":
+        elif status == states.S.PROCESSING:
             record = await self.payments.sync(record)
         elif int(record["expiresAt"]) > now:
             return int(record["expiresAt"])
@@ -65,9 +64,9 @@ class ExpirySweeper(Worker):
             await self.payments.store.redis.hdel(keys.payment(claim.bucket, claim.id), "sweepAttempts")
         if record["status"] in FINAL:
             return None
-        if record["status"] == CREATING:  # another process took the create over meanwhile
+        if record["status"] == states.S.CREATING:  # another process took the create over meanwhile
             return int(record.get("creatingUntil") or now)
-        if record["status"] == "waiting" and int(record["expiresAt"]) > now:
+        if record["status"] == states.S.WAITING and int(record["expiresAt"]) > now:
             return int(record["expiresAt"])
         return next_sync_ms(record, now)
 

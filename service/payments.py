@@ -29,6 +29,7 @@ from service import keys
 from service.metrics import Metrics
 from service.problems import ApiError
 from service.settings import Client, Settings
+from service.states import OPEN, PaymentState
 from service.store import Applied, Record, Store, StoreUnavailable
 from service.validation import TransactionRequest
 
@@ -40,8 +41,6 @@ WAIT_POLL_S = 0.02
 # after a create's gateway call failed without a clear answer, the sweeper asks the gateway what
 # it made this long after (unless a retry of the same request does it first)
 RESUME_AFTER_MS = 5_000
-CREATING = "creating"  # the payment's state while its create talks to the gateway
-OPEN = frozenset({Status.WAITING.value, Status.PROCESSING.value})
 
 
 def now_ms() -> int:
@@ -125,7 +124,7 @@ class Payments:
         while True:
             await asyncio.sleep(WAIT_POLL_S)
             record = await self.store.get(payment_id)
-            if record is None or record["status"] != CREATING:
+            if record is None or record["status"] != PaymentState.CREATING:
                 return record
             if int(record.get("creatingUntil") or 0) <= now_ms():
                 raise GatewayUnavailable("the gateway did not answer the create of this payment in time; "
@@ -294,7 +293,7 @@ class Payments:
         """Ask the gateway about one payment and apply its answer (for one still being
         created: what its create made, once no create holds it)."""
         adapter = self._adapter_of(record)
-        if record["status"] == CREATING:
+        if record["status"] == PaymentState.CREATING:
             return await self.recover(record)
         state = await self.gateway_call(adapter, "query", adapter.query(ref_of(record)))
         if state.status is not None:
@@ -306,9 +305,9 @@ class Payments:
         gateway says. The same path serves close requests and the expiry sweep. One still being
         created is first resolved; a live create (it holds its lease) cannot be closed yet."""
         adapter = self._adapter_of(record)
-        if record["status"] == CREATING:
+        if record["status"] == PaymentState.CREATING:
             record = await self.recover(record)
-            if record["status"] == CREATING:
+            if record["status"] == PaymentState.CREATING:
                 raise ApiError(409, "payment_creating", "the payment is still being opened; retry shortly")
             if record["status"] not in OPEN:
                 return record

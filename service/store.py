@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from service import keys
+from service import keys, states
 
 log = logging.getLogger("payrelay.store")
 
@@ -28,7 +28,8 @@ class StoreUnavailable(Exception):
 
 
 def load_script(name: str) -> str:
-    return resources.files("service").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    """A script of ``service/lua/``, after the state tables it reads (``service.states``)."""
+    return states.lua_tables() + resources.files("service").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
 
 
 def connect(redis_url: str | None) -> Any:

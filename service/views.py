@@ -5,11 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from service import money
+from service import money, states
 from service.store import Record
-
-# The internal "creating" state (a create is talking to the gateway) reads as waiting.
-_PUBLIC_STATUS = {"creating": "waiting"}
 
 
 def iso(ms: str | None) -> str | None:
@@ -21,8 +18,7 @@ def iso(ms: str | None) -> str | None:
 
 
 def status_of(record: Record) -> str:
-    status = record["status"]
-    return _PUBLIC_STATUS.get(status, status)
+    return states.public(states.PaymentState(record["status"])).value
 
 
 def amount_of(record: Record, amount_unit: str) -> str:
@@ -32,7 +28,7 @@ def amount_of(record: Record, amount_unit: str) -> str:
 
 def expire_time(record: Record, now_ms: int) -> int:
     """Seconds until the payment expires (0 once it is final or past due)."""
-    if status_of(record) not in ("waiting", "processing"):
+    if status_of(record) not in states.OPEN:
         return 0
     return max(0, (int(record["expiresAt"]) - now_ms) // 1000)
 

@@ -3,7 +3,7 @@
 -- KEYS: 1 payment record, 2 txn index, 3 due zset
 -- ARGV: 1 paymentId, 2 bucket tag (payrelay:{bNN}:)
 local found = redis.call('HMGET', KEYS[1], 'status', 'previous')
-if found[1] ~= 'creating' then return 0 end
+if found[1] ~= CREATING then return 0 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   local previous = found[2]
   if previous and previous ~= '' then

@@ -14,9 +14,9 @@ if current then
   local key = ARGV[4] .. 'payment:' .. current
   local found = redis.call('HMGET', key, 'status', 'fingerprint', 'creatingUntil')
   local status = found[1]
-  if status and status ~= 'failed' and status ~= 'closed' then
+  if status and not REISSUE[status] then
     if found[2] ~= ARGV[2] then return {'conflict', current} end
-    if status ~= 'creating' then return {'existing', current} end
+    if status ~= CREATING then return {'existing', current} end
     if tonumber(found[3]) > now then return {'wait', current} end
     redis.call('HSET', key, 'creatingUntil', lease_until)
     redis.call('ZADD', KEYS[3], lease_until, current)
@@ -26,7 +26,7 @@ end
 local record = {}
 for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(record))
-redis.call('HSET', KEYS[2], 'status', 'creating', 'version', '0', 'previous', current or '',
+redis.call('HSET', KEYS[2], 'status', CREATING, 'version', '0', 'previous', current or '',
   'fingerprint', ARGV[2],
   'creatingUntil', lease_until)
 redis.call('SET', KEYS[1], ARGV[3])

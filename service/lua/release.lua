@@ -3,7 +3,7 @@
 -- resumes at once, and have the sweeper ask the gateway soon if none comes.
 -- KEYS: 1 payment record, 2 due zset
 -- ARGV: 1 paymentId, 2 when the sweeper should look (ms)
-if redis.call('HGET', KEYS[1], 'status') ~= 'creating' then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= CREATING then return 0 end
 redis.call('HSET', KEYS[1], 'creatingUntil', '0')
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1

@@ -6,7 +6,7 @@
 -- Returns 'taken', 'held' (a live create holds it), or the status when it is no longer creating
 -- ('' when the payment is gone: its create was refused meanwhile).
 local found = redis.call('HMGET', KEYS[1], 'status', 'creatingUntil')
-if found[1] ~= 'creating' then return found[1] or '' end
+if found[1] ~= CREATING then return found[1] or '' end
 local now = tonumber(ARGV[1])
 if tonumber(found[2] or '0') > now then return 'held' end
 local lease_until = string.format('%d', now + tonumber(ARGV[2]))

@@ -13,7 +13,6 @@
 --         unchanged | stale | transitioned | late
 local now = ARGV[1]
 local target = ARGV[2]
-local rank = {creating = 0, waiting = 0, processing = 1, succeeded = 2, failed = 2, closed = 2}
 
 local rec = {}
 local flat = redis.call('HGETALL', KEYS[1])
@@ -50,22 +49,22 @@ local outcome = 'transitioned'
 if target == '' or target == current then
   mark_event()
   return {'unchanged', current, rec.version}
-elseif current == 'closed' and target == 'succeeded' then
-  outcome = 'late'
-elseif rank[target] <= rank[current] then
+elseif not MOVES[current][target] then
   mark_event()
   return {'stale', current, rec.version}
+elseif FINAL[current] then  -- the one move out of a final state: paid after it was closed
+  outcome = 'late'
 end
 
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'status', target, 'updatedAt', now, 'gatewayState', ARGV[3])
 rec.status, rec.updatedAt, rec.gatewayState = target, now, ARGV[3]
 rec.version = string.format('%d', version)
-if target == 'succeeded' then
+if target == SUCCEEDED then
   redis.call('HSET', KEYS[1], 'paidAt', now)
   rec.paidAt = now
 end
-if target == 'failed' and ARGV[7] ~= '' then
+if target == FAILED and ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'failureReason', ARGV[7])
   rec.failureReason = ARGV[7]
 end
@@ -78,7 +77,7 @@ rec.creatingUntil = nil
 
 local retention = tonumber(ARGV[9])
 local tag = ARGV[12]
-if rank[target] == 2 then
+if FINAL[target] then
   redis.call('ZREM', KEYS[2], rec.paymentId)
   redis.call('PEXPIRE', KEYS[1], retention)
   local index = tag .. 'txn:' .. rec.client .. ':' .. rec.transactionId
@@ -88,7 +87,8 @@ else
 end
 
 local url = rec.notifyUrl
-if url and url ~= '' and (rec.notifyKind ~= 'cloudreve' or target == 'succeeded') then
+local notify_on = NOTIFY[rec.notifyKind]
+if url and url ~= '' and notify_on and notify_on[target] then
   local id = ARGV[11]
   local key = tag .. 'delivery:' .. id
   redis.call('HSET', key, 'id', id, 'paymentId', rec.paymentId, 'kind', rec.notifyKind, 'url', url,
