@@ -62,6 +62,35 @@ class HttpMetrics:
             log.log(level, "%s %s %s", method, route, status, extra={"route": route, "status": status})
 
 
+class ErrorBoundary:
+    """The last resort: an exception nothing else mapped (a bug) is logged with its traceback and
+    answered as a 500 problem carrying the trace id, instead of Starlette's plain-text 500 without
+    one, so that the client has something to quote. Inside the trace and metrics middlewares."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if started:  # too late for another answer: the server closes the connection
+                raise
+            error = ApiError(500, "internal_error", "payrelay failed unexpectedly; quote the trace id to report it")
+            await problem(error)(scope, receive, send)
+
+
 def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = True,
                idle_seconds: float = 0.5, worker_options: dict[str, dict[str, Any]] | None = None,
                ) -> Starlette:
@@ -138,6 +167,7 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
             HTTPException: on_http_error,
         },
     )
+    app.add_middleware(ErrorBoundary)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(TraceMiddleware)
     app.state.runtime = runtime

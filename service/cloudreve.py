@@ -28,7 +28,6 @@ gateway or Redis unavailable), plus 40002 for an https-only gateway behind an ht
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 from typing import Any
@@ -38,10 +37,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.errors import GatewayError
-from service.api import MAX_BODY
+from service.api import MAX_BODY, parse_json
 from service.cloudreve_auth import CloudreveAuthError, verify_get, verify_post
 from service.payments import Payments
-from service.problems import ApiError, from_gateway, from_store
+from service.problems import ApiError, from_gateway, from_store, printable
 from service.settings import Client, Settings
 from service.store import StoreUnavailable
 from service.validation import parse_transaction
@@ -68,7 +67,7 @@ class BridgeError(Exception):
 
 
 def answer(code: int, **fields: Any) -> JSONResponse:
-    return JSONResponse({"code": code, **fields})
+    return JSONResponse({"code": code, **{name: printable(value) for name, value in fields.items()}})
 
 
 def _from_api_error(exc: ApiError) -> BridgeError:
@@ -77,6 +76,15 @@ def _from_api_error(exc: ApiError) -> BridgeError:
     if name and exc.param and detail.startswith(exc.param):
         detail = name + detail[len(exc.param):]
     return BridgeError(exc.status * 100 + 1, detail)
+
+
+def _utf8_header(value: str, name: str) -> str:
+    """A header as Cloudreve (Go) wrote it: UTF-8 text, which the ASGI server hands over decoded
+    as latin-1 (so a non-ASCII site URL would otherwise be taken as mojibake)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BridgeError(40001, f"{name} is not UTF-8 text") from None
 
 
 def business_date(order_no: str, today: dt.date | None = None) -> str:
@@ -152,10 +160,7 @@ class CloudreveBridge:
         except CloudreveAuthError as exc:
             raise BridgeError(40101, str(exc)) from None
         client = self._client(request)
-        try:
-            order = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BridgeError(40001, "the body is not valid JSON") from None
+        order = parse_json(body)
         transaction = parse_transaction(
             self._transaction_request(order, request), self.payments.adapters, amount_unit="minor",
             allowed_hosts=self.settings.redirect_hosts,
@@ -176,7 +181,7 @@ class CloudreveBridge:
             raise BridgeError(40001, "amount must be a positive whole number of the currency's minimum unit")
         gateway = request.path_params["paymentGatewayType"]
         adapter = self.payments.adapters.get(gateway)
-        site_url = request.headers.get("x-cr-site-url", "")
+        site_url = _utf8_header(request.headers.get("x-cr-site-url", ""), "X-Cr-Site-Url")
         if not site_url:
             raise BridgeError(40001, "X-Cr-Site-Url is required: the customer returns there")
         if adapter is not None and adapter.requires_https_redirects and not site_url.startswith("https://"):
