@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import GatewayError
 from service.api import TransactionsApi
+from service.body_limit import BodyLimit
 from service.cloudreve import CloudreveBridge
 from service.deliveries_api import DeliveriesApi
 from service.metrics import Metrics
@@ -167,6 +168,7 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
             HTTPException: on_http_error,
         },
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ErrorBoundary)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(TraceMiddleware)

@@ -20,9 +20,9 @@ querying. The business date is the order's: Cloudreve's order numbers start with
 
 Every answer is HTTP 200; errors are ``{"code": <status>*100+1, "error": "…"}`` where ``<status>``
 is the HTTP status the same failure gets on ``/api`` (40001 invalid, 40101 signature refused,
-40401 unknown order, 40901 the order exists with other fields, 50201 gateway refused, 50301
-gateway or Redis unavailable), plus 40002 for an https-only gateway behind an http site URL and
-40301 when the bridge is off (no ``PAYRELAY_CLOUDREVE_KEY``).
+40401 unknown order, 40901 the order exists with other fields, 41301 a body over 64 KiB, 50201
+gateway refused, 50301 gateway or Redis unavailable), plus 40002 for an https-only gateway behind
+an http site URL and 40301 when the bridge is off (no ``PAYRELAY_CLOUDREVE_KEY``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.errors import GatewayError
-from service.api import MAX_BODY, parse_json
+from service.api import parse_json
 from service.cloudreve_auth import CloudreveAuthError, verify_get, verify_post
 from service.payments import Payments
 from service.problems import ApiError, from_gateway, from_store, printable
@@ -152,9 +152,7 @@ class CloudreveBridge:
 
     async def _create(self, request: Request) -> Response:
         key = self._key()
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise BridgeError(41301, f"the body must be at most {MAX_BODY} bytes")
+        body = await request.body()  # at most its limit (service.body_limit): 41301 past it
         try:
             verify_post(key, request.url.path, request.headers, body, request.headers.get("authorization"))
         except CloudreveAuthError as exc:
