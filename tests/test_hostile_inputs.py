@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -374,3 +375,28 @@ def test_an_unexpected_error_is_a_500_problem_with_the_trace_id(relay: Relay, ht
     assert response.headers["trace-id"] == "hostile-trace-1"
     assert response.json()["traceId"] == "hostile-trace-1" and response.json()["code"] == "internal_error"
     assert "a bug" not in response.text
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\ntrace-id: a\rb\r\n\r\n",  # a bare CR in a header
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\ntrace-id: a\x00b\r\n\r\n",  # NUL in a header
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A\nB: c\r\n\r\n",  # a bare LF inside a header line
+    b"POST /api/transactions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    b"POST /api/transactions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /api/transactions HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+], ids=["bare-cr", "nul", "bare-lf", "two-content-lengths", "length-and-chunked", "negative-length"])
+def test_http_level_errors_are_uvicorns_plain_400(relay: Relay, keys: Keys, request_bytes: bytes) -> None:
+    """What the HTTP parser refuses never reaches payrelay: uvicorn answers a plain-text 400 without
+    a trace id and closes the connection (README, "API"). Nothing is stored."""
+    before = keys.snapshot()
+    host, port = relay.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request_bytes)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: text/plain" in head.lower() and b"trace-id" not in head.lower()
+    assert body == b"Invalid HTTP request received."
+    assert keys.snapshot() == before
