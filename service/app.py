@@ -33,7 +33,9 @@ log = logging.getLogger("payrelay.http")
 
 
 class HttpMetrics:
-    """Counts and times every request by route template and status, and logs it."""
+    """Counts and times every request by route template and status, and logs it. Also the last
+    resort: an exception nothing mapped (a bug) is logged with its traceback and answered as a 500
+    problem with the trace id, instead of Starlette's plain-text 500 without one."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -44,7 +46,7 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -54,42 +56,20 @@ class HttpMetrics:
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if status is not None:  # too late for another answer: the server closes the connection
+                raise
+            bug = ApiError(500, "internal_error", "payrelay failed unexpectedly; quote the trace id to report it")
+            await problem(bug)(scope, receive, send_status)
         finally:
+            status = status or 500
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
             self.metrics.http_requests.labels(route, method, str(status)).inc()
             self.metrics.http_latency.labels(route, method).observe(time.perf_counter() - started)
             level = logging.ERROR if status >= 500 else logging.INFO
             log.log(level, "%s %s %s", method, route, status, extra={"route": route, "status": status})
-
-
-class ErrorBoundary:
-    """The last resort: an exception nothing else mapped (a bug) is logged with its traceback and
-    answered as a 500 problem carrying the trace id, instead of Starlette's plain-text 500 without
-    one, so that the client has something to quote. Inside the trace and metrics middlewares."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_tracked)
-        except Exception:
-            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            if started:  # too late for another answer: the server closes the connection
-                raise
-            error = ApiError(500, "internal_error", "payrelay failed unexpectedly; quote the trace id to report it")
-            await problem(error)(scope, receive, send)
 
 
 def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = True,
@@ -169,7 +149,6 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
         },
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(ErrorBoundary)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(TraceMiddleware)
     app.state.runtime = runtime

@@ -42,28 +42,29 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def _limited(receive: Receive, limit: int, declared: int | None) -> Receive:
+    received = 0
+
+    async def limited_receive() -> Message:
+        nonlocal received
+        if declared is not None and declared > limit:
+            raise BodyTooLarge(limit)
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return limited_receive
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = limit_for(scope["path"], self.max_bytes)
-        declared = _declared_length(scope)
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            if declared is not None and declared > limit:
-                raise BodyTooLarge(limit)
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-            return message
-
-        await self.app(scope, limited_receive, send)
+        if scope["type"] == "http":
+            receive = _limited(receive, limit_for(scope["path"], self.max_bytes), _declared_length(scope))
+        await self.app(scope, receive, send)
