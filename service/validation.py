@@ -23,9 +23,11 @@ FIELDS = frozenset({
 })
 _TRANSACTION_ID = re.compile(r"[\x21-\x7e]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f-\x9f]{1,64}"  # the local part: no spaces, no controls
+                    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
 _PHONE = re.compile(r"\+?[0-9][0-9 ()-]{5,22}[0-9]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
+_CONTROL = re.compile("[\x00-\x1f]")
+_URL_CONTROL = re.compile("[\x7f-\x9f]")  # DEL, C1: never raw in a URL (RFC 3986); C0 and spaces are refused already
 MAX_DESCRIPTION = 1000
 MAX_URL = 2048
 
@@ -68,7 +70,7 @@ def _string(body: dict[str, Any], name: str, required: bool = True) -> str | Non
 
 def _text(name: str, value: str) -> str:
     """Every string field must be text: a JSON escape can make a lone surrogate (``\\ud800``),
-    which no UTF-8 encoder (Redis, the gateways' SDKs) takes, and no field has a use for control
+    which no UTF-8 encoder (Redis, the gateways' SDKs) takes, and no field has a use for C0 control
     characters (NUL would cut C strings, CR/LF split headers and log lines)."""
     try:
         value.encode("utf-8")
@@ -92,7 +94,7 @@ def _boolean(body: dict[str, Any], name: str, required: bool) -> bool:
 
 def check_url(name: str, value: str, allowed_hosts: frozenset[str], https_only: bool = False) -> str:
     _text(name, value)
-    if len(value) > MAX_URL or any(c.isspace() for c in value):
+    if len(value) > MAX_URL or any(c.isspace() for c in value) or _URL_CONTROL.search(value):
         raise _invalid(name, f"must be a URL of at most {MAX_URL} characters without spaces")
     try:
         parts = urlsplit(value)
