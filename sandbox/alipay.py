@@ -354,7 +354,9 @@ class AlipayEmulator(Emulator):
         amount = str(amount) if isinstance(amount, str | int | float) else ""
         if not _AMOUNT.fullmatch(amount) or not Decimal("0.01") <= Decimal(amount) <= Decimal(100_000_000):
             raise _business("ACQ.INVALID_PARAMETER", "参数无效 (total_amount)")
-        if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
+        # 256 characters as Alipay's Java counts them: UTF-16 units (an emoji is two), 2 bytes each
+        if not isinstance(subject, str) or not subject.strip() \
+                or len(subject.encode("utf-16-le", "surrogatepass")) > 2 * 256:
             raise _business("ACQ.INVALID_PARAMETER", "参数无效 (subject)")
         if biz.get("product_code") != "FAST_INSTANT_TRADE_PAY":
             raise _business("ACQ.INVALID_PARAMETER", "参数无效 (product_code)")

@@ -642,7 +642,8 @@ def _validate_create(body: dict[str, Any], keys: WechatKeys) -> None:
     if body["mchid"] != keys.mchid:
         raise _ApiError(400, "PARAM_ERROR", "商户号mchid与请求头中的商户号不一致")
     description = body["description"]
-    if not isinstance(description, str) or len(description) > 127:
+    # string[1,127]: counted in UTF-8 bytes here, the stricter reading of WeChat's docs
+    if not isinstance(description, str) or len(description.encode("utf-8", "surrogatepass")) > 127:
         raise _param_error("description", "商品描述", "字符串规则校验失败，长度不能超过127")
     if not isinstance(body["out_trade_no"], str) or not _OUT_TRADE_NO.fullmatch(body["out_trade_no"]):
         raise _param_error("out_trade_no", "商户订单号", "字符串规则校验失败，须为6-32位数字、大小写字母_-|*")

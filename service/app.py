@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import GatewayError
 from service.api import TransactionsApi
+from service.body_limit import BodyLimit
 from service.cloudreve import CloudreveBridge
 from service.deliveries_api import DeliveriesApi
 from service.metrics import Metrics
@@ -32,7 +33,9 @@ log = logging.getLogger("payrelay.http")
 
 
 class HttpMetrics:
-    """Counts and times every request by route template and status, and logs it."""
+    """Counts and times every request by route template and status, and logs it. Also the last
+    resort: an exception nothing mapped (a bug) is logged with its traceback and answered as a 500
+    problem with the trace id, instead of Starlette's plain-text 500 without one."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -43,7 +46,7 @@ class HttpMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -53,7 +56,14 @@ class HttpMetrics:
 
         try:
             await self.app(scope, receive, send_status)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            if status is not None:  # too late for another answer: the server closes the connection
+                raise
+            bug = ApiError(500, "internal_error", "payrelay failed unexpectedly; quote the trace id to report it")
+            await problem(bug)(scope, receive, send_status)
         finally:
+            status = status or 500
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
             self.metrics.http_requests.labels(route, method, str(status)).inc()
@@ -138,6 +148,7 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
             HTTPException: on_http_error,
         },
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetrics, metrics=metrics)
     app.add_middleware(TraceMiddleware)
     app.state.runtime = runtime

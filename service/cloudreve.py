@@ -11,24 +11,23 @@ communication key ``PAYRELAY_CLOUDREVE_KEY``. Cloudreve signs every call (``serv
   late webhook.
 * On success payrelay's outbox sends ``GET notify_url`` until Cloudreve answers ``{"code":0}``.
 
-Each Cloudreve site (``X-Cr-Site-Id``) is an API client of its own, ``cloudreve:<site id>``:
-``order_no`` is the transactionId (unique per site), ``name`` the description, ``amount`` integer
-minor units. Cloudreve sends no redirect URLs: the customer comes back to the site's root
+All Cloudreve orders belong to one API client, ``cloudreve:any-site`` (see ``CLIENT`` for why not
+one per site): ``order_no`` is the transactionId, ``name`` the description, ``amount`` integer minor
+units. Cloudreve sends no redirect URLs: the customer comes back to the site's root
 (``X-Cr-Site-Url`` + ``/``) whether paid or not; Cloudreve's own order page learns the outcome by
 querying. The business date is the order's: Cloudreve's order numbers start with ``YYYYMMDD``
 (else today, UTC), so a create re-sent after midnight is still the same request.
 
 Every answer is HTTP 200; errors are ``{"code": <status>*100+1, "error": "…"}`` where ``<status>``
 is the HTTP status the same failure gets on ``/api`` (40001 invalid, 40101 signature refused,
-40401 unknown order, 40901 the order exists with other fields, 50201 gateway refused, 50301
-gateway or Redis unavailable), plus 40002 for an https-only gateway behind an http site URL and
-40301 when the bridge is off (no ``PAYRELAY_CLOUDREVE_KEY``).
+40401 unknown order, 40901 the order exists with other fields, 41301 a body over 64 KiB, 50201
+gateway refused, 50301 gateway or Redis unavailable), plus 40002 for an https-only gateway behind
+an http site URL and 40301 when the bridge is off (no ``PAYRELAY_CLOUDREVE_KEY``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import re
 from typing import Any
@@ -39,10 +38,10 @@ from starlette.routing import Route
 
 from adapters.errors import GatewayError
 from service import states
-from service.api import MAX_BODY
+from service.api import parse_json
 from service.cloudreve_auth import CloudreveAuthError, verify_get, verify_post
 from service.payments import Payments
-from service.problems import ApiError, from_gateway, from_store
+from service.problems import ApiError, from_gateway, from_store, printable
 from service.settings import Client, Settings
 from service.store import StoreUnavailable
 from service.validation import parse_transaction
@@ -61,6 +60,20 @@ _CLOUDREVE_NAMES = {
 }
 
 
+# One client for every Cloudreve site, so that a query is answered by its order_no alone. A query's
+# signature covers only the URL path: neither order_no nor any X-Cr-* header is signed, and
+# Cloudreve may send none of those headers on a query (peers implementing this protocol check the
+# sign and look the order up by order_no alone). A site id on a query would therefore be a claim
+# anyone could make, and one client per site (``cloudreve:<site id>``, as before) made a query
+# without it unanswerable. Every site talking to this payrelay signs with the one
+# PAYRELAY_CLOUDREVE_KEY, so they are one trust domain anyway: any of them could sign a create in
+# another's name. Cloudreve's order numbers carry the time and random digits (v4: 12, v3: 6), so
+# sites do not collide in practice; if two ever did, the second create differs at least in its
+# notify_url (its own site's) and is refused with 40901, never handed the other site's payment.
+# The name has a colon, so no client of PAYRELAY_API_KEYS (``name:key``) can share its orders.
+CLIENT = Client(name="cloudreve:any-site", keys=())
+
+
 class BridgeError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -69,7 +82,7 @@ class BridgeError(Exception):
 
 
 def answer(code: int, **fields: Any) -> JSONResponse:
-    return JSONResponse({"code": code, **fields})
+    return JSONResponse({"code": code, **{name: printable(value) for name, value in fields.items()}})
 
 
 def _from_api_error(exc: ApiError) -> BridgeError:
@@ -78,6 +91,15 @@ def _from_api_error(exc: ApiError) -> BridgeError:
     if name and exc.param and detail.startswith(exc.param):
         detail = name + detail[len(exc.param):]
     return BridgeError(exc.status * 100 + 1, detail)
+
+
+def _utf8_header(value: str, name: str) -> str:
+    """A header as Cloudreve (Go) wrote it: UTF-8 text, which the ASGI server hands over decoded
+    as latin-1 (so a non-ASCII site URL would otherwise be taken as mojibake)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise BridgeError(40001, f"{name} is not UTF-8 text") from None
 
 
 def business_date(order_no: str, today: dt.date | None = None) -> str:
@@ -137,32 +159,29 @@ class CloudreveBridge:
         return self.settings.cloudreve_key.reveal()
 
     @staticmethod
-    def _client(request: Request) -> Client:
+    def _site_id(request: Request) -> str:
+        """The signed X-Cr-Site-Id of a create: not needed to find orders, but a create without
+        it did not come from Cloudreve; logged with the order."""
         site_id = request.headers.get("x-cr-site-id", "")
         if not _SITE_ID.fullmatch(site_id):
             raise BridgeError(40001, "X-Cr-Site-Id must be Cloudreve's site id")
-        return Client(name=f"cloudreve:{site_id}", keys=())
+        return site_id
 
     async def _create(self, request: Request) -> Response:
         key = self._key()
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise BridgeError(41301, f"the body must be at most {MAX_BODY} bytes")
+        body = await request.body()  # at most its limit (service.body_limit): 41301 past it
         try:
             verify_post(key, request.url.path, request.headers, body, request.headers.get("authorization"))
         except CloudreveAuthError as exc:
             raise BridgeError(40101, str(exc)) from None
-        client = self._client(request)
-        try:
-            order = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise BridgeError(40001, "the body is not valid JSON") from None
+        site_id = self._site_id(request)
+        order = parse_json(body)
         transaction = parse_transaction(
             self._transaction_request(order, request), self.payments.adapters, amount_unit="minor",
             allowed_hosts=self.settings.redirect_hosts,
         )
-        record = await self.payments.create(client, transaction, notify_kind="cloudreve")
-        log.info("cloudreve order opened", extra={"paymentId": record["paymentId"], "client": client.name})
+        record = await self.payments.create(CLIENT, transaction, notify_kind="cloudreve")
+        log.info("cloudreve order opened for site %s", site_id, extra={"paymentId": record["paymentId"]})
         return answer(0, data=record.get("paymentUrl") or "")
 
     def _transaction_request(self, order: Any, request: Request) -> dict[str, Any]:
@@ -177,7 +196,7 @@ class CloudreveBridge:
             raise BridgeError(40001, "amount must be a positive whole number of the currency's minimum unit")
         gateway = request.path_params["paymentGatewayType"]
         adapter = self.payments.adapters.get(gateway)
-        site_url = request.headers.get("x-cr-site-url", "")
+        site_url = _utf8_header(request.headers.get("x-cr-site-url", ""), "X-Cr-Site-Url")
         if not site_url:
             raise BridgeError(40001, "X-Cr-Site-Url is required: the customer returns there")
         if adapter is not None and adapter.requires_https_redirects and not site_url.startswith("https://"):
@@ -202,11 +221,10 @@ class CloudreveBridge:
             verify_get(key, request.url.path, request.query_params.get("sign"))
         except CloudreveAuthError as exc:
             raise BridgeError(40101, str(exc)) from None
-        client = self._client(request)
         order_no = request.query_params.get("order_no")
         if not order_no:
             raise BridgeError(40001, "order_no is required")
-        record = await self.payments.find(client, order_no)
+        record = await self.payments.find(CLIENT, order_no)
         if record["gateway"] != request.path_params["paymentGatewayType"]:
             raise BridgeError(40401, f"no {request.path_params['paymentGatewayType']} order {order_no!r}")
         if status_of(record) in states.OPEN:

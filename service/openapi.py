@@ -369,7 +369,8 @@ def _paths() -> dict[str, Schema]:
         "get": {
             "summary": "Cloudreve custom payment provider: query → code 0, data PAID once paid",
             "operationId": "cloudreveQuery",
-            "parameters": [gateway, site_headers[0],
+            "description": "Only the path is signed; no X-Cr-* header is needed: the order is found by order_no.",
+            "parameters": [gateway,
                            {"name": "order_no", "in": "query", "required": True, "schema": {"type": "string"}},
                            {"name": "sign", "in": "query", "required": True, "schema": {"type": "string"},
                             "description": "<signature>:<expires>, signed with PAYRELAY_CLOUDREVE_KEY"}],

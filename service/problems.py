@@ -22,6 +22,7 @@ TITLES = {
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
+    500: "Internal error",
     502: "Gateway error",
     503: "Service unavailable",
 }
@@ -52,17 +53,25 @@ def from_store(exc: StoreUnavailable) -> ApiError:
     return ApiError(503, "store_unavailable", "the payment store (Redis) is unreachable; retry later")
 
 
+def printable(value: object) -> object:
+    """Text for a JSON answer: a lone surrogate that came in (and is quoted back in a message)
+    would make the UTF-8 encoding of the whole answer fail; it is shown as its escape instead."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def problem(error: ApiError) -> JSONResponse:
     body = {
         "type": f"urn:payrelay:problem:{error.code}",
         "title": TITLES.get(error.status, "Error"),
         "status": error.status,
-        "detail": error.detail,
+        "detail": printable(error.detail),
         "code": error.code,
         "traceId": current_trace_id(),
     }
     if error.param:
-        body["param"] = error.param
+        body["param"] = printable(error.param)
     headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
     return JSONResponse(body, status_code=error.status, media_type="application/problem+json",
                         headers=headers)

@@ -90,6 +90,7 @@ class Settings:
     redirect_hosts: frozenset[str] = frozenset()
     retention_days: int = 90
     cloudreve_key: Secret | None = None
+    max_body_bytes: int = 256 * 1024  # the cap on every route's body (service.body_limit)
     stripe: StripeConfig | None = None
     alipay: AlipayConfig | None = None
     wechat: WechatConfig | None = None
@@ -201,6 +202,7 @@ def _parse(env: _Env) -> Settings:
         ),
         retention_days=env.integer("PAYRELAY_RETENTION_DAYS", 90),
         cloudreve_key=Secret(key) if (key := env.get("PAYRELAY_CLOUDREVE_KEY")) else None,
+        max_body_bytes=env.integer("PAYRELAY_MAX_BODY_BYTES", 256 * 1024, minimum=1024),
         stripe=_stripe(env),
         alipay=_alipay(env),
         wechat=_wechat(env),

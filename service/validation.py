@@ -23,8 +23,11 @@ FIELDS = frozenset({
 })
 _TRANSACTION_ID = re.compile(r"[\x21-\x7e]{1,64}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_EMAIL = re.compile(r"[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f-\x9f]{1,64}"  # the local part: no spaces, no controls
+                    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
 _PHONE = re.compile(r"\+?[0-9][0-9 ()-]{5,22}[0-9]")
+_CONTROL = re.compile("[\x00-\x1f]")
+_URL_CONTROL = re.compile("[\x7f-\x9f]")  # DEL, C1: never raw in a URL (RFC 3986); C0 and spaces are refused already
 MAX_DESCRIPTION = 1000
 MAX_URL = 2048
 
@@ -62,6 +65,19 @@ def _string(body: dict[str, Any], name: str, required: bool = True) -> str | Non
         return None
     if not isinstance(value, str):
         raise _invalid(name, "must be a string")
+    return _text(name, value)
+
+
+def _text(name: str, value: str) -> str:
+    """Every string field must be text: a JSON escape can make a lone surrogate (``\\ud800``),
+    which no UTF-8 encoder (Redis, the gateways' SDKs) takes, and no field has a use for C0 control
+    characters (NUL would cut C strings, CR/LF split headers and log lines)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _invalid(name, "is not text: it holds a lone surrogate (U+D800 to U+DFFF)") from None
+    if _CONTROL.search(value):
+        raise _invalid(name, "must not contain control characters")
     return value
 
 
@@ -77,7 +93,8 @@ def _boolean(body: dict[str, Any], name: str, required: bool) -> bool:
 
 
 def check_url(name: str, value: str, allowed_hosts: frozenset[str], https_only: bool = False) -> str:
-    if len(value) > MAX_URL or any(c.isspace() for c in value):
+    _text(name, value)
+    if len(value) > MAX_URL or any(c.isspace() for c in value) or _URL_CONTROL.search(value):
         raise _invalid(name, f"must be a URL of at most {MAX_URL} characters without spaces")
     try:
         parts = urlsplit(value)
@@ -194,9 +211,8 @@ def parse_transaction(
                        "missing_field")
 
     description = _string(body, "description", required=False) or ""
-    if len(description) > MAX_DESCRIPTION or any(ord(c) < 32 for c in description):
-        raise _invalid("description",
-                       f"must be at most {MAX_DESCRIPTION} characters without control characters")
+    if len(description) > MAX_DESCRIPTION:
+        raise _invalid("description", f"must be at most {MAX_DESCRIPTION} characters")
 
     notify_url = _string(body, "notifyUrl", required=False)
     if notify_url is not None:

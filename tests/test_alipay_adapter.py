@@ -320,6 +320,11 @@ async def test_description_is_cut_by_characters(alipay_adapter: AlipayAdapter,
     created = await alipay_adapter.create(request)
     assert biz_content(created.payment_url or "")["subject"] == "容" * 256
     assert (await open_cashier(created.payment_url or "")).status_code == 200  # Alipay takes it
+    # characters as Java counts them (UTF-16 units): an emoji is two, and is never split
+    for description, subject in (("😀" * 200, "😀" * 128), ("a" + "😀" * 200, "a" + "😀" * 127)):
+        created = await alipay_adapter.create(make_request(description=description))
+        assert biz_content(created.payment_url or "")["subject"] == subject
+        assert (await open_cashier(created.payment_url or "")).status_code == 200
     blank = make_request(description="  ")
     assert biz_content((await alipay_adapter.create(blank)).payment_url or "")["subject"] == (
         f"Payment {blank.payment_id}")

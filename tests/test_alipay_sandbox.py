@@ -195,7 +195,8 @@ async def test_page_pay_over_a_posted_form(merchant: Any, alipay_emulator: Alipa
 
 @pytest.mark.parametrize("changes", [
     {"total_amount": "0.00"}, {"total_amount": "100000000.01"}, {"total_amount": "1.234"},
-    {"subject": ""}, {"subject": "容" * 257}, {"out_trade_no": "has-dash"}, {"time_expire": "2026-11-21T10:00"},
+    {"subject": ""}, {"subject": "容" * 257}, {"subject": "😀" * 129},  # 129 characters, 258 UTF-16 units
+    {"out_trade_no": "has-dash"}, {"time_expire": "2026-11-21T10:00"},
 ])
 async def test_page_pay_parameters_are_checked(merchant: Any, alipay_emulator: AlipayEmulator,
                                                alipay_receiver: Receiver, changes: dict[str, str]) -> None:
@@ -206,6 +207,8 @@ async def test_page_pay_parameters_are_checked(merchant: Any, alipay_emulator: A
 
 async def test_largest_amount_and_longest_subject_are_taken(merchant: Any, alipay_receiver: Receiver) -> None:
     url, _ = page_url(merchant, alipay_receiver, total_amount="100000000.00", subject="容" * 256)
+    assert (await get(url)).status_code == 303
+    url, _ = page_url(merchant, alipay_receiver, subject="😀" * 128)  # 256 UTF-16 units, as Java counts
     assert (await get(url)).status_code == 303
 
 

@@ -61,12 +61,13 @@ class Cloudreve:
                 **(sent_headers or headers), "Authorization": authorization, "User-Agent": "Cloudreve/4.0.0"})
 
     async def query(self, gateway: str, number: str, *, key: str | None = None,
-                    expires: int | None = None) -> httpx.Response:
+                    expires: int | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
         path = f"/cloudreve/{gateway}"
         sign = sign_get(key or self.key, path, expires or int(time.time()) + 60)
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             return await http.get(path, params={"order_no": number, "sign": sign},
-                                  headers={**self.headers(), "User-Agent": "Cloudreve/4.0.0"})
+                                  headers={**(self.headers() if headers is None else headers),
+                                           "User-Agent": "Cloudreve/4.0.0"})
 
 
 def answer(response: httpx.Response) -> dict[str, Any]:
@@ -209,6 +210,22 @@ async def test_stripe_needs_an_https_site(bridge: Cloudreve) -> None:
     bridge.site_url = "http://cr.example.com"
     got = answer(await bridge.create("stripe-connect", stripe_order()))
     assert got["code"] == 40002 and "https" in got["error"]
+
+
+async def test_a_signed_query_without_any_x_cr_header_is_answered(
+        relay: Callable[..., str], stripe_emulator: Emulator) -> None:
+    """Only the path is signed on a query, and Cloudreve's query may carry no X-Cr-* header at all:
+    the order is found by its order_no alone (one namespace for all of Cloudreve's orders)."""
+    cloudreve = Cloudreve(relay(stripe_emulator))
+    order = stripe_order()
+    created = answer(await cloudreve.create("stripe-connect", order))
+    assert created["code"] == 0
+    assert answer(await cloudreve.query("stripe-connect", order["order_no"], headers={})) == {
+        "code": 0, "data": "waiting"}
+    other_site = {**cloudreve.headers(), "X-Cr-Site-Id": "another-site"}  # not signed on a query
+    assert answer(await cloudreve.query("stripe-connect", order["order_no"], headers=other_site))["code"] == 0
+    assert answer(await cloudreve.query("stripe-connect", order_no(), headers={}))["code"] == 40401
+    assert answer(await cloudreve.query("alipay-page", order["order_no"], headers={}))["code"] == 40401
 
 
 async def test_unknown_order_and_missing_fields(bridge: Cloudreve) -> None:

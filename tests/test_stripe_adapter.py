@@ -92,6 +92,9 @@ async def test_description_is_the_product_name_cut_to_stripes_limit(stripe_adapt
     assert long["line_items"][0]["price_data"]["product_data"]["name"] == "é" * tx.PRODUCT_NAME_LIMIT
     blank = tx.session_params(request(description="  "), int(time.time()))
     assert blank["line_items"][0]["price_data"]["product_data"]["name"] == "Payment"
+    # an off-session PaymentIntent's description has Stripe's own, lower limit
+    intent = tx.off_session_params(request(description="é" * 6000), "cus_1", "pm_1")
+    assert intent["description"] == "é" * tx.INTENT_DESCRIPTION_LIMIT
 
 
 @pytest.mark.parametrize(("amount", "stripe_amount", "shown"), [

@@ -68,7 +68,9 @@ async def test_create_sends_a_native_order_and_the_query_says_waiting(
     china = datetime.fromtimestamp(request.expires_at, timezone(timedelta(hours=8)))
     assert sent["time_expire"] == china.strftime("%Y-%m-%dT%H:%M:%S+08:00")
     assert sent["notify_url"] == f"{wechat_receiver.url}/webhooks/wechat"
-    assert sent["description"] == DESCRIPTION[:127] and len(sent["description"]) == 127
+    # cut to fit 127 UTF-8 bytes (WeChat's docs do not settle bytes or characters: this fits both)
+    assert DESCRIPTION.startswith(sent["description"]) and len(sent["description"].encode()) <= 127
+    assert len(DESCRIPTION[: len(sent["description"]) + 1].encode()) > 127  # as long as fits
     assert (sent["out_trade_no"], sent["appid"], sent["mchid"]) == (
         request.payment_id,
         wechat_emulator.keys.appid,
@@ -79,6 +81,17 @@ async def test_create_sends_a_native_order_and_the_query_says_waiting(
     assert (state.status, state.gateway_state) == (Status.WAITING, "NOTPAY")
     assert state.amount == Money(2500, "CNY") and state.gateway_reference is None
     assert wechat_emulator.calls == {"create": 1, "query": 1}
+
+
+@pytest.mark.parametrize(("text", "cut"), [
+    ("a" * 200, "a" * 127),
+    ("包" * 100, "包" * 42),  # 126 bytes: a 43rd would need 129
+    ("a" * 126 + "包", "a" * 126),  # a character is never split
+    ("😀" * 40, "😀" * 31),  # 124 bytes
+    ("ab" + "é" * 100, "ab" + "é" * 62),  # 126 bytes
+], ids=["ascii", "chinese", "not-split", "emoji", "latin"])
+def test_the_description_is_cut_to_fit_127_bytes(text: str, cut: str) -> None:
+    assert wx.description(text, "pr_x") == cut
 
 
 async def test_an_empty_description_gets_a_neutral_one(

@@ -159,6 +159,8 @@ async def test_create_answers_a_signed_code_url(api: Api) -> None:
         ({"out_trade_no": "x" * 33}, "out_trade_no"),
         ({"out_trade_no": "order 0001"}, "out_trade_no"),
         ({"description": "包" * 128}, "description"),
+        ({"description": "包" * 43}, "description"),  # 43 characters, but 129 bytes
+        ({"description": "a" * 126 + "é"}, "description"),  # 128 bytes
         ({"description": ""}, "description"),
         ({"notify_url": "/webhooks/wechat"}, "notify_url"),
         ({"notify_url": "ftp://relay.example/hook"}, "notify_url"),
@@ -180,8 +182,8 @@ async def test_create_validates_like_wechat(api: Api, changes: dict[str, Any], f
     assert api.emulator.orders == {}
 
 
-async def test_description_of_127_characters_and_the_longest_order_number_pass(api: Api) -> None:
-    answer = await api.call("POST", NATIVE, api.order("a-Z_0|9*" * 4, description="包" * 127))
+async def test_description_of_127_bytes_and_the_longest_order_number_pass(api: Api) -> None:
+    answer = await api.call("POST", NATIVE, api.order("a-Z_0|9*" * 4, description="包" * 42 + "a"))
     assert answer.status_code == 200
 
 

@@ -23,13 +23,14 @@ from adapters.errors import (
     WebhookMismatch,
     WebhookPayloadError,
 )
+from adapters.text import cut_utf16
 from service.money import AmountError, to_major, to_minor
 
 GATEWAY = "Alipay"
 CURRENCY = "CNY"
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # every Alipay time is China time, no DST
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-SUBJECT_LIMIT = 256  # characters, not bytes
+SUBJECT_LIMIT = 256  # characters as Java counts them (UTF-16 units), not bytes
 MIN_FEN, MAX_FEN = 1, 100_000_000_00  # 0.01 … 100,000,000.00 yuan
 # Alipay's timeouts are minute-granular (timeout_express: 1m … 15d). A time_expire seconds away
 # would race the customer at the cashier; payrelay closes the trade at its own expiry anyway, so
@@ -67,8 +68,9 @@ def time_expire(expires_at: int, now: float) -> str:
 
 
 def subject(description: str, payment_id: str) -> str:
-    """The order title the cashier shows: the description cut by characters; never empty."""
-    return (description.strip() or f"Payment {payment_id}")[:SUBJECT_LIMIT]
+    """The order title the cashier shows: the description cut to 256 UTF-16 units, which fits
+    Alipay's limit whether it counts those or code points; never empty."""
+    return cut_utf16(description.strip() or f"Payment {payment_id}", SUBJECT_LIMIT)
 
 
 def page_pay_params(request: CreateRequest, notify_url: str, now: float) -> dict[str, str]:

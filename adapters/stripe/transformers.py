@@ -26,6 +26,7 @@ EXPIRY_MARGIN = 60  # our clock and Stripe's, and the request's time in flight
 # sends the same expires_at: Stripe refuses a key reused with different parameters.
 EXPIRY_GRID = 300
 PRODUCT_NAME_LIMIT = 5000  # line_items[].price_data.product_data.name, in characters
+INTENT_DESCRIPTION_LIMIT = 1000  # a PaymentIntent's description, in characters
 DEFAULT_PRODUCT_NAME = "Payment"
 
 # Where Stripe's amounts are not ISO 4217 minor units (Stripe's "Supported currencies", special
@@ -121,7 +122,7 @@ def off_session_params(request: CreateRequest, customer: str, payment_method: st
         "payment_method": payment_method,
         "off_session": True,
         "confirm": True,
-        "description": product_name(request.description),
+        "description": product_name(request.description)[:INTENT_DESCRIPTION_LIMIT],
         "metadata": {"paymentId": request.payment_id},
     }
 

@@ -13,9 +13,12 @@ from typing import Any
 
 from adapters.base import CreateRequest, GatewayState, Money, Status, map_state
 from adapters.errors import GatewayError, GatewayProtocolError, GatewayRefused, GatewayUnavailable
+from adapters.text import cut_utf8
 
 GATEWAY = "WeChat Pay"
-DESCRIPTION_LIMIT = 127  # characters; WeChat's `description` is string(127)
+# WeChat's `description` is string[1,127] and its docs do not settle bytes or characters: 127 bytes
+# of UTF-8 fit both readings (127 characters of Chinese would be 381 bytes).
+DESCRIPTION_LIMIT = 127
 CHINA = timezone(timedelta(hours=8))
 ORDER_NOT_EXIST = "ORDER_NOT_EXIST"
 ORDERPAID = "ORDERPAID"
@@ -48,8 +51,8 @@ def rfc3339_china(unix: int) -> str:
 
 
 def description(text: str, payment_id: str) -> str:
-    """WeChat requires 1–127 characters; an empty description gets a neutral one."""
-    return (text.strip() or f"Payment {payment_id}")[:DESCRIPTION_LIMIT]
+    """The description cut to fit 127 bytes; an empty one gets a neutral one (WeChat needs one)."""
+    return cut_utf8(text.strip() or f"Payment {payment_id}", DESCRIPTION_LIMIT)
 
 
 def native_order(request: CreateRequest, notify_url: str) -> dict[str, Any]:
