@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote, urlencode
 import httpx
 import pytest
 import redis
+import stripe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
@@ -421,3 +422,28 @@ def test_http_level_errors_are_uvicorns_plain_400(relay: Relay, keys: Keys, requ
     assert b"content-type: text/plain" in head.lower() and b"trace-id" not in head.lower()
     assert body == b"Invalid HTTP request received."
     assert keys.snapshot() == before
+
+
+# -- genuinely signed webhooks with hostile content: only a gateway (or a holder of its secret)
+# can send one, and still the answer is the gateway's own refusal, never a 500 --------------------
+
+DEEP = b'{"a":' * 5_000 + b"1" + b"}" * 5_000
+
+
+async def test_signed_stripe_event_nested_too_deeply_is_refused(start_relay: StartRelay,
+                                                                stripe_emulator: Any) -> None:
+    relay = start_relay(stripe_emulator)
+    header = stripe.WebhookSignature.generate_signature_header(DEEP.decode(), stripe_emulator.webhook_secret)
+    async with httpx.AsyncClient(base_url=relay.url) as client:
+        answer = await client.post("/webhooks/stripe", content=DEEP, headers={"Stripe-Signature": header})
+    assert answer.status_code == 400, answer.text
+
+
+async def test_signed_wechat_callback_nested_too_deeply_is_refused(start_relay: StartRelay,
+                                                                   wechat_emulator: Any) -> None:
+    relay = start_relay(wechat_emulator)
+    headers = wechat_emulator._signature_headers(DEEP)  # signed by the platform key like WeChat's own
+    async with httpx.AsyncClient(base_url=relay.url) as client:
+        answer = await client.post("/webhooks/wechat", content=DEEP,
+                                   headers={**headers, "Content-Type": "application/json"})
+    assert answer.status_code == 400 and answer.json()["code"] == "FAIL", answer.text

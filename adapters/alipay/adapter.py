@@ -208,7 +208,7 @@ class AlipayAdapter(Adapter):
             ) from exc
         except AliPayException as exc:  # the SDK's word for an answer without a signature
             raise transformers.unsigned_error(operation, str(exc)) from exc
-        except (ValueError, LookupError, TypeError, AttributeError) as exc:  # JSON, base64, shape
+        except (ValueError, LookupError, TypeError, AttributeError, RecursionError) as exc:  # JSON, base64, shape
             raise GatewayProtocolError(f"Alipay answered the {operation} with something unreadable") from exc
         if not isinstance(answer, dict):
             raise GatewayProtocolError(f"Alipay answered the {operation} with something unreadable")

@@ -7,12 +7,12 @@ Verified against python-alipay-sdk 3.4.0 and Alipay's open-platform documentatio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
+from adapters import wire
 from adapters.base import CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
 from adapters.errors import (
     GatewayError,
@@ -156,7 +156,7 @@ def unsigned_error(operation: str, raw: str) -> GatewayError:
     """An answer the SDK refused because it carries no signature (Alipay leaves its gateway-level
     errors, e.g. isv.invalid-signature, unsigned). Read only to say why; never trusted as state."""
     try:
-        document = json.loads(raw[raw.index("{"):])
+        document = wire.loads(raw[raw.index("{"):])
         answer = next(value for value in document.values() if isinstance(value, dict))
     except (ValueError, StopIteration, AttributeError):
         return GatewayProtocolError(f"Alipay answered the {operation} with something unreadable")

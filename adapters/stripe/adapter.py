@@ -25,6 +25,7 @@ import anyio
 import httpx
 import stripe
 
+from adapters import wire
 from adapters.base import Adapter, Created, CreateRequest, GatewayState, PaymentRef, Status, WebhookEvent, WebhookReply
 from adapters.errors import (
     GatewayProtocolError,
@@ -139,7 +140,7 @@ class StripeAdapter(Adapter):
             raise GatewayProtocolError(f"Stripe answered something unusable (HTTP {status})") from exc
         except stripe.StripeError as exc:
             raise GatewayProtocolError(f"Stripe failed: {self._message(exc)}") from exc
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # the SDK choked on the answer
+        except (AttributeError, KeyError, TypeError, ValueError, RecursionError) as exc:  # the SDK choked
             raise GatewayProtocolError(f"Stripe answered something the SDK cannot read ({type(exc).__name__})") from exc
 
     def _message(self, exc: stripe.StripeError) -> str:
@@ -225,7 +226,7 @@ class StripeAdapter(Adapter):
             raise WebhookSignatureError("no Stripe-Signature header")
         self._verify(body, header)
         try:
-            event = json.loads(body)
+            event = wire.loads(body)
         except ValueError:
             raise WebhookPayloadError("the event is not JSON") from None
         return tx.event_state(event, self._config.connect_account)

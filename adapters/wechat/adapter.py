@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 
+from adapters import wire
 from adapters.base import (
     Adapter,
     Created,
@@ -214,7 +215,7 @@ class WechatAdapter(Adapter):
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:
         self._verify(headers, body)
         try:
-            notice = json.loads(body)
+            notice = wire.loads(body)
         except ValueError:
             raise WebhookPayloadError("the callback body is not JSON") from None
         if not isinstance(notice, dict):
@@ -280,7 +281,7 @@ class WechatAdapter(Adapter):
         except (KeyError, InvalidTag, binascii.Error, ValueError):
             raise WebhookSignatureError("the callback resource does not decrypt with our APIv3 key") from None
         try:
-            tx = json.loads(plain)
+            tx = wire.loads(plain)
         except ValueError:
             raise WebhookPayloadError("the decrypted transaction is not JSON") from None
         if not isinstance(tx, dict):

@@ -5,12 +5,12 @@ No I/O here: ``adapter.py`` does the HTTP and the cryptography and hands the tex
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
+from adapters import wire
 from adapters.base import CreateRequest, GatewayState, Money, Status, map_state
 from adapters.errors import GatewayError, GatewayProtocolError, GatewayRefused, GatewayUnavailable
 from adapters.text import cut_utf8
@@ -68,7 +68,7 @@ def native_order(request: CreateRequest, notify_url: str) -> dict[str, Any]:
 
 def _object(text: str | bytes) -> dict[str, Any]:
     try:
-        data = json.loads(text)
+        data = wire.loads(text)
     except ValueError:
         raise GatewayProtocolError(f"{GATEWAY} answered something that is not JSON") from None
     if not isinstance(data, dict):
@@ -119,7 +119,7 @@ def not_found(payment_id: str) -> GatewayState:
 def error_code(body: str | bytes) -> tuple[str | None, str]:
     """(code, message) of an error answer ``{"code", "message"}``; (None, text) otherwise."""
     try:
-        data = json.loads(body)
+        data = wire.loads(body)
     except ValueError:
         data = None
     if isinstance(data, dict) and isinstance(data.get("code"), str):
