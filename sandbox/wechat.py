@@ -240,12 +240,12 @@ class WechatEmulator(Emulator):
 
     async def _api(self, request: Request, operation: str, handler: Any) -> Response:
         self.calls[operation] += 1
+        raw = await request.body()  # received whole: a slow WeChat still does what it was asked
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.down:
             body = _json({"code": "SYSTEM_ERROR", "message": "系统繁忙，请稍后重试"})
             return Response(body, 503, media_type="application/json")
-        raw = await request.body()
         try:
             self._authenticate(request, raw)
             status, payload = handler(request, raw)

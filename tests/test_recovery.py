@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from sandbox.base import Emulator
@@ -21,8 +22,9 @@ from service.payments import now_ms
 from service.runtime import Runtime
 from service.settings import Client
 from service.validation import parse_transaction
-from tests.conftest import Relay, StartRelay
+from tests.conftest import API_KEY, Relay, StartRelay
 from tests.receiver import Receiver
+from tests.relay_process import RelayProcess
 from tests.test_contract import create, eventually, order, status_of
 
 CUT_OFF_MS = keys.CREATING_LEASE_MS + 5_000  # reserved this long ago: its holder's lease has run out
@@ -183,3 +185,66 @@ async def test_duplicates_behind_a_slow_gateway_wait_for_the_one_create(relay: R
     else:
         assert len(emulator.requests) == 1
 
+
+
+@pytest.mark.slow
+async def test_process_killed_while_the_gateways_answer(relay: Relay, stripe_emulator: Any,
+                                                        receiver: Receiver) -> None:
+    """The hostile run's case: creates in flight at the gateways (an off-session charge among
+    them) when their `payrelay serve` is SIGKILLed. The gateways finish what they were asked; the
+    payrelay left standing finds out what that was, with nobody sending anything again."""
+    await saved_method(relay, stripe_emulator, "killed@example.com")
+    bodies = {
+        "stripe online": order(stripe_emulator),
+        "stripe off-session": order(stripe_emulator, onlineScenario=False, customerIdentifier="killed@example.com"),
+        "wechat": order(relay.emulators["wechat-pay-native"]),
+    }
+    victim = RelayProcess(relay.env).wait_ready()
+    try:
+        for gateway in ("stripe-connect", "wechat-pay-native"):
+            relay.emulators[gateway].delay = 1.5  # type: ignore[attr-defined]
+        async with httpx.AsyncClient(base_url=victim.url, timeout=10,
+                                     headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+            sent = [asyncio.create_task(client.post("/api/transactions", json=b)) for b in bodies.values()]
+            await asyncio.sleep(0.8)
+            victim.process.kill()
+            answers = await asyncio.gather(*sent, return_exceptions=True)
+    finally:
+        victim.stop()
+        for gateway in ("stripe-connect", "wechat-pay-native"):
+            relay.emulators[gateway].delay = 0  # type: ignore[attr-defined]
+    assert all(isinstance(a, httpx.TransportError) for a in answers), answers  # nobody got an answer
+
+    async def payment(body: dict[str, Any]) -> dict[str, Any]:
+        async with relay.client() as client:
+            found = await client.get("/api/transactions", params={"transactionId": body["transactionId"]})
+        assert found.status_code == 200, found.text
+        return found.json()  # type: ignore[no-any-return]
+
+    async def resolved() -> bool:
+        for body in bodies.values():
+            if await runtime_status(relay, await payment(body)) == "creating":
+                return False
+        return True
+
+    await eventually(resolved, timeout=keys.CREATING_LEASE_MS / 1000 + 20)
+    online, charged, wechat = [await payment(b) for b in bodies.values()]
+    assert online["status"] == "waiting" and online["paymentUrl"] and len(stripe_emulator.sessions) == 2
+    assert charged["status"] == "succeeded" and stripe_emulator.calls["charge"] == 1
+    assert wechat["status"] == "waiting" and wechat["paymentUrl"].startswith("weixin://")
+
+    async def notified() -> bool:
+        return any(b'"transaction.succeeded"' in r.body and charged["paymentId"].encode() in r.body
+                   for r in receiver.received)
+
+    await eventually(notified)
+
+
+async def runtime_status(relay: Relay, payment: dict[str, Any]) -> str:
+    """The stored state (the API shows creating as waiting)."""
+    runtime = Runtime(relay.settings)
+    try:
+        record = await runtime.store.get(payment["paymentId"])
+    finally:
+        await runtime.close()
+    return record["status"] if record else ""
