@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.wechat import qr
+from service import errors
 from service.payments import Payments, now_ms
-from service.problems import ApiError
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
 from service.validation import parse_transaction
@@ -32,14 +32,14 @@ class ApiKeys:
     def client_for(self, request: Request) -> Client:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "send the API key as 'Authorization: Bearer <key>'")
+            raise errors.Unauthorized("unauthorized", "send the API key as 'Authorization: Bearer <key>'")
         presented = hashlib.sha256(token.strip().encode()).digest()
         found = None
         for digest, client in self._digests:
             if hmac.compare_digest(digest, presented):
                 found = client
         if found is None:
-            raise ApiError(401, "unauthorized", "the API key is not valid")
+            raise errors.Unauthorized("unauthorized", "the API key is not valid")
         return found
 
 
@@ -54,23 +54,23 @@ def parse_json(body: bytes) -> Any:
     try:
         return json.loads(body, parse_constant=_not_json)
     except RecursionError:
-        raise ApiError(400, "invalid_json", "the body nests too deeply to be a request") from None
+        raise errors.InvalidRequest("invalid_json", "the body nests too deeply to be a request") from None
     except ValueError:  # UnicodeDecodeError included
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        raise errors.InvalidRequest("invalid_json", "the body is not valid JSON") from None
 
 
 async def read_json(request: Request) -> Any:
     body = await request.body()  # at most its limit (service.body_limit)
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type not in ("application/json", "") and not content_type.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+        raise errors.UnsupportedMediaType("unsupported_media_type", "send the body as application/json")
     return parse_json(body)
 
 
 def _flag(request: Request, name: str) -> bool:
     value = request.query_params.get(name, "false").lower()
     if value not in ("true", "false", "1", "0"):
-        raise ApiError(400, "invalid_query", f"{name} must be true or false", name)
+        raise errors.InvalidRequest("invalid_query", f"{name} must be true or false", name)
     return value in ("true", "1")
 
 
@@ -113,7 +113,7 @@ class TransactionsApi:
         client = self.keys.client_for(request)
         transaction_id = request.query_params.get("transactionId")
         if not transaction_id:
-            raise ApiError(400, "missing_field", "transactionId is required", "transactionId")
+            raise errors.InvalidRequest("missing_field", "transactionId is required", "transactionId")
         return self.view(await self.payments.find(client, transaction_id))
 
     async def close(self, request: Request) -> Response:
@@ -124,7 +124,7 @@ class TransactionsApi:
             record = await self.payments.close(record)
             status = record["status"]
         if status != "closed":
-            raise ApiError(409, f"payment_{status}", f"the payment is {status} and cannot be closed")
+            raise errors.Conflict(f"payment_{status}", f"the payment is {status} and cannot be closed")
         return self.view(record)
 
     async def qrcode(self, request: Request) -> Response:
@@ -134,9 +134,9 @@ class TransactionsApi:
         render = {"svg": (qr.svg, "image/svg+xml"), "png": (qr.png, "image/png")}.get(
             request.path_params["format"])
         if render is None:
-            raise ApiError(404, "not_found", "QR codes come as qrcode.svg or qrcode.png")
+            raise errors.NotFound("not_found", "QR codes come as qrcode.svg or qrcode.png")
         if record["gateway"] != "wechat-pay-native" or not record.get("paymentUrl"):
-            raise ApiError(404, "no_qr_code", "only WeChat Pay Native payments have a QR code")
+            raise errors.NotFound("no_qr_code", "only WeChat Pay Native payments have a QR code")
         encode, media_type = render
         return Response(encode(record["paymentUrl"]), media_type=media_type,
                         headers={"Cache-Control": "private, max-age=300"})

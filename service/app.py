@@ -17,13 +17,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import GatewayError
+from service import errors
 from service.api import TransactionsApi
 from service.body_limit import BodyLimit
 from service.cloudreve import CloudreveBridge
 from service.deliveries_api import DeliveriesApi
 from service.metrics import Metrics
 from service.openapi import route as openapi_route
-from service.problems import TITLES, ApiError, from_gateway, from_store, problem
+from service.problems import TITLES, Problem, problem, problem_of
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store import StoreUnavailable
@@ -60,8 +61,9 @@ class HttpMetrics:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
             if status is not None:  # too late for another answer: the server closes the connection
                 raise
-            bug = ApiError(500, "internal_error", "payrelay failed unexpectedly; quote the trace id to report it")
-            await problem(bug)(scope, receive, send_status)
+            bug = errors.InternalError("internal_error",
+                                       "payrelay failed unexpectedly; quote the trace id to report it")
+            await problem(problem_of(bug))(scope, receive, send_status)
         finally:
             status = status or 500
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -99,7 +101,7 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
         body = await request.body()
         reply = await payments.webhook(request.path_params["gateway"], request.headers, body)
         if reply is None:
-            raise ApiError(404, "unknown_webhook", "no gateway with that webhook is configured")
+            raise errors.NotFound("unknown_webhook", "no gateway with that webhook is configured")
         return Response(reply.body, status_code=reply.status_code, media_type=reply.media_type)
 
     @contextlib.asynccontextmanager
@@ -111,23 +113,16 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
         finally:
             await runtime.close()
 
-    async def on_api_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return problem(exc)
-
-    async def on_gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        return problem(from_gateway(exc))
-
-    async def on_store_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StoreUnavailable)
-        log.error("Redis unavailable: %s", exc)
-        return problem(from_store(exc))
+    async def on_refusal(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, errors.PayrelayError | GatewayError | StoreUnavailable)
+        if isinstance(exc, StoreUnavailable):
+            log.error("Redis unavailable: %s", exc)
+        return problem(problem_of(exc))
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem(ApiError(exc.status_code, code, TITLES.get(exc.status_code, str(exc.detail))))
+        return problem(Problem(exc.status_code, code, TITLES.get(exc.status_code, str(exc.detail))))
 
     app = Starlette(
         routes=[
@@ -142,9 +137,9 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
         ],
         lifespan=lifespan,
         exception_handlers={
-            ApiError: on_api_error,
-            GatewayError: on_gateway_error,
-            StoreUnavailable: on_store_error,
+            errors.PayrelayError: on_refusal,
+            GatewayError: on_refusal,
+            StoreUnavailable: on_refusal,
             HTTPException: on_http_error,
         },
     )

@@ -3,7 +3,7 @@
 Nothing in front of payrelay is assumed to limit bodies (the k8s manifests have no proxy), and a
 webhook's body is read before its signature can be checked, so an unauthenticated client could
 otherwise make payrelay hold any amount of memory. ``BodyLimit`` counts the bytes as the server
-hands them over and raises :class:`BodyTooLarge` (a 413 ``ApiError``) from ``receive`` once they
+hands them over and raises :class:`BodyTooLarge` (``service.errors.TooLarge``: a 413) from ``receive`` once they
 pass the route's limit, or at the first ``receive`` when the declared ``Content-Length`` already
 does, without reading a byte. Each route answers it in its own error format (a 413 problem;
 Cloudreve: its ``{"code": 41301}``): the middleware sits outside Starlette's exception handlers,
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.problems import ApiError
+from service import errors
 
 REQUEST_BODY_BYTES = 64 * 1024  # /api, /cloudreve and everything that is not a webhook
 _WEBHOOKS = "/webhooks/"
 
 
-class BodyTooLarge(ApiError):
+class BodyTooLarge(errors.TooLarge):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, "body_too_large", f"the body must be at most {limit} bytes")
+        super().__init__("body_too_large", f"the body must be at most {limit} bytes")
 
 
 def limit_for(path: str, max_bytes: int) -> int:

@@ -37,11 +37,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.errors import GatewayError
-from service import states
+from service import errors, states
 from service.api import parse_json
 from service.cloudreve_auth import CloudreveAuthError, verify_get, verify_post
 from service.payments import Payments
-from service.problems import ApiError, from_gateway, from_store, printable
+from service.problems import Problem, printable, problem_of
 from service.settings import Client, Settings
 from service.store import StoreUnavailable
 from service.validation import parse_transaction
@@ -85,12 +85,13 @@ def answer(code: int, **fields: Any) -> JSONResponse:
     return JSONResponse({"code": code, **{name: printable(value) for name, value in fields.items()}})
 
 
-def _from_api_error(exc: ApiError) -> BridgeError:
-    detail = exc.detail
-    name = _CLOUDREVE_NAMES.get(exc.param or "")
-    if name and exc.param and detail.startswith(exc.param):
-        detail = name + detail[len(exc.param):]
-    return BridgeError(exc.status * 100 + 1, detail)
+def _bridge_error(failure: Problem) -> BridgeError:
+    """The failure's code on /api, as Cloudreve's code (<status> * 100 + 1), in Cloudreve's names."""
+    detail = failure.detail
+    name = _CLOUDREVE_NAMES.get(failure.param or "")
+    if name and failure.param and detail.startswith(failure.param):
+        detail = name + detail[len(failure.param):]
+    return BridgeError(failure.status * 100 + 1, detail)
 
 
 def _utf8_header(value: str, name: str) -> str:
@@ -140,13 +141,10 @@ class CloudreveBridge:
             return self._failure(exc, request)
 
     def _failure(self, exc: Exception, request: Request) -> Response:
-        if isinstance(exc, ApiError):
-            exc = _from_api_error(exc)
-        elif isinstance(exc, GatewayError):
-            exc = _from_api_error(from_gateway(exc))
-        elif isinstance(exc, StoreUnavailable):
+        if isinstance(exc, StoreUnavailable):
             log.error("Redis unavailable: %s", exc)
-            exc = _from_api_error(from_store(exc))
+        if isinstance(exc, errors.PayrelayError | GatewayError | StoreUnavailable):
+            exc = _bridge_error(problem_of(exc))
         if not isinstance(exc, BridgeError):
             raise exc  # a bug: let it be a 500 and a traceback
         log.info("cloudreve %s refused: %s", request.method, exc.message,
@@ -230,7 +228,7 @@ class CloudreveBridge:
         if status_of(record) in states.OPEN:
             try:
                 record = await self.payments.sync(record)
-            except (GatewayError, ApiError) as exc:  # the stored status is still an answer
+            except (GatewayError, errors.PayrelayError) as exc:  # the stored status is still an answer
                 log.warning("cloudreve query: gateway not asked: %s", exc,
                             extra={"paymentId": record["paymentId"]})
         status = status_of(record)

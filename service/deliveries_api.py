@@ -14,11 +14,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service import keys
+from service import errors, keys
 from service.api import ApiKeys
 from service.outbox import event_id
 from service.payments import Payments, now_ms
-from service.problems import ApiError
 from service.settings import Settings
 from service.store import Record, StoreUnavailable
 from service.views import iso
@@ -85,15 +84,15 @@ class DeliveriesApi:
         async def resend(pipe: Any) -> None:
             delivery = await pipe.hgetall(key)
             if not delivery or delivery.get("paymentId") != payment_id:
-                raise ApiError(404, "delivery_not_found", f"payment {payment_id} has no delivery "
+                raise errors.NotFound("delivery_not_found", f"payment {payment_id} has no delivery "
                                f"{delivery_id!r}", "deliveryId")
             state = delivery.get("state")
             if state == "delivered":
-                raise ApiError(409, "delivery_delivered", "the notification was delivered already")
+                raise errors.Conflict("delivery_delivered", "the notification was delivered already")
             now = now_ms()
             score = await pipe.zscore(outbox, delivery_id)
             if delivery.get("claim") and score is not None and score > now:
-                raise ApiError(409, "delivery_in_flight",
+                raise errors.Conflict("delivery_in_flight",
                                "the notification is being sent right now; look again shortly")
             pipe.multi()
             pipe.hset(key, mapping={"state": "pending", "nextAt": now, "windowStart": now,
@@ -105,7 +104,7 @@ class DeliveriesApi:
             await self.redis.transaction(resend, key, outbox)
             delivery = await self.redis.hgetall(key)
         except WatchError as exc:
-            raise ApiError(409, "delivery_in_flight",
+            raise errors.Conflict("delivery_in_flight",
                            "the notification changed while re-sending it; try again") from exc
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc

@@ -25,9 +25,8 @@ from adapters.base import (
     WebhookReply,
 )
 from adapters.errors import GatewayError, GatewayUnavailable, WebhookError, WebhookMismatch
-from service import keys
+from service import errors, keys
 from service.metrics import Metrics
-from service.problems import ApiError
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
 from service.store import Applied, Record, Store, StoreUnavailable
@@ -95,8 +94,8 @@ class Payments:
                 payment_id=payment_id, now_ms=now, record=new_record,
             )
             if reservation.outcome == "conflict":
-                raise ApiError(
-                    409, "transaction_conflict",
+                raise errors.Conflict(
+                    "transaction_conflict",
                     f"transaction {request.transaction_id!r} already has a payment with different "
                     "fields; use a new transactionId or send the same request",
                     "transactionId",
@@ -236,13 +235,13 @@ class Payments:
     async def get(self, client: Client, payment_id: str) -> Record:
         record = await self.store.get(payment_id)
         if record is None or record["client"] != client.name:
-            raise ApiError(404, "payment_not_found", f"no payment {payment_id!r}", "paymentId")
+            raise errors.NotFound("payment_not_found", f"no payment {payment_id!r}", "paymentId")
         return record
 
     async def find(self, client: Client, transaction_id: str) -> Record:
         record = await self.store.find(client.name, transaction_id)
         if record is None:
-            raise ApiError(404, "payment_not_found", f"no payment for transaction {transaction_id!r}",
+            raise errors.NotFound("payment_not_found", f"no payment for transaction {transaction_id!r}",
                            "transactionId")
         return record
 
@@ -286,7 +285,7 @@ class Payments:
     def _adapter_of(self, record: Record) -> Adapter:
         adapter = self.adapters.get(record["gateway"])
         if adapter is None:
-            raise ApiError(503, "gateway_not_configured", f"{record['gateway']} is not configured")
+            raise errors.NotConfigured("gateway_not_configured", f"{record['gateway']} is not configured")
         return adapter
 
     async def sync(self, record: Record) -> Record:
@@ -308,7 +307,7 @@ class Payments:
         if record["status"] == PaymentState.CREATING:
             record = await self.recover(record)
             if record["status"] == PaymentState.CREATING:
-                raise ApiError(409, "payment_creating", "the payment is still being opened; retry shortly")
+                raise errors.Conflict("payment_creating", "the payment is still being opened; retry shortly")
             if record["status"] not in OPEN:
                 return record
         ref = ref_of(record)

@@ -1,6 +1,15 @@
-"""RFC 9457 problem details, and the one place that picks HTTP status codes for failures."""
+"""RFC 9457 problem details, and the one place that picks HTTP status codes for failures.
+
+``STATUS`` maps every failure the domain raises (``service.errors``), every gateway failure
+(``adapters.errors``) and Redis out of reach to its HTTP status; the Cloudreve bridge derives its
+error codes from the same status (``<status> * 100 + 1``).
+"""
 
 from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from starlette.responses import JSONResponse
 
@@ -11,9 +20,35 @@ from adapters.errors import (
     GatewayUnavailable,
     UnsupportedOperation,
 )
+from service import errors
 from service.store import StoreUnavailable
 from service.tracing import current_trace_id
 
+STATUS: Mapping[type[Exception], int] = types.MappingProxyType({
+    errors.InvalidRequest: 400,
+    errors.Unauthorized: 401,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.InternalError: 500,
+    errors.NotConfigured: 503,
+    UnsupportedOperation: 400,
+    GatewayRefused: 502,
+    GatewayProtocolError: 502,
+    GatewayError: 502,
+    GatewayUnavailable: 503,
+    StoreUnavailable: 503,
+})
+# codes of the failures that carry none of their own
+CODES: Mapping[type[Exception], str] = types.MappingProxyType({
+    UnsupportedOperation: "unsupported_by_gateway",
+    GatewayUnavailable: "gateway_unavailable",
+    GatewayRefused: "gateway_refused",
+    GatewayProtocolError: "gateway_protocol_error",
+    GatewayError: "gateway_error",
+    StoreUnavailable: "store_unavailable",
+})
 TITLES = {
     400: "Invalid request",
     401: "Unauthorized",
@@ -26,31 +61,35 @@ TITLES = {
     502: "Gateway error",
     503: "Service unavailable",
 }
+STORE_DETAIL = "the payment store (Redis) is unreachable; retry later"
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, param: str | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.param = param
+@dataclass(frozen=True)
+class Problem:
+    status: int
+    code: str
+    detail: str
+    param: str | None = None
 
 
-def from_gateway(exc: GatewayError) -> ApiError:
-    if isinstance(exc, UnsupportedOperation):
-        return ApiError(400, "unsupported_by_gateway", exc.message, exc.param)
-    if isinstance(exc, GatewayUnavailable):
-        return ApiError(503, "gateway_unavailable", exc.message)
-    if isinstance(exc, GatewayRefused):
-        return ApiError(502, "gateway_refused", exc.message, exc.param)
-    if isinstance(exc, GatewayProtocolError):
-        return ApiError(502, "gateway_protocol_error", exc.message)
-    return ApiError(502, "gateway_error", exc.message)
+def _first(table: Mapping[type[Exception], object], exc: Exception) -> object:
+    for kind in type(exc).__mro__:
+        if kind in table:
+            return table[kind]
+    raise LookupError(f"no problem for {type(exc).__name__}")
 
 
-def from_store(exc: StoreUnavailable) -> ApiError:
-    return ApiError(503, "store_unavailable", "the payment store (Redis) is unreachable; retry later")
+def problem_of(exc: errors.PayrelayError | GatewayError | StoreUnavailable) -> Problem:
+    status = _first(STATUS, exc)
+    assert isinstance(status, int)
+    if isinstance(exc, errors.PayrelayError):
+        return Problem(status, exc.code, exc.detail, exc.param)
+    code = _first(CODES, exc)
+    assert isinstance(code, str)
+    if isinstance(exc, GatewayError):
+        return Problem(status, code, exc.message, exc.param if isinstance(exc, GatewayRefused | UnsupportedOperation)
+                       else None)
+    return Problem(status, code, STORE_DETAIL)
 
 
 def printable(value: object) -> object:
@@ -61,7 +100,7 @@ def printable(value: object) -> object:
     return value
 
 
-def problem(error: ApiError) -> JSONResponse:
+def problem(error: Problem) -> JSONResponse:
     body = {
         "type": f"urn:payrelay:problem:{error.code}",
         "title": TITLES.get(error.status, "Error"),

@@ -13,8 +13,7 @@ from urllib.parse import urlsplit
 
 from adapters import GATEWAY_TYPES
 from adapters.base import Adapter
-from service import money
-from service.problems import ApiError
+from service import errors, money
 
 FIELDS = frozenset({
     "transactionId", "amount", "currency", "date", "paymentGatewayType", "completePayRedirectUrl",
@@ -53,8 +52,8 @@ class TransactionRequest:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _invalid(param: str, detail: str, code: str = "invalid_field") -> ApiError:
-    return ApiError(400, code, f"{param} {detail}", param)
+def _invalid(param: str, detail: str, code: str = "invalid_field") -> errors.InvalidRequest:
+    return errors.InvalidRequest(code, f"{param} {detail}", param)
 
 
 def _string(body: dict[str, Any], name: str, required: bool = True) -> str | None:
@@ -154,7 +153,7 @@ def parse_transaction(
     body: Any, adapters: dict[str, Adapter], *, amount_unit: str, allowed_hosts: frozenset[str]
 ) -> TransactionRequest:
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+        raise errors.InvalidRequest("invalid_body", "the body must be a JSON object")
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise _invalid(unknown[0], "is not a field of a transaction request", "unknown_field")
