@@ -22,6 +22,7 @@ from service.api import TransactionsApi
 from service.body_limit import BodyLimit
 from service.cloudreve import CloudreveBridge
 from service.deliveries_api import DeliveriesApi
+from service.delivery_store import DeliveryStore
 from service.metrics import Metrics
 from service.openapi import route as openapi_route
 from service.problems import TITLES, Problem, problem, problem_of
@@ -127,7 +128,7 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
     app = Starlette(
         routes=[
             *api.routes(),
-            *DeliveriesApi(settings, payments).routes(),
+            *DeliveriesApi(settings, payments, DeliveryStore(runtime.redis)).routes(),
             *CloudreveBridge(settings, payments).routes(),
             Route("/webhooks/{gateway}", webhook, methods=["POST"]),
             Route("/healthz", healthz),

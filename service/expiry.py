@@ -61,7 +61,7 @@ class ExpirySweeper(Worker):
         else:
             record = await self.payments.close(record)
         if record.get("sweepAttempts"):
-            await self.payments.store.redis.hdel(keys.payment(claim.bucket, claim.id), "sweepAttempts")
+            await self.payments.store.clear_sweep_attempts(claim.id)
         if record["status"] in FINAL:
             return None
         if record["status"] == states.S.CREATING:  # another process took the create over meanwhile
@@ -71,6 +71,5 @@ class ExpirySweeper(Worker):
         return next_sync_ms(record, now)
 
     async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:
-        attempt = await self.payments.store.redis.hincrby(
-            keys.payment(claim.bucket, claim.id), "sweepAttempts", 1)
+        attempt = await self.payments.store.count_sweep_attempt(claim.id)
         return now + backoff_ms(attempt - 1, RETRY_BASE_MS, RETRY_CAP_MS)

@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from redis.exceptions import RedisError
 
 from service import keys, notify_signature
+from service.delivery_store import DeliveryStore
 from service.metrics import Metrics
 from service.payments import now_ms
 from service.schedule import Claim, Schedule, backoff_ms
 from service.settings import Client, Settings
-from service.store import Record, StoreUnavailable
+from service.store import Record
 from service.views import iso, payment_view
 from service.workers import Worker
 
@@ -103,7 +103,7 @@ class OutboxSender(Worker):
                  retry_base_ms: int = RETRY_BASE_MS, retry_cap_ms: int = RETRY_CAP_MS,
                  give_up_ms: int = GIVE_UP_MS, timeout: float = TIMEOUT_S,
                  dead_refresh_s: float = DEAD_REFRESH_S, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.redis = redis
+        self.deliveries = DeliveryStore(redis)
         self.settings = settings
         self.metrics = metrics
         self.schedule = Schedule(redis, keys.outbox, lambda b: keys.tag(b) + "delivery:", "state", DONE,
@@ -138,11 +138,7 @@ class OutboxSender(Worker):
     # -- one delivery ---------------------------------------------------------------------------
 
     async def handle(self, claim: Claim, now: int) -> int | None:
-        key = keys.delivery(claim.bucket, claim.id)
-        try:
-            delivery = await self.redis.hgetall(key)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        delivery = await self.deliveries.get(claim.bucket, claim.id)
         if not delivery or delivery.get("state") != "pending":
             return None
         attempt = await self.send(delivery)
@@ -247,17 +243,7 @@ class OutboxSender(Worker):
                 gone.append(name)
             else:
                 fields[name] = value
-        key = keys.delivery(claim.bucket, claim.id)
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                if gone:
-                    pipe.hdel(key, *gone)
-                if state == "dead":
-                    pipe.zadd(keys.dead(claim.bucket), {claim.id: now})
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        await self.deliveries.record_attempt(claim.bucket, claim.id, fields, gone, now if state == "dead" else None)
         kind = delivery.get("kind", "generic")
         outcome = state if state != "pending" else "failed"
         self.metrics.deliveries.labels(kind, outcome).inc()
@@ -276,14 +262,6 @@ class OutboxSender(Worker):
         if not self._dead_changed and time.monotonic() - self._dead_refreshed < self.dead_refresh_s:
             return
         oldest_kept = now - self.settings.retention_seconds * 1000
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for bucket in range(keys.BUCKETS):
-                    pipe.zremrangebyscore(keys.dead(bucket), "-inf", f"({oldest_kept}")
-                    pipe.zcard(keys.dead(bucket))
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
-        self.metrics.dead_deliveries.set(sum(int(n) for n in replies[1::2]))
+        self.metrics.dead_deliveries.set(await self.deliveries.count_dead(oldest_kept))
         self._dead_refreshed = time.monotonic()
         self._dead_changed = False

@@ -13,10 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from service import keys
-from service.store import StoreUnavailable, load_script
+from service.store import guarded, load_script
 
 
 @dataclass(frozen=True)
@@ -49,14 +47,11 @@ class Schedule:
 
     async def due_counts(self, now_ms: int) -> tuple[dict[int, int], int | None]:
         """How many entries are due per bucket, and the oldest due score (one round trip)."""
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for bucket in range(keys.BUCKETS):
-                    pipe.zcount(self.zset(bucket), "-inf", now_ms)
-                    pipe.zrange(self.zset(bucket), 0, 0, withscores=True)
-                replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bucket in range(keys.BUCKETS):
+                pipe.zcount(self.zset(bucket), "-inf", now_ms)
+                pipe.zrange(self.zset(bucket), 0, 0, withscores=True)
+            replies = await guarded(pipe.execute())
         counts: dict[int, int] = {}
         oldest: int | None = None
         for bucket in range(keys.BUCKETS):
@@ -68,13 +63,10 @@ class Schedule:
         return counts, oldest
 
     async def claim(self, bucket: int, now_ms: int, limit: int) -> list[Claim]:
-        try:
-            ids = await self._claim(
-                keys=[self.zset(bucket)],
-                args=[now_ms, self.lease_ms, limit, self.entry_prefix(bucket), self.token],
-            )
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        ids = await guarded(self._claim(
+            keys=[self.zset(bucket)],
+            args=[now_ms, self.lease_ms, limit, self.entry_prefix(bucket), self.token],
+        ))
         claims = [Claim(bucket, id_) for id_ in ids]
         self.held.update(claims)
         return claims
@@ -82,14 +74,11 @@ class Schedule:
     async def finish(self, claim: Claim, next_ms: int | None) -> bool:
         """Reschedule at ``next_ms`` (None: drop); the entry is dropped anyway once done."""
         self.held.discard(claim)
-        try:
-            ours = await self._reschedule(
-                keys=[self.zset(claim.bucket), self.entry_prefix(claim.bucket) + claim.id],
-                args=[claim.id, self.token, "" if next_ms is None else next_ms, self.done_field,
-                      *self.done_values],
-            )
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        ours = await guarded(self._reschedule(
+            keys=[self.zset(claim.bucket), self.entry_prefix(claim.bucket) + claim.id],
+            args=[claim.id, self.token, "" if next_ms is None else next_ms, self.done_field,
+                  *self.done_values],
+        ))
         return bool(ours)
 
     async def release_all(self, now_ms: int) -> None:

@@ -8,9 +8,10 @@ the embedded in-process store (fakeredis with Lua), which is for trying payrelay
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -21,10 +22,19 @@ from service import keys, states
 log = logging.getLogger("payrelay.store")
 
 Record = dict[str, str]
+T = TypeVar("T")
 
 
 class StoreUnavailable(Exception):
     """Redis could not be reached or did not answer in time (→ 503)."""
+
+
+async def guarded(call: Awaitable[T]) -> T:
+    """Await one Redis call; Redis out of reach, or failing, is StoreUnavailable (→ 503)."""
+    try:
+        return await call
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
 
 
 def load_script(name: str) -> str:
@@ -82,10 +92,7 @@ class Store:
         self._takeover = redis.register_script(load_script("takeover"))
 
     async def _run(self, script: Any, keys_: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys_, args=args)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        return await guarded(script(keys=keys_, args=args))
 
     async def ping(self) -> bool:
         try:
@@ -155,23 +162,25 @@ class Store:
         )
         return Applied(outcome, previous, int(version or 0))
 
+    async def count_sweep_attempt(self, payment_id: str) -> int:
+        """One more failed look at a due payment (gateway trouble): how many in a row now."""
+        key = keys.payment(_bucket(payment_id), payment_id)
+        return int(await guarded(self.redis.hincrby(key, "sweepAttempts", 1)))
+
+    async def clear_sweep_attempts(self, payment_id: str) -> None:
+        await guarded(self.redis.hdel(keys.payment(_bucket(payment_id), payment_id), "sweepAttempts"))
+
     async def get(self, payment_id: str) -> Record | None:
         bucket = keys.bucket_of(payment_id)
         if bucket is None:
             return None
-        try:
-            record = await self.redis.hgetall(keys.payment(bucket, payment_id))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        record: Record = await guarded(self.redis.hgetall(keys.payment(bucket, payment_id)))
         return record or None
 
     async def find(self, client: str, transaction_id: str) -> Record | None:
         """The latest payment of a business transaction."""
         bucket = keys.bucket_for(client, transaction_id)
-        try:
-            payment_id = await self.redis.get(keys.transaction(bucket, client, transaction_id))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
+        payment_id = await guarded(self.redis.get(keys.transaction(bucket, client, transaction_id)))
         return await self.get(payment_id) if payment_id else None
 
 

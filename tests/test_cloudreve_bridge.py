@@ -18,6 +18,7 @@ import pytest
 
 from sandbox.base import Emulator
 from sandbox.runner import ServerThread, free_port
+from service import keys
 from service.app import create_app
 from service.cloudreve import business_date
 from service.cloudreve_auth import sign_get, sign_post
@@ -133,7 +134,7 @@ async def test_create_pay_notify_query(emulator_fixture: str, request: pytest.Fi
     assert answer(await cloudreve.query(gateway, number)) == {"code": 0, "data": "PAID"}
     await asyncio.sleep(0.3)
     assert len(cloudreve_site.received) == 2  # {"code":0} ends it
-    (key,) = [k async for k in redis_client.scan_iter(match="payrelay:*delivery:*")]
+    (key,) = [k for b in range(keys.BUCKETS) async for k in redis_client.scan_iter(match=keys.delivery(b, "*"))]
     delivery = await redis_client.hgetall(key)
     assert delivery["kind"] == "cloudreve" and delivery["type"] == "transaction.succeeded"
     assert delivery["state"] == "delivered" and delivery["attempts"] == "2"

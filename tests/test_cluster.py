@@ -84,7 +84,7 @@ async def test_payments_spread_over_all_masters(cluster: RedisCluster, store: St
     # and they really are there: each master holds exactly the payments of its slots
     for port in cluster.ports:
         with redis.Redis(port=port, decode_responses=True) as node:
-            held = [k for k in node.scan_iter("payrelay:*:payment:*")]
+            held = [k for b in range(keys.BUCKETS) for k in node.scan_iter(keys.payment(b, "*"))]
         assert len(held) == by_node[port] > 0
     buckets_by_node = Counter(owner[key_slot(keys.due(b).encode())] for b in range(keys.BUCKETS))
     assert set(buckets_by_node) == set(cluster.ports)

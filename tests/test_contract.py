@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox.base import Emulator
+from service import keys
 from tests.conftest import Relay, StartRelay
 
 GATEWAYS = ["stripe", "alipay", "wechat"]
@@ -122,8 +123,10 @@ async def test_paid_just_before_expiry_ends_succeeded(start_relay: StartRelay, e
     created = await create(relay, order(emulator))
     await emulator.pay(created["paymentUrl"], "paid")
     pid = created["paymentId"]  # … and right after the payment, its time is up
-    await redis_client.hset(f"payrelay:{{b{pid[3:5]}}}:payment:{pid}", "expiresAt", int(time.time() * 1000))
-    await redis_client.zadd(f"payrelay:{{b{pid[3:5]}}}:due", {pid: 0})
+    bucket = keys.bucket_of(pid)
+    assert bucket is not None
+    await redis_client.hset(keys.payment(bucket, pid), "expiresAt", int(time.time() * 1000))
+    await redis_client.zadd(keys.due(bucket), {pid: 0})
 
     async def settled() -> bool:
         return (await status_of(relay, created["paymentId"]))["status"] != "waiting"
@@ -140,7 +143,9 @@ async def test_gateway_outage_keeps_it_open_and_retries(start_relay: StartRelay,
     created = await create(relay, order(emulator))
     emulator.down = True
     pid = created["paymentId"]
-    key = f"payrelay:{{b{pid[3:5]}}}:payment:{pid}"
+    bucket = keys.bucket_of(pid)
+    assert bucket is not None
+    key = keys.payment(bucket, pid)
 
     async def tried() -> bool:
         return int(await redis_client.hget(key, "sweepAttempts") or 0) >= 1
@@ -148,7 +153,7 @@ async def test_gateway_outage_keeps_it_open_and_retries(start_relay: StartRelay,
     await eventually(tried)
     assert (await status_of(relay, pid))["status"] == "waiting"
     emulator.down = False
-    await redis_client.zadd(f"payrelay:{{b{pid[3:5]}}}:due", {pid: 0})  # skip the backoff wait
+    await redis_client.zadd(keys.due(bucket), {pid: 0})  # skip the backoff wait
 
     async def closed() -> bool:
         return (await status_of(relay, pid))["status"] == "closed"
