@@ -132,9 +132,28 @@ def test_stripe_uses_the_iso_exponent_unless_it_names_an_exception(currency: str
     assert sent == minor * 10**decimals // 10**expected_iso_exponent(currency)
 
 
+@pytest.mark.parametrize("currency", sorted(StripeAdapter.currencies or ()))
+def test_stripe_steps_follow_from_stripes_units_and_multiples(currency: str) -> None:
+    assert stripe_tx._amount_step(currency) == STRIPE_STEPS.get(currency, 1)  # (the table is built at import)
+
+
 def test_stripe_amounts_off_the_step_are_refused_not_rounded() -> None:
-    with pytest.raises(UnsupportedOperation, match=r"MGA in whole units of 1\.00"):
+    with pytest.raises(UnsupportedOperation) as refused:
         stripe_tx.stripe_amount(Money(150, "MGA"))
+    assert (str(refused.value), refused.value.param) == ("Stripe takes MGA in whole units of 1.00 only", "amount")
+    with pytest.raises(UnsupportedOperation) as refused:
+        stripe_tx.stripe_amount(Money(1000, "IQD"))
+    assert (str(refused.value), refused.value.param) == ("Stripe takes no IQD", "currency")
+    session = {"id": "cs_test_1", "status": "complete", "payment_status": "paid", "amount_total": 50050,
+               "currency": "isk", "metadata": {"paymentId": "pr_x"}}
+    with pytest.raises(GatewayProtocolError) as answered:
+        stripe_tx.session_state("pr_x", session)
+    assert str(answered.value) == ("Stripe answered a Checkout Session amount_total of 50050 ISK, "
+                                   "which is no whole amount of ISK")
+    for missing in ("amount_total", "currency"):
+        with pytest.raises(GatewayProtocolError) as answered:
+            stripe_tx.session_state("pr_x", {k: v for k, v in session.items() if k != missing})
+        assert str(answered.value) == f"Stripe answered a Checkout Session without a usable {missing!r}"
     session = {"id": "cs_test_1", "status": "complete", "payment_status": "paid", "amount_total": 1000,
                "currency": "iqd", "metadata": {"paymentId": "pr_x"}}
     with pytest.raises(GatewayProtocolError, match="'IQD'"):
