@@ -128,6 +128,17 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      'signature, _, expires_text = token.partition(":")'):
         "the two differ only for a token with two colons, and then the signature (rpartition) or the "
         "expiry (partition) holds a colon, which neither pattern allows: malformed, with the same message",
+    ("adapters/stripe/adapter.py",
+     'header = next((value for name, value in headers.items() if name.lower() == "stripe-signature"), "")',
+     'header = next((value for name, value in headers.items() if name.lower() == "stripe-signature"), None)'):
+        "the default is only tested for truth: None and \"\" are both no header",
+    ("adapters/stripe/adapter.py", "if int(stamps[0]) > time.time() + FUTURE_TOLERANCE:",
+     "if int(stamps[0]) >= time.time() + FUTURE_TOLERANCE:"):
+        "time.time() is a float: the two differ at one instant only, which no test can hit without "
+        "replacing the clock",
+    ("adapters/wechat/adapter.py", "if skew > WEBHOOK_TOLERANCE:", "if skew >= WEBHOOK_TOLERANCE:"):
+        "skew is a float from time.time(): the two differ at one instant only, which no test can hit "
+        "without replacing the clock",
 }
 
 

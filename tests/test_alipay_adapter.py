@@ -626,12 +626,12 @@ _setup_cache: dict[str, Any] = {}
 
 
 def _verifier_setup(keys: dict[str, tuple[str, str]]) -> tuple[AlipayEmulator, AlipayAdapter, AlipayEmulator]:
-    if "emulator" not in _setup_cache:
+    if _setup_cache.get("keys") != keys:  # built once per session's keys (a process may run several sessions)
         emulator = AlipayEmulator(**keys)
         other = AlipayEmulator(platform_key=rsa_pair(), app_key=keys["app_key"])
         adapter = AlipayAdapter(AlipayConfig(emulator.app_id, Secret(emulator.app_private_key),
                                              emulator.alipay_public_key, None), "http://127.0.0.1:9")
-        _setup_cache.update(emulator=emulator, adapter=adapter, other=other, sdk=plain_sdk(keys))
+        _setup_cache.update(keys=keys, emulator=emulator, adapter=adapter, other=other, sdk=plain_sdk(keys))
     return _setup_cache["emulator"], _setup_cache["adapter"], _setup_cache["other"]
 
 

@@ -10,6 +10,8 @@ bytes cannot agree with them, even if it agrees with itself.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import secrets
 import time
@@ -24,9 +26,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from adapters.alipay import transformers as alipay_tx
 from adapters.alipay.adapter import AlipayAdapter
 from adapters.base import Money, Status
-from adapters.errors import WebhookSignatureError
+from adapters.errors import WebhookPayloadError, WebhookSignatureError
+from adapters.stripe.adapter import StripeAdapter
 from adapters.wechat.adapter import WechatAdapter
 from sandbox.alipay import AlipayEmulator
+from sandbox.stripe import StripeEmulator
 from sandbox.wechat import WechatEmulator
 from service import cloudreve_auth, notify_signature
 
@@ -172,10 +176,13 @@ async def test_alipay_notification_signed_over_other_bytes_is_refused(
 
 def _wechat_callback(emulator: WechatEmulator, adapter: WechatAdapter, associated_data: str | None, *,
                      encrypt_with: str | None = None, message: str = "{ts}\n{nonce}\n{body}\n",
-                     total: int = 8900) -> tuple[bytes, dict[str, str]]:
+                     total: int = 8900, tx_changes: dict[str, Any] | None = None,
+                     notice_changes: dict[str, Any] | None = None, resource_changes: dict[str, Any] | None = None,
+                     plaintext: bytes | None = None) -> tuple[bytes, dict[str, str]]:
     """A TRANSACTION.SUCCESS callback built from WeChat's documentation alone: the transaction
     JSON encrypted with AES-256-GCM under the APIv3 key (nonce and associated_data as given in the
-    resource), the body signed with SHA256-RSA2048 over "timestamp\\nnonce\\nbody\\n"."""
+    resource), the body signed with SHA256-RSA2048 over "timestamp\\nnonce\\nbody\\n". The
+    ``*_changes`` replace (or, with ``...`` as the value, drop) fields before it is signed."""
     keys = emulator.keys
     tx = {"mchid": keys.mchid, "appid": keys.appid, "out_trade_no": "pr_00vector0000000000000002",
           "transaction_id": "4200000000000000000000000001", "trade_type": "NATIVE", "trade_state": "SUCCESS",
@@ -184,20 +191,33 @@ def _wechat_callback(emulator: WechatEmulator, adapter: WechatAdapter, associate
                                                      "payer_currency": "CNY"}}
     nonce = "0123456789ab"
     aad = (associated_data if encrypt_with is None else encrypt_with) or ""
-    ciphertext = AESGCM(keys.apiv3_key.encode()).encrypt(nonce.encode(), json.dumps(tx).encode(), aad.encode())
+    plain = json.dumps(_changed(tx, tx_changes)).encode() if plaintext is None else plaintext
+    ciphertext = AESGCM(keys.apiv3_key.encode()).encrypt(nonce.encode(), plain, aad.encode())
     resource: dict[str, Any] = {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
                                 "ciphertext": base64.b64encode(ciphertext).decode(), "nonce": nonce}
     if associated_data is not None:
         resource["associated_data"] = associated_data
-    body = json.dumps({"id": "EV-vector-1", "create_time": "2026-11-21T10:34:57+08:00",
-                       "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
-                       "summary": "支付成功", "resource": resource}, ensure_ascii=False).encode()
+    notice = {"id": "EV-vector-1", "create_time": "2026-11-21T10:34:57+08:00",
+              "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS",
+              "summary": "支付成功", "resource": _changed(resource, resource_changes)}
+    body = json.dumps(_changed(notice, notice_changes), ensure_ascii=False).encode()
+    return body, _wechat_signed(emulator, body, message)
+
+
+def _changed(fields: dict[str, Any], changes: dict[str, Any] | None) -> Any:
+    if changes is not None and not isinstance(changes, dict):
+        return changes  # the whole thing replaced (not an object)
+    out = fields | (changes or {})
+    return {k: v for k, v in out.items() if v is not ...}
+
+
+def _wechat_signed(emulator: WechatEmulator, body: bytes, message: str = "{ts}\n{nonce}\n{body}\n") -> dict[str, str]:
+    keys = emulator.keys
     ts, signing_nonce = str(int(time.time())), secrets.token_hex(16)
     signed = message.format(ts=ts, nonce=signing_nonce, body=body.decode()).encode()
-    headers = {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": signing_nonce,
-               "Wechatpay-Signature": _rsa_sign(keys.platform_private_key, signed),
-               "Wechatpay-Serial": keys.public_key_id, "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"}
-    return body, headers
+    return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": signing_nonce,
+            "Wechatpay-Signature": _rsa_sign(keys.platform_private_key, signed),
+            "Wechatpay-Serial": keys.public_key_id, "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"}
 
 
 @pytest.mark.parametrize("associated_data", ["transaction", "refund", "", None, "payrelay 附加数据 ✓"])
@@ -261,3 +281,163 @@ async def test_wechat_callback_body_changed_after_signing_is_refused(wechat_adap
     body, headers = _wechat_callback(wechat_emulator, wechat_adapter, "transaction")
     with pytest.raises(WebhookSignatureError, match="does not verify"):
         await wechat_adapter.parse_webhook(headers, body.replace(b'"EV-vector-1"', b'"EV-vector-2"'))
+
+
+_NOT_BASE64 = "not base64!"
+
+
+@pytest.mark.parametrize(("changes", "error", "message"), [
+    ({"body": b"not json"}, WebhookPayloadError, "the callback body is not JSON"),
+    ({"body": b"[1, 2]"}, WebhookPayloadError, "the callback body is not a JSON object"),
+    ({"notice": {"id": ...}}, WebhookPayloadError, "the callback has no id"),
+    ({"notice": {"id": ""}}, WebhookPayloadError, "the callback has no id"),
+    ({"notice": {"id": 5}}, WebhookPayloadError, "the callback has no id"),
+    ({"notice": {"resource_type": "plain-resource"}}, WebhookPayloadError,
+     "the callback resource is not AEAD_AES_256_GCM encrypted"),
+    ({"resource": {"algorithm": "AEAD_AES_128_GCM"}}, WebhookPayloadError,
+     "the callback resource is not AEAD_AES_256_GCM encrypted"),
+    ({"resource": {"ciphertext": _NOT_BASE64}}, WebhookSignatureError,
+     "the callback resource does not decrypt with our APIv3 key"),
+    ({"resource": {"nonce": ...}}, WebhookSignatureError, "the callback resource does not decrypt with our APIv3 key"),
+    ({"plaintext": b"not json"}, WebhookPayloadError, "the decrypted transaction is not JSON"),
+    ({"plaintext": b"[1]"}, WebhookPayloadError, "the decrypted transaction is not a JSON object"),
+    ({"tx": {"mchid": "1900000000"}}, WebhookPayloadError,
+     "the callback is about another merchant (mchid/appid differ)"),
+    ({"tx": {"appid": "wx0000000000000000"}}, WebhookPayloadError,
+     "the callback is about another merchant (mchid/appid differ)"),
+    ({"tx": {"out_trade_no": ...}}, WebhookPayloadError, "the transaction has no out_trade_no"),
+    ({"tx": {"out_trade_no": ""}}, WebhookPayloadError, "the transaction has no out_trade_no"),
+    ({"tx": {"out_trade_no": 12345678}}, WebhookPayloadError, "the transaction has no out_trade_no"),
+    ({"tx": {"amount": {"currency": "CNY"}}}, WebhookPayloadError, "the transaction has no amount.total"),
+    ({"tx": {"amount": 8900}}, WebhookPayloadError, "the transaction has no amount.total"),
+])
+async def test_wechat_callback_refusals_say_exactly_why(wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator,
+                                                        changes: dict[str, Any], error: type[Exception],
+                                                        message: str) -> None:
+    if "body" in changes:
+        body = changes["body"]
+        headers = _wechat_signed(wechat_emulator, body)
+    else:
+        resource = changes.get("resource")
+        if resource and resource.get("ciphertext") == _NOT_BASE64:
+            good, _ = _wechat_callback(wechat_emulator, wechat_adapter, "transaction")
+            # the genuine ciphertext with a line break in it: base64 that only a lenient decoder takes
+            ciphertext = json.loads(good)["resource"]["ciphertext"]
+            resource = {"ciphertext": ciphertext[:8] + "\n" + ciphertext[8:]}
+        body, headers = _wechat_callback(wechat_emulator, wechat_adapter, "transaction",
+                                         tx_changes=changes.get("tx"), notice_changes=changes.get("notice"),
+                                         resource_changes=resource, plaintext=changes.get("plaintext"))
+    with pytest.raises(error) as refused:
+        await wechat_adapter.parse_webhook(headers, body)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("changes", "taken"), [
+    ({"resource": {"original_type": ...}}, True),  # absent: a transaction, as WeChat's own callbacks are
+    ({"resource": {"original_type": "refund"}}, False),  # a refund's callback: not about a payment's state
+    ({"notice": {"event_type": "REFUND.SUCCESS"}}, False),
+    ({"notice": {"event_type": ...}}, False),
+    ({"notice": {"resource": "transaction"}}, False),  # no resource object
+])
+async def test_wechat_callbacks_about_other_things_are_ignored(wechat_adapter: WechatAdapter,
+                                                               wechat_emulator: WechatEmulator,
+                                                               changes: dict[str, Any], taken: bool) -> None:
+    body, headers = _wechat_callback(wechat_emulator, wechat_adapter, "transaction",
+                                     notice_changes=changes.get("notice"), resource_changes=changes.get("resource"))
+    event = await wechat_adapter.parse_webhook(headers, body)
+    assert (event is not None) == taken
+
+
+# -- Stripe: Stripe-Signature over "<t>.<raw body>", computed here with hmac -------------------------
+
+def _stripe_header(secret: str, body: bytes, timestamp: int) -> str:
+    v1 = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={v1}"
+
+
+_STRIPE_EVENT = {"id": "evt_vector_1", "object": "event", "type": "checkout.session.expired", "account": None,
+                 "data": {"object": {"id": "cs_test_vector", "object": "checkout.session", "status": "expired",
+                                     "payment_status": "unpaid", "amount_total": 2500, "currency": "usd",
+                                     "client_reference_id": "pr_vector", "metadata": {"paymentId": "pr_vector"}}}}
+
+
+async def test_stripe_signature_computed_by_hand_verifies(stripe_adapter: StripeAdapter,
+                                                          stripe_emulator: StripeEmulator) -> None:
+    body = json.dumps(_STRIPE_EVENT).encode()
+    header = _stripe_header(stripe_emulator.webhook_secret, body, int(time.time()))
+    event = await stripe_adapter.parse_webhook({"STRIPE-SIGNATURE": header}, body)  # any case of the name
+    assert event is not None and event.state.status is Status.CLOSED
+
+
+@pytest.mark.parametrize(("case", "error", "message"), [
+    ("no header", WebhookSignatureError, "no Stripe-Signature header"),
+    ("empty header", WebhookSignatureError, "no Stripe-Signature header"),
+    ("other secret", WebhookSignatureError,
+     "the Stripe-Signature does not verify with any webhook secret, or its timestamp is too old"),
+    ("too old", WebhookSignatureError,
+     "the Stripe-Signature does not verify with any webhook secret, or its timestamp is too old"),
+    ("future", WebhookSignatureError, "the Stripe-Signature timestamp is in the future"),
+    ("not UTF-8", WebhookSignatureError, "the body is not UTF-8, so Stripe did not sign it"),
+    ("not JSON", WebhookPayloadError, "the event is not JSON"),
+])
+async def test_stripe_refusals_say_exactly_why(stripe_adapter: StripeAdapter, stripe_emulator: StripeEmulator,
+                                               case: str, error: type[Exception], message: str) -> None:
+    body, secret, stamp = json.dumps(_STRIPE_EVENT).encode(), stripe_emulator.webhook_secret, int(time.time())
+    headers: dict[str, str] = {}
+    if case == "empty header":
+        headers = {"Stripe-Signature": ""}
+    elif case != "no header":
+        if case == "other secret":
+            secret = "whsec_other"
+        elif case == "too old":
+            stamp -= 301
+        elif case == "future":
+            stamp += 291
+        elif case == "not UTF-8":
+            body = b'{"id": "evt_\xff"}'
+        elif case == "not JSON":
+            body = b"not json"
+        headers = {"Stripe-Signature": _stripe_header(secret, body, stamp)}
+    with pytest.raises(error) as refused:
+        await stripe_adapter.parse_webhook(headers, body)
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing two", "missing header wechatpay-nonce, wechatpay-signature"),
+    ("empty", "missing header wechatpay-serial"),
+    ("signature type", "unsupported Wechatpay-Signature-Type"),
+    ("serial", "Wechatpay-Serial is not our WeChat Pay public key id"),
+    ("timestamp", "Wechatpay-Timestamp is not a number"),
+    ("stale", "Wechatpay-Timestamp is more than 5 minutes off"),
+    ("future", "Wechatpay-Timestamp is more than 5 minutes off"),
+    ("signature with a line break", "Wechatpay-Signature does not verify"),
+    ("signature not base64", "Wechatpay-Signature does not verify"),
+])
+async def test_wechat_signature_refusals_say_exactly_why(wechat_adapter: WechatAdapter,
+                                                         wechat_emulator: WechatEmulator, case: str,
+                                                         message: str) -> None:
+    body, headers = _wechat_callback(wechat_emulator, wechat_adapter, "transaction")
+    if case == "missing two":
+        del headers["Wechatpay-Nonce"], headers["Wechatpay-Signature"]
+    elif case == "empty":
+        headers["Wechatpay-Serial"] = ""
+    elif case == "signature type":
+        headers["Wechatpay-Signature-Type"] = "WECHATPAY2-SHA256-RSA4096"
+    elif case == "serial":
+        headers["Wechatpay-Serial"] = "PUB_KEY_ID_0000"
+    elif case == "timestamp":
+        headers["Wechatpay-Timestamp"] = "12:00"
+    elif case in ("stale", "future"):
+        stamp = int(time.time()) + (-310 if case == "stale" else 310)
+        message_bytes = f"{stamp}\n{headers['Wechatpay-Nonce']}\n".encode() + body + b"\n"
+        headers |= {"Wechatpay-Timestamp": str(stamp),
+                    "Wechatpay-Signature": _rsa_sign(wechat_emulator.keys.platform_private_key, message_bytes)}
+    elif case == "signature with a line break":  # the genuine signature, which only a lenient decoder takes
+        signature = headers["Wechatpay-Signature"]
+        headers["Wechatpay-Signature"] = signature[:10] + "\n" + signature[10:]
+    else:
+        headers["Wechatpay-Signature"] = "not base64!"
+    with pytest.raises(WebhookSignatureError) as refused:
+        await wechat_adapter.parse_webhook(headers, body)
+    assert str(refused.value) == message
