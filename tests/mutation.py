@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import fnmatch
 import json
 import os
@@ -176,10 +177,12 @@ class Outcome:
     total: int = 0
     survivors: list[tuple[str, str]] = field(default_factory=list)  # (id, diff)
     equivalent: list[tuple[str, str, str]] = field(default_factory=list)  # (id, diff, why)
+    # the unexplained survivors again, for --rerun: mutmut's names, our text mutants
+    rerun_names: list[str] = field(default_factory=list)
+    rerun_text: list[TextMutant] = field(default_factory=list)
 
 
-def run_mutmut(work: Path, target: Target, outcome: Outcome) -> None:
-    globs = mutant_globs(target)
+def run_mutmut(work: Path, target: Target, outcome: Outcome, globs: list[str]) -> None:
     selection = "".join(f"\n    {t}" for t in target.tests)
     (work / "setup.cfg").write_text(
         "[mutmut]\n"
@@ -208,7 +211,8 @@ def run_mutmut(work: Path, target: Target, outcome: Outcome) -> None:
             continue
         diff = subprocess.run([sys.executable, "-m", "mutmut", "show", key], cwd=work, env=env,
                               capture_output=True, text=True).stdout
-        classify(outcome, key, diff, status=f"exit {code}")
+        if not classify(outcome, key, diff, status=f"exit {code}"):
+            outcome.rerun_names.append(key)
 
 
 def same_codec(before: str, after: str) -> bool:
@@ -224,7 +228,8 @@ def same_codec(before: str, after: str) -> bool:
         return False
 
 
-def classify(outcome: Outcome, key: str, diff: str, status: str) -> None:
+def classify(outcome: Outcome, key: str, diff: str, status: str) -> bool:
+    """Record a survivor; answer whether it is explained as equivalent."""
     removed = [line[1:].strip() for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
     added = [line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     files = [line[4:].strip() for line in diff.splitlines() if line.startswith("--- ")]
@@ -234,8 +239,9 @@ def classify(outcome: Outcome, key: str, diff: str, status: str) -> None:
         why = "Python's codec names are case-insensitive: the same codec"
     if why:
         outcome.equivalent.append((key, diff, why))
-    else:
-        outcome.survivors.append((f"{key} ({status})", diff))
+        return True
+    outcome.survivors.append((f"{key} ({status})", diff))
+    return False
 
 
 # -- our own text mutants ----------------------------------------------------------------------
@@ -278,7 +284,7 @@ def constant_mutants(path: str, text: str, before: str, after: str) -> Iterator[
             yield TextMutant(path, number, line, line.replace(before, after))
 
 
-def run_text_mutants(work: Path, target: Target, outcome: Outcome) -> None:
+def text_mutants(work: Path, target: Target) -> list[TextMutant]:
     mutants: list[TextMutant] = []
     for rel in target.lua:
         mutants += lua_mutants(rel, (work / rel).read_text())
@@ -286,6 +292,10 @@ def run_text_mutants(work: Path, target: Target, outcome: Outcome) -> None:
         mutants += data_mutants(rel, (work / rel).read_text(), pattern)
     for rel, before, after in target.constants:
         mutants += constant_mutants(rel, (work / rel).read_text(), before, after)
+    return mutants
+
+
+def run_text_mutants(work: Path, target: Target, outcome: Outcome, mutants: list[TextMutant]) -> None:
     if not mutants:
         return
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *target.tests]
@@ -314,7 +324,8 @@ def run_text_mutants(work: Path, target: Target, outcome: Outcome) -> None:
             outcome.killed += 1
         else:
             diff = f"--- {mutant.path}\n-{mutant.before.rstrip()}\n+{mutant.after.rstrip()}\n"
-            classify(outcome, mutant.describe(), diff, status="tests pass")
+            if not classify(outcome, mutant.describe(), diff, status="tests pass"):
+                outcome.rerun_text.append(mutant)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -322,6 +333,8 @@ def run_text_mutants(work: Path, target: Target, outcome: Outcome) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("targets", nargs="*", metavar="TARGET", help=f"of {', '.join(TARGETS)} (default: all)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="only the unexplained survivors of the target's last full run (after new tests)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.targets) - set(TARGETS))
     if unknown:
@@ -330,14 +343,24 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.targets or list(TARGETS):
         target, outcome = TARGETS[name], Outcome()
         started = time.monotonic()
+        record = WORK / f"{name}.survivors.json"
         work = fresh_copy(name)
-        if target.python:
-            run_mutmut(work, target, outcome)
-        run_text_mutants(work, target, outcome)
+        if args.rerun:
+            last = json.loads(record.read_text())
+            globs, texts = last["mutmut"], [TextMutant(*fields) for fields in last["text"]]
+        else:
+            globs, texts = (mutant_globs(target) if target.python else []), text_mutants(work, target)
+        if globs:
+            run_mutmut(work, target, outcome, globs)
+        run_text_mutants(work, target, outcome, texts)
+        if not args.rerun:
+            record.write_text(json.dumps({"mutmut": outcome.rerun_names,
+                                          "text": [dataclasses.astuple(m) for m in outcome.rerun_text]}))
         seconds = time.monotonic() - started
         survived = len(outcome.survivors) + len(outcome.equivalent)
         score = 100 * outcome.killed / (outcome.total - len(outcome.equivalent) or 1)
-        print(f"\n== {name}: {outcome.total} mutants, {outcome.killed} killed, {survived} survived "
+        label = f"{name} (re-run of the last run's survivors)" if args.rerun else name
+        print(f"\n== {label}: {outcome.total} mutants, {outcome.killed} killed, {survived} survived "
               f"({len(outcome.equivalent)} equivalent, explained); score {score:.1f} % of the non-equivalent; "
               f"{seconds:.0f} s", flush=True)
         for key, diff, why in outcome.equivalent:

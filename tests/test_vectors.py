@@ -441,3 +441,35 @@ async def test_wechat_signature_refusals_say_exactly_why(wechat_adapter: WechatA
     with pytest.raises(WebhookSignatureError) as refused:
         await wechat_adapter.parse_webhook(headers, body)
     assert str(refused.value) == message
+
+
+async def test_alipay_notification_without_sign_type_is_rsa2(alipay_adapter: AlipayAdapter,
+                                                             alipay_emulator: AlipayEmulator) -> None:
+    form = _alipay_form(alipay_emulator.app_id)
+    del form["sign_type"]
+    sign = _rsa_sign(alipay_emulator.alipay_private_key, _alipay_content(alipay_emulator.app_id).encode())
+    event = await alipay_adapter.parse_webhook({}, urlencode(form | {"sign": sign}).encode())
+    assert event is not None and event.state.status is Status.SUCCEEDED
+
+
+@pytest.mark.parametrize(("body", "error", "message"), [
+    (b"", WebhookSignatureError, "notification is not signed"),
+    (b"out_trade_no=pr_1&sign=", WebhookSignatureError, "notification is not signed"),
+    (b"out_trade_no=pr_1&sign_type=RSA&sign=abc", WebhookSignatureError, "notification is not signed with RSA2"),
+    (b"out_trade_no=pr_1&sign_type=rsa2&sign=abc", WebhookSignatureError, "notification is not signed with RSA2"),
+    (b"out_trade_no=pr_1&sign_type=RSA2&sign=abc", WebhookSignatureError,
+     "notification signature does not verify with Alipay's public key"),
+    (b"out_trade_no=pr_1&sign=abc", WebhookSignatureError,
+     "notification signature does not verify with Alipay's public key"),
+    (b"subject=%FF&sign=abc", WebhookPayloadError, "notification is not a UTF-8 form"),  # invalid UTF-8, escaped
+    (b"subject=\xff&sign=abc", WebhookPayloadError, "notification is not a UTF-8 form"),
+    (b"out_trade_no=pr_1&out_trade_no=pr_2&sign=abc", WebhookPayloadError, "notification repeats a field"),
+    # more than 200 fields (MAX_NOTIFICATION_FIELDS): refused as a payload (its message is not pinned:
+    # it says "not a UTF-8 form", which is not what is wrong)
+    (b"&".join(b"f%d=1" % n for n in range(201)) + b"&sign=abc", WebhookPayloadError, None),
+])
+async def test_alipay_refusals_say_exactly_why(alipay_adapter: AlipayAdapter, body: bytes, error: type[Exception],
+                                               message: str | None) -> None:
+    with pytest.raises(error) as refused:
+        await alipay_adapter.parse_webhook({}, body)
+    assert message is None or str(refused.value) == message
