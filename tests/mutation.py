@@ -109,7 +109,7 @@ TARGETS: dict[str, Target] = {
         },
     ),
     "transition": Target(
-        tests=("tests/test_store.py", "tests/test_outbox.py"),
+        tests=("tests/test_transition.py", "tests/test_store.py", "tests/test_outbox.py"),
         lua=("service/lua/transition.lua",),
     ),
 }
@@ -303,7 +303,7 @@ def run_text_mutants(work: Path, target: Target, outcome: Outcome, mutants: list
     started = time.monotonic()
     baseline = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     if baseline.returncode != 0:
-        raise SystemExit(f"the unmutated tests fail in {work}:\n{baseline.stdout[-3000:]}")
+        raise SystemExit(f"the unmutated tests fail in {work}:\n{(baseline.stdout + baseline.stderr)[-3000:]}")
     limit = 10 * (time.monotonic() - started) + 30
     for mutant in mutants:
         file = work / mutant.path
