@@ -137,6 +137,11 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      "if int(stamps[0]) >= time.time() + FUTURE_TOLERANCE:"):
         "time.time() is a float: the two differ at one instant only, which no test can hit without "
         "replacing the clock",
+    **{("adapters/wechat/adapter.py", 'not str(notice.get("event_type", "")).startswith("TRANSACTION.")',
+        f'not str(notice.get("event_type", {default})).startswith("TRANSACTION.")'):
+       "a callback without event_type is ignored either way: the default only has to not start with "
+       "TRANSACTION., and str(None) = 'None' does not"
+       for default in ("None", "", '"XXXX"')},
     ("adapters/wechat/adapter.py", "if skew > WEBHOOK_TOLERANCE:", "if skew >= WEBHOOK_TOLERANCE:"):
         "skew is a float from time.time(): the two differ at one instant only, which no test can hit "
         "without replacing the clock",
