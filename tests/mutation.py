@@ -154,7 +154,8 @@ def fresh_copy(name: str) -> Path:
     work = WORK / name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True).stdout
     for rel in files.decode().split("\0"):
         if rel and (ROOT / rel).is_file():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
