@@ -3,8 +3,8 @@
     pip install -e ".[test,mutation]"
     flock /tmp/payrelay-heavy.lock python -m tests.mutation [TARGET ...]     # default: all
 
-Not part of the default test run (like the bench). Each target is mutated in a copy of the tracked
-tree under /tmp/payrelay-mutation/TARGET, never in the working tree:
+Not part of the default test run (like the bench). Each target is mutated in a copy of the working
+tree (the files git tracks or does not ignore) under /tmp/payrelay-mutation/TARGET, never in place:
 
 - Python functions by mutmut (one worker), each mutant run against the target's own tests only
   (mutmut runs just the tests that reach the mutated function); where a target names functions,
@@ -142,6 +142,16 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
        "a callback without event_type is ignored either way: the default only has to not start with "
        "TRANSACTION., and str(None) = 'None' does not"
        for default in ("None", "", '"XXXX"')},
+    ("service/lua/transition.lua", "if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[8]) end",
+     "if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '2', 'EX', ARGV[8]) end"):
+        "the event mark's value is never read, only whether it EXISTS",
+    ("service/lua/transition.lua", "if ARGV[5] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then",
+     "if ARGV[6] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then"):
+        "Store.apply passes the amount seen and its currency from one (amount, currency) pair: both are "
+        "empty or neither is",
+    ("service/lua/transition.lua", "if ARGV[4] ~= '' and ARGV[4] ~= rec.gatewayReference then",
+     "if ARGV[4] ~= '' and ARGV[5] ~= rec.gatewayReference then"):
+        "the mutant writes the reference also when it is already the stored one: the same value again",
     ("adapters/wechat/adapter.py", "if skew > WEBHOOK_TOLERANCE:", "if skew >= WEBHOOK_TOLERANCE:"):
         "skew is a float from time.time(): the two differ at one instant only, which no test can hit "
         "without replacing the clock",

@@ -189,3 +189,21 @@ async def test_no_notify_url_no_delivery(store: Store) -> None:
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", delivery_id="dlv_q")
     assert await store.redis.zrange(keys.outbox(bucket), 0, -1) == []
     assert await store.redis.exists(keys.delivery(bucket, "dlv_q")) == 0
+
+
+async def test_the_snapshot_is_the_record_as_written(store: Store) -> None:
+    """The delivery's snapshot carries what this transition wrote: the failure reason, the late
+    payment flag, and no creatingUntil (a payment still being created when its word came)."""
+    reservation = await reserve(store, txn="t-snap-1")
+    pid, bucket = reservation.payment_id, _bucket(reservation.payment_id)
+    await apply(store, pid, now_ms=NOW, status="failed", gateway_state="x", failure_reason="card_declined",
+                delivery_id="dlv_f")
+    snapshot = json.loads((await store.redis.hgetall(keys.delivery(bucket, "dlv_f")))["snapshot"])
+    assert snapshot["failureReason"] == "card_declined" and "creatingUntil" not in snapshot
+    assert snapshot == await _saved(store, pid)
+
+    late = await opened(store)
+    await apply(store, late, now_ms=NOW, status="closed", gateway_state="expired", delivery_id="dlv_c")
+    await apply(store, late, now_ms=NOW, status="succeeded", gateway_state="paid", delivery_id="dlv_l")
+    snapshot = json.loads((await store.redis.hgetall(keys.delivery(_bucket(late), "dlv_l")))["snapshot"])
+    assert snapshot["latePayment"] == "1" and snapshot == await _saved(store, late)
