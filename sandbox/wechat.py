@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import re
 import secrets
@@ -460,7 +461,8 @@ class WechatEmulator(Emulator):
 
     def _callback_body(self, tx: dict[str, Any], event_type: str, apiv3_key: str) -> bytes:
         nonce = secrets.token_urlsafe(9)[:12]
-        ciphertext = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), _json(tx), b"transaction")
+        associated_data = _associated_data()
+        ciphertext = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), _json(tx), associated_data.encode())
         return _json(
             {
                 "id": str(uuid.uuid4()),
@@ -472,7 +474,7 @@ class WechatEmulator(Emulator):
                     "original_type": "transaction",
                     "algorithm": "AEAD_AES_256_GCM",
                     "ciphertext": base64.b64encode(ciphertext).decode(),
-                    "associated_data": "transaction",
+                    "associated_data": associated_data,
                     "nonce": nonce,
                 },
             }
@@ -664,6 +666,17 @@ def _validate_create(body: dict[str, Any], keys: WechatKeys) -> None:
         raise _param_error("amount/total", "总金额", "校验失败，须为正整数（单位：分）")
     if amount.get("currency", "CNY") != "CNY":
         raise _param_error("amount/currency", "货币类型", "校验失败，仅支持CNY")
+
+
+# WeChat documents associated_data as optional extra data bound into the AEAD tag (payments'
+# callbacks usually carry "transaction"): each callback takes the next of these, so a receiver
+# that hard-codes it, or drops it, fails at the first callback.
+_ASSOCIATED_DATA = itertools.cycle(["payrelay-ad", "transaction", ""])
+
+
+def _associated_data() -> str:
+    value = next(_ASSOCIATED_DATA)
+    return f"{value}-{secrets.token_hex(4)}" if value == "payrelay-ad" else value
 
 
 def _transaction_id() -> str:

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 import re
+import types
+from collections.abc import Mapping
 
-# ISO 4217 active codes, by minor-unit exponent. Everything not listed under 0, 3 or 4 has 2.
-_EXPONENT_0 = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
-_EXPONENT_3 = "BHD IQD JOD KWD LYD OMR TND"
-_EXPONENT_4 = "CLF UYW"
-_EXPONENT_2 = (
-    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN BWP BYN "
-    "BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN ETB EUR FJD FKP "
-    "GBP GEL GHS GIP GMD GTQ GYD HKD HNL HTG HUF IDR ILS INR IRR JMD KES KGS KHR KPW KYD KZT LAK "
-    "LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK "
-    "NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD "
-    "SSP STN SVC SYP SZL THB TJS TMT TOP TRY TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG "
-    "YER ZAR ZMW ZWG ZWL"
-)
+import iso4217
 
-EXPONENTS: dict[str, int] = {
-    code: exponent
-    for exponent, codes in ((0, _EXPONENT_0), (2, _EXPONENT_2), (3, _EXPONENT_3), (4, _EXPONENT_4))
-    for code in codes.split()
-}
+# ISO 4217's active codes with their minor-unit exponent, from the published list (SIX, the
+# maintenance agency) that the pinned iso4217 package ships unchanged. Codes whose minor unit is
+# "N.A." (gold XAU, the SDR XDR, the testing code XTS…) have no amount in minor units and are not
+# currencies payrelay takes. Gateways whose amounts differ from ISO keep that as data in their own
+# adapter (adapters/stripe/transformers.py); a test checks every exception is named there.
+ISO_PUBLISHED = iso4217.__published__
+EXPONENTS: Mapping[str, int] = types.MappingProxyType({
+    currency.code: currency.exponent for currency in iso4217.Currency if currency.exponent is not None
+})
 
 _DECIMAL = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
 _INTEGER = re.compile(r"[1-9][0-9]*")

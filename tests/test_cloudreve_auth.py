@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from starlette.datastructures import Headers
 
@@ -272,3 +274,40 @@ def test_malformed_sign(sign: str) -> None:
     with pytest.raises(CloudreveAuthError) as excinfo:
         verify_get(KEY, PATH, sign, now=NOW)
     assert reason(excinfo) == "malformed"
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: verify_post(KEY, PATH, HEADERS, BODY, None, now=NOW), "the Authorization header is missing"),
+    (lambda: verify_post(KEY, PATH, HEADERS, BODY, "Cr x:1", now=NOW),
+     "the Authorization header must be 'Bearer Cr <signature>:<expires>'"),
+    (lambda: verify_post(KEY, PATH, HEADERS, BODY, "Bearer Cr x:1", now=NOW),
+     "the Authorization header must be '<signature>:<expires>'"),
+    (lambda: verify_post(KEY, PATH, HEADERS, BODY + " ", AUTHORIZATION, now=NOW),
+     "the signature does not match: a different communication key, or the request was changed"),
+    (lambda: verify_get(KEY, PATH, None, now=NOW), "the sign query parameter is missing"),
+    (lambda: verify_get(KEY, PATH, "x:1", now=NOW), "the sign query parameter must be '<signature>:<expires>'"),
+    (lambda: verify_get(KEY, PATH, GET_SIGN, now=EXPIRES + 1.5),
+     f"the signature expired at {EXPIRES} (now {EXPIRES + 1})"),
+])
+def test_refusals_say_exactly_why(call: Any, message: str) -> None:
+    with pytest.raises(CloudreveAuthError) as excinfo:
+        call()
+    assert str(excinfo.value) == message
+
+
+def test_without_now_the_clock_is_used() -> None:
+    far = 4102444800  # 2100-01-01
+    verify_get(KEY, PATH, sign_get(KEY, PATH, far))
+    with pytest.raises(CloudreveAuthError) as excinfo:
+        verify_get(KEY, PATH, sign_get(KEY, PATH, 1700000000))
+    assert reason(excinfo) == "expired"
+
+
+def test_lone_surrogates_are_the_invalid_bytes_they_stand_for() -> None:
+    """A str holding surrogate-escaped bytes (how Python keeps invalid UTF-8 from the wire) is
+    those bytes again wherever it is turned into bytes: Go signs the bytes, as \\ufffd in JSON."""
+    assert post_content("/p\udcff", {}, "b\udcfe") == '{"Path":"/p\\ufffd","Header":"","Body":"b\\ufffd"}'
+    assert signed_headers({"X-Cr-A": "€\udcff"}) == "X-Cr-A=€\udcff"  # not latin-1: UTF-8 + the raw byte
+    assert signed_headers({"X-Cr-A": "\xff"}) == "X-Cr-A=\udcff"  # latin-1 0xff: invalid UTF-8 on its own
+    assert canonical_header_name("x-cr-\udcff") == "x-cr-\udcff"  # not a token character: left as is
+    assert sign_content(KEY, "c\udcff", EXPIRES) == sign_content(KEY.encode(), b"c\xff", EXPIRES)

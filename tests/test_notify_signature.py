@@ -59,3 +59,48 @@ def test_tolerance_is_adjustable() -> None:
 def test_no_secret_is_an_error_not_a_pass() -> None:
     with pytest.raises(SignatureError, match="no secret"):
         verify(["", ""], sign("", NOW, BODY), BODY, now=NOW)
+
+
+def test_without_now_the_clock_is_used() -> None:
+    import time
+
+    stamp = int(time.time())
+    assert verify(["whsec_a"], sign("whsec_a", stamp, BODY), BODY) == stamp
+    with pytest.raises(SignatureError, match="more than 300 s"):
+        verify(["whsec_a"], sign("whsec_a", stamp - 400, BODY), BODY)
+
+
+def test_tolerance_is_inclusive() -> None:
+    header = sign("whsec_a", NOW, BODY)
+    assert verify(["whsec_a"], header, BODY, now=NOW + 300) == NOW
+    assert verify(["whsec_a"], header, BODY, now=NOW - 300) == NOW
+
+
+@pytest.mark.parametrize(("stamp", "message"), [
+    ("100000000000", "more than 300 s"),  # 12 digits: a Unix time (year 5138), just not now
+    ("1000000000000", "not a Unix time"),  # 13 digits: milliseconds, refused as such
+    (f"{NOW}=1", "not a Unix time"),  # the first "=" separates name and value
+])
+def test_timestamp_format(stamp: str, message: str) -> None:
+    header = f"t={stamp},v1={'0' * 64}"
+    with pytest.raises(SignatureError, match=message):
+        verify(["whsec_a"], header, BODY, now=NOW)
+
+
+def test_a_non_ascii_signature_is_no_match_not_a_crash() -> None:
+    header = f"t={NOW},v1={'ü' * 64}"
+    with pytest.raises(SignatureError, match="no signature matches"):
+        verify(["whsec_a"], header, BODY, now=NOW)
+
+
+@pytest.mark.parametrize(("secrets", "header", "message"), [
+    ([""], sign("whsec_a", NOW, BODY), "no secret to verify with"),
+    (["whsec_b"], sign("whsec_a", NOW, BODY), "no signature matches: a different secret, or the body was changed"),
+    (["whsec_a"], f"t={NOW}", "the Payrelay-Signature header must carry t= and v1="),
+    (["whsec_a"], "t", "the Payrelay-Signature header must look like t=<unix>,v1=<hex>"),
+    (["whsec_a"], f"t={NOW - 301},v1=0", f"the signature's timestamp {NOW - 301} is more than 300 s from now ({NOW})"),
+])
+def test_refusals_say_exactly_why(secrets: list[str], header: str, message: str) -> None:
+    with pytest.raises(SignatureError) as refused:
+        verify(secrets, header, BODY, now=NOW)
+    assert str(refused.value) == message

@@ -90,7 +90,7 @@ class _Declined(GatewayRefused):
 class StripeAdapter(Adapter):
     gateway_type = "stripe-connect"
     webhook_name = "stripe"
-    currencies = None
+    currencies = tx.CURRENCIES
     amount_steps = tx.AMOUNT_STEPS
     supports_offline = True
     requires_https_redirects = True

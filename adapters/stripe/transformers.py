@@ -8,6 +8,7 @@ without the fields we rely on is a protocol error, never a guess.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -16,7 +17,8 @@ from stripe.params import PaymentIntentCreateParams
 from stripe.params.checkout import SessionCreateParams
 
 from adapters.base import Created, CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
-from adapters.errors import GatewayProtocolError, WebhookPayloadError
+from adapters.errors import GatewayProtocolError, UnsupportedOperation, WebhookPayloadError
+from service import money
 
 GATEWAY = "Stripe"
 MIN_EXPIRY = 30 * 60  # Stripe: expires_at 30 minutes …
@@ -29,12 +31,59 @@ PRODUCT_NAME_LIMIT = 5000  # line_items[].price_data.product_data.name, in chara
 INTENT_DESCRIPTION_LIMIT = 1000  # a PaymentIntent's description, in characters
 DEFAULT_PRODUCT_NAME = "Payment"
 
-# Where Stripe's amounts are not ISO 4217 minor units (Stripe's "Supported currencies", special
-# cases). ISK has no minor unit in ISO 4217, but Stripe still counts it in hundredths: 1 ISK is 100.
-STRIPE_SCALE: Mapping[str, int] = types.MappingProxyType({"ISK": 100})
-# Stripe charges three-decimal currencies only in whole hundredths: the last minor-unit digit is 0.
-AMOUNT_STEPS: Mapping[str, int] = types.MappingProxyType(
-    {currency: 10 for currency in ("BHD", "JOD", "KWD", "OMR", "TND")})
+# Stripe's amounts are in "the currency's smallest unit", which is not always ISO 4217's minor unit.
+# Stripe's own lists (docs.stripe.com/currencies), kept as data: its zero-decimal currencies count
+# whole units (MGA too, which has two decimals in ISO 4217); its three-decimal currencies count
+# thousandths; ISK, zero-decimal in ISO 4217, counts hundredths (1 ISK is 100 at Stripe); every
+# other two-decimal currency counts hundredths. A currency in none of these (IQD and LYD, which
+# have three decimals in ISO 4217 but are not Stripe's; the fund codes CLF, UYI, UYW) has no
+# known unit at Stripe: payrelay refuses it rather than guess by a factor of ten.
+ZERO_DECIMAL = frozenset({"BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
+                          "XAF", "XOF", "XPF"})
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+HUNDREDTHS = frozenset({"ISK"})
+# Stripe takes amounts only in multiples of this many of its units: three-decimal currencies in
+# whole hundredths (the last digit 0), ISK in whole krónur.
+STRIPE_MULTIPLES: Mapping[str, int] = types.MappingProxyType(
+    {**{currency: 10 for currency in THREE_DECIMAL}, "ISK": 100})
+
+
+def stripe_exponent(currency: str) -> int | None:
+    """How many decimals Stripe's amounts in ``currency`` carry; None where Stripe has no rule."""
+    if currency in ZERO_DECIMAL:
+        return 0
+    if currency in THREE_DECIMAL:
+        return 3
+    if currency in HUNDREDTHS or money.EXPONENTS.get(currency) == 2:
+        return 2
+    return None
+
+
+CURRENCIES = frozenset(currency for currency in money.EXPONENTS if stripe_exponent(currency) is not None)
+
+
+def _shift(currency: str) -> int:
+    """Stripe's decimals less ISO 4217's: +2 for ISK, -2 for MGA, 0 for most."""
+    stripe = stripe_exponent(currency)
+    if stripe is None:
+        raise UnsupportedOperation(f"{GATEWAY} takes no {currency}", param="currency")
+    return stripe - money.exponent(currency)
+
+
+def _amount_step(currency: str) -> int:
+    """The fewest ISO minor units that make a whole amount at Stripe, in Stripe's multiples."""
+    shift = _shift(currency)
+    multiple = STRIPE_MULTIPLES.get(currency, 1)
+    if shift >= 0:
+        return multiple // math.gcd(multiple, 10**shift)
+    return multiple * 10**-shift
+
+
+# currency → Stripe takes only multiples of this many ISO minor units (payrelay refuses the rest
+# with a 400 before asking): 10 for the three-decimal ones, 100 for MGA, none for ISK.
+AMOUNT_STEPS: Mapping[str, int] = types.MappingProxyType({
+    currency: step for currency in sorted(CURRENCIES) if (step := _amount_step(currency)) > 1
+})
 
 # Checkout Session: status, or status/payment_status once complete; "…/payment_failed" is a
 # complete but unpaid session whose delayed payment failed (its PaymentIntent went back to
@@ -85,7 +134,15 @@ def product_name(description: str) -> str:
 
 
 def stripe_amount(amount: Money) -> int:
-    return amount.minor * STRIPE_SCALE.get(amount.currency, 1)
+    """ISO minor units → Stripe's units; an amount off ``AMOUNT_STEPS`` is refused, never rounded."""
+    shift = _shift(amount.currency)
+    if shift >= 0:
+        return amount.minor * 10**shift
+    whole, rest = divmod(amount.minor, 10**-shift)
+    if rest:
+        raise UnsupportedOperation(f"{GATEWAY} takes {amount.currency} in whole units of "
+                                   f"{money.to_major(10**-shift, amount.currency)} only", param="amount")
+    return whole
 
 
 def session_params(request: CreateRequest, now: int) -> SessionCreateParams:
@@ -139,7 +196,12 @@ def _field(obj: Mapping[str, Any], name: str, kind: type, what: str) -> Any:
 def _money(obj: Mapping[str, Any], amount_field: str, what: str) -> Money:
     """A Stripe amount in ISO 4217 minor units, as payments hold it."""
     amount, currency = _field(obj, amount_field, int, what), _field(obj, "currency", str, what).upper()
-    whole, rest = divmod(amount, STRIPE_SCALE.get(currency, 1))
+    if currency not in CURRENCIES:
+        raise GatewayProtocolError(f"{GATEWAY} answered a {what} in {currency!r}, which payrelay does not take")
+    shift = -_shift(currency)
+    if shift >= 0:
+        return Money(amount * 10**shift, currency)
+    whole, rest = divmod(amount, 10**-shift)
     if rest:
         raise GatewayProtocolError(f"{GATEWAY} answered a {what} {amount_field} of {amount} {currency}, "
                                    f"which is no whole amount of {currency}")
