@@ -69,19 +69,33 @@ async def test_integrity_compares_the_currency_too(store: Store) -> None:
                         amount=(2500, "USD"))).outcome == "transitioned"
 
 
-async def test_gateway_reference_is_taken_even_without_a_move(store: Store) -> None:
+async def test_evidence_about_another_gateway_object_changes_nothing(store: Store) -> None:
     pid = await opened(store)  # finalized with cs_1
-    same = await apply(store, pid, now_ms=NOW, status="waiting", gateway_state="open", reference="cs_2")
-    assert same.outcome == "unchanged"
-    assert (await _saved(store, pid))["gatewayReference"] == "cs_2"
-    await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", reference="pi_3",
-                delivery_id="dlv_r")
+    other = await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", reference="cs_2",
+                        amount=(1, "USD"), event=("stripe", "e-other"), delivery_id="dlv_o")
+    assert (other.outcome, other.version) == ("mismatch", 0)
     saved = await _saved(store, pid)
-    assert saved["gatewayReference"] == "pi_3"
+    assert (saved["status"], saved["gatewayReference"], saved.get("integrityError")) == ("waiting", "cs_1", None)
+    assert await store.redis.exists(keys.delivery(_bucket(pid), "dlv_o")) == 0
+    again = await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", reference="cs_2",
+                        event=("stripe", "e-other"))
+    assert again.outcome == "duplicate"  # marked: a resent copy is not looked at again
+    await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", reference="cs_1",
+                delivery_id="dlv_r")
     delivery = await store.redis.hgetall(keys.delivery(_bucket(pid), "dlv_r"))
-    assert json.loads(delivery["snapshot"])["gatewayReference"] == "pi_3"  # the record as written
+    assert json.loads(delivery["snapshot"])["gatewayReference"] == "cs_1"  # the record as written
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid")  # no reference: kept
-    assert (await _saved(store, pid))["gatewayReference"] == "pi_3"
+    assert (await _saved(store, pid))["gatewayReference"] == "cs_1"
+
+
+async def test_the_first_reference_is_taken_even_without_a_move(store: Store) -> None:
+    reservation = await reserve(store, txn="t-ref")
+    await store.finalize(reservation.payment_id, "u", "", NOW)  # Alipay, WeChat: known once paid
+    same = await apply(store, reservation.payment_id, now_ms=NOW, status="waiting", gateway_state="WAIT_BUYER_PAY",
+                       reference="2026112122001400000000000001")
+    assert same.outcome == "unchanged"
+    saved = await _saved(store, reservation.payment_id)
+    assert saved["gatewayReference"] == "2026112122001400000000000001"
 
 
 async def test_unchanged_and_stale_words_mark_their_event(store: Store) -> None:
@@ -184,7 +198,7 @@ async def test_no_notify_url_no_delivery(store: Store) -> None:
     pid = keys.new_payment_id(bucket)
     fields: dict[str, Any] = record(pid, transactionId="t-quiet", notifyUrl="")
     await store.reserve(client="shop", transaction_id="t-quiet", fingerprint="f", payment_id=pid,
-                        deadline_ms=NOW, now_ms=NOW, record=fields)
+                        now_ms=NOW, record=fields)
     await store.finalize(pid, "u", "cs", NOW)
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", delivery_id="dlv_q")
     assert await store.redis.zrange(keys.outbox(bucket), 0, -1) == []

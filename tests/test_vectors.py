@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from adapters.alipay import transformers as alipay_tx
 from adapters.alipay.adapter import AlipayAdapter
 from adapters.base import Money, Status
-from adapters.errors import WebhookPayloadError, WebhookSignatureError
+from adapters.errors import WebhookMismatch, WebhookPayloadError, WebhookSignatureError
 from adapters.stripe.adapter import StripeAdapter
 from adapters.wechat.adapter import WechatAdapter
 from sandbox.alipay import AlipayEmulator
@@ -119,8 +119,9 @@ def _rsa_verifies(public_pem: str, message: bytes, signature: str) -> bool:
     return True
 
 
-def _alipay_form(app_id: str) -> dict[str, str]:
+def _alipay_form(app_id: str, seller_id: str) -> dict[str, str]:
     return {
+        "seller_id": seller_id,
         "trade_status": "TRADE_SUCCESS", "total_amount": "89.00", "out_trade_no": "pr_00vector0000000000000001",
         "app_id": app_id, "notify_id": "2026112100222103456000000001", "subject": "10 GB 容量包 & <plan>=1",
         "passback_params": "", "gmt_payment": "2026-11-21 10:34:56", "sign_type": "RSA2",
@@ -128,18 +129,18 @@ def _alipay_form(app_id: str) -> dict[str, str]:
     }
 
 
-def _alipay_content(app_id: str) -> str:
+def _alipay_content(app_id: str, seller_id: str) -> str:
     """Alipay's rule, written out: every field but sign and sign_type, sorted by name, raw k=v by &."""
     return (f"app_id={app_id}&charset=utf-8&gmt_payment=2026-11-21 10:34:56"
             "&notify_id=2026112100222103456000000001&out_trade_no=pr_00vector0000000000000001"
-            "&passback_params=&subject=10 GB 容量包 & <plan>=1&total_amount=89.00"
+            f"&passback_params=&seller_id={seller_id}&subject=10 GB 容量包 & <plan>=1&total_amount=89.00"
             "&trade_no=2026112122001400000000000001&trade_status=TRADE_SUCCESS")
 
 
 async def test_alipay_notification_vector(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator) -> None:
     app_id = alipay_emulator.app_id
-    form = _alipay_form(app_id)
-    content = _alipay_content(app_id).encode()
+    form = _alipay_form(app_id, alipay_emulator.seller_id)
+    content = _alipay_content(app_id, alipay_emulator.seller_id).encode()
     assert alipay_tx.signed_content(form).encode() == content
     sign = _rsa_sign(alipay_emulator.alipay_private_key, content)
     event = await alipay_adapter.parse_webhook({}, urlencode(form | {"sign": sign}).encode())
@@ -158,7 +159,8 @@ async def test_alipay_notification_vector(alipay_adapter: AlipayAdapter, alipay_
 async def test_alipay_notification_signed_over_other_bytes_is_refused(
         alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator, signed: str) -> None:
     app_id = alipay_emulator.app_id
-    form, content = _alipay_form(app_id), _alipay_content(app_id)
+    seller_id = alipay_emulator.seller_id
+    form, content = _alipay_form(app_id, seller_id), _alipay_content(app_id, seller_id)
     if signed == "with sign_type":
         content = content.replace("&subject=", "&sign_type=RSA2&subject=")
     elif signed == "blank left out":
@@ -301,9 +303,9 @@ _NOT_BASE64 = "not base64!"
     ({"resource": {"nonce": ...}}, WebhookSignatureError, "the callback resource does not decrypt with our APIv3 key"),
     ({"plaintext": b"not json"}, WebhookPayloadError, "the decrypted transaction is not JSON"),
     ({"plaintext": b"[1]"}, WebhookPayloadError, "the decrypted transaction is not a JSON object"),
-    ({"tx": {"mchid": "1900000000"}}, WebhookPayloadError,
+    ({"tx": {"mchid": "1900000000"}}, WebhookMismatch,
      "the callback is about another merchant (mchid/appid differ)"),
-    ({"tx": {"appid": "wx0000000000000000"}}, WebhookPayloadError,
+    ({"tx": {"appid": "wx0000000000000000"}}, WebhookMismatch,
      "the callback is about another merchant (mchid/appid differ)"),
     ({"tx": {"out_trade_no": ...}}, WebhookPayloadError, "the transaction has no out_trade_no"),
     ({"tx": {"out_trade_no": ""}}, WebhookPayloadError, "the transaction has no out_trade_no"),
@@ -445,9 +447,10 @@ async def test_wechat_signature_refusals_say_exactly_why(wechat_adapter: WechatA
 
 async def test_alipay_notification_without_sign_type_is_rsa2(alipay_adapter: AlipayAdapter,
                                                              alipay_emulator: AlipayEmulator) -> None:
-    form = _alipay_form(alipay_emulator.app_id)
+    form = _alipay_form(alipay_emulator.app_id, alipay_emulator.seller_id)
     del form["sign_type"]
-    sign = _rsa_sign(alipay_emulator.alipay_private_key, _alipay_content(alipay_emulator.app_id).encode())
+    content = _alipay_content(alipay_emulator.app_id, alipay_emulator.seller_id)
+    sign = _rsa_sign(alipay_emulator.alipay_private_key, content.encode())
     event = await alipay_adapter.parse_webhook({}, urlencode(form | {"sign": sign}).encode())
     assert event is not None and event.state.status is Status.SUCCEEDED
 
