@@ -23,6 +23,7 @@ from sandbox.runner import ServerThread, free_port
 from service.app import create_app
 from service.settings import Settings
 from service.store import connect
+from tests.receiver import Receiver
 from tests.redis_cluster import RedisCluster
 
 pytest_plugins = ["tests.fixtures_stripe", "tests.fixtures_alipay", "tests.fixtures_wechat", "tests.log_capture"]
@@ -203,3 +204,10 @@ def served() -> Iterator[Callable[[Any], ServerThread]]:
             return server
 
         yield serve
+
+
+@pytest.fixture
+def receiver(served: Callable[[Any], ServerThread]) -> Receiver:
+    receiver = Receiver()
+    receiver.url = served(receiver.app).url
+    return receiver

@@ -24,14 +24,16 @@ def emulator(request: pytest.FixtureRequest) -> Emulator:
     return request.getfixturevalue(f"{request.param}_emulator")  # type: ignore[no-any-return]
 
 
-def order(emulator: Emulator, **changes: Any) -> dict[str, Any]:
-    stripe = emulator.gateway_type == "stripe-connect"
+def order(emulator: Emulator | str, **changes: Any) -> dict[str, Any]:
+    """A transaction request for the emulator's gateway (or the paymentGatewayType given)."""
+    gateway = emulator if isinstance(emulator, str) else emulator.gateway_type
+    stripe = gateway == "stripe-connect"
     body = {
         "transactionId": f"order-{uuid.uuid4().hex[:10]}",
         "amount": "25.00" if stripe else "89.00",
         "currency": "USD" if stripe else "CNY",
         "date": "2026-11-21T10:00:00+08:00",
-        "paymentGatewayType": emulator.gateway_type,
+        "paymentGatewayType": gateway,
         "completePayRedirectUrl": "https://shop.example/done",
         "cancelPayRedirectUrl": "https://shop.example/cancel",
         "onlineScenario": True,

@@ -118,13 +118,6 @@ StartRelay = Callable[..., Awaitable[Relay]]
 
 
 @pytest.fixture
-def receiver(served: Callable[[Any], ServerThread]) -> Receiver:
-    receiver = Receiver()
-    receiver.url = served(receiver.app).url
-    return receiver
-
-
-@pytest.fixture
 async def start(served: Callable[[Any], ServerThread], clean_redis: str, redis_client: aioredis.Redis,
                 receiver: Receiver) -> AsyncIterator[StartRelay]:
     """start(signed=True, **outbox options) → a payrelay served with a fast outbox."""

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
 from sandbox.base import Emulator
-from sandbox.runner import ServerThread
 from service import keys
 from service.payments import now_ms
 from service.runtime import Runtime
@@ -28,13 +27,6 @@ from tests.relay_process import RelayProcess
 from tests.test_contract import create, eventually, order, status_of
 
 CUT_OFF_MS = keys.CREATING_LEASE_MS + 5_000  # reserved this long ago: its holder's lease has run out
-
-
-@pytest.fixture
-def receiver(served: Callable[[Any], ServerThread]) -> Receiver:
-    receiver = Receiver()
-    receiver.url = served(receiver.app).url
-    return receiver
 
 
 @pytest.fixture

@@ -34,21 +34,15 @@ def test_forward_only_and_final_is_final_but_for_a_late_payment() -> None:
 
 def test_the_lua_reads_the_same_tables(redis_url: str) -> None:
     script = states.lua_tables() + """
-local out = {moves = {}, final = {}, notify = {}}
-for state, targets in pairs(MOVES) do
+local function names(set)
   local list = {}
-  for target in pairs(targets) do list[#list + 1] = target end
+  for name in pairs(set) do list[#list + 1] = name end
   table.sort(list)
-  out.moves[state] = list
+  return list
 end
-for state in pairs(FINAL) do out.final[#out.final + 1] = state end
-table.sort(out.final)
-for kind, set in pairs(NOTIFY) do
-  local list = {}
-  for state in pairs(set) do list[#list + 1] = state end
-  table.sort(list)
-  out.notify[kind] = list
-end
+local out = {moves = {}, final = names(FINAL), notify = {}}
+for state, targets in pairs(MOVES) do out.moves[state] = names(targets) end
+for kind, set in pairs(NOTIFY) do out.notify[kind] = names(set) end
 return cjson.encode(out)
 """
     with redis.Redis.from_url(redis_url) as client:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -101,22 +100,6 @@ def table(reports: list[Report]) -> str:
     rows = [f"| {r.scenario} | " + " | ".join(str(getattr(r, f)) for f in Report.FIGURES) + f" | {r.seconds:.0f} |"
             for r in reports]
     return "\n".join([head, rule, *rows])
-
-
-def order(gateway: str, **changes: Any) -> dict[str, Any]:
-    stripe = gateway == "stripe-connect"
-    return {
-        "transactionId": f"fault-{uuid.uuid4().hex[:16]}",
-        "amount": "25.00" if stripe else "89.00",
-        "currency": "USD" if stripe else "CNY",
-        "date": "2026-11-21",
-        "paymentGatewayType": gateway,
-        "completePayRedirectUrl": "https://shop.example/done",
-        "cancelPayRedirectUrl": "https://shop.example/cancel",
-        "onlineScenario": True,
-        "customerIdentifier": "buyer@example.com",
-        "description": "10 GB 容量包",
-    } | changes
 
 
 @dataclass

@@ -26,13 +26,13 @@ from tests.faults.harness import (
     count_answers,
     get_payment,
     notifications_missing,
-    order,
     post_creates,
     stack,
     table,
     wait_resolved,
 )
 from tests.receiver import OK, Reply
+from tests.test_contract import order
 
 pytestmark = pytest.mark.slow
 GATEWAYS = ("stripe-connect", "alipay-page", "wechat-pay-native")
@@ -79,10 +79,20 @@ async def storage_app_retries(url: str, answers: list[Answer], report: Report) -
     return final + [Answer(body, None) for body in pending]
 
 
-def finish(report: Report, started: float) -> None:
+async def finish(faults: Stack, report: Report, answers: list[Answer], url: str, started: float) -> None:
+    """Wait for payrelay to resolve what is left, audit, and keep the scenario's figures."""
+    report.unresolved += await wait_resolved(faults)
+    await audit(faults, report, answers, url)
     report.seconds = time.monotonic() - started
     REPORTS.append(report)
     assert report.failures() == {}, table([report])
+
+
+async def retried(report: Report, answers: list[Answer], url: str) -> list[Answer]:
+    """The storage app sends again what got no answer; what was acknowledged in the end."""
+    final = await storage_app_retries(url, answers, report)
+    report.acknowledged = sum(1 for a in final if a.status == 200)
+    return final
 
 
 async def test_sigkill_of_a_payrelay_process_under_creates(faults: Stack) -> None:
@@ -96,11 +106,7 @@ async def test_sigkill_of_a_payrelay_process_under_creates(faults: Stack) -> Non
     answers = await load
     slow(faults, 0)
     count_answers(report, [a for a in answers if a.status is not None])
-    final = await storage_app_retries(survivor.url, answers, report)
-    report.acknowledged = sum(1 for a in final if a.status == 200)
-    report.unresolved = await wait_resolved(faults)
-    await audit(faults, report, final, survivor.url)
-    finish(report, started)
+    await finish(faults, report, await retried(report, answers, survivor.url), survivor.url, started)
 
 
 async def test_sigkill_of_a_worker_during_the_sweep(faults: Stack) -> None:
@@ -119,12 +125,11 @@ async def test_sigkill_of_a_worker_during_the_sweep(faults: Stack) -> None:
     survivor = faults.start(port=faults.survivor_port, **ttl)
     # the dead worker's claims come back when their lease (120 s) runs out
     report.unresolved = await wait_resolved(faults, timeout=160, past_expiry_is_unresolved=True)
-    await audit(faults, report, answers, survivor.url)
     stripe: Any = faults.gateways["stripe-connect"]
     wechat: Any = faults.gateways["wechat-pay-native"]
     report.unresolved += sum(1 for s in stripe.sessions.values() if s["status"] == "open")
     report.unresolved += sum(1 for o in wechat.orders.values() if o.trade_state == "NOTPAY")
-    finish(report, started)
+    await finish(faults, report, answers, survivor.url, started)
 
 
 async def paid_payments(faults: Stack, url: str, count: int) -> list[Answer]:
@@ -151,9 +156,7 @@ async def test_sigkill_of_a_payrelay_process_during_deliveries(faults: Stack) ->
     while notifications_missing(faults) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     report.undelivered = notifications_missing(faults)
-    report.unresolved = await wait_resolved(faults)
-    await audit(faults, report, answers, survivor.url)
-    finish(report, started)
+    await finish(faults, report, answers, survivor.url, started)
 
 
 async def test_redis_killed_and_restarted_under_creates(faults: Stack) -> None:
@@ -168,11 +171,7 @@ async def test_redis_killed_and_restarted_under_creates(faults: Stack) -> None:
     answers = await load
     slow(faults, 0)
     count_answers(report, answers)
-    final = await storage_app_retries(survivor.url, answers, report)
-    report.acknowledged = sum(1 for a in final if a.status == 200)
-    report.unresolved = await wait_resolved(faults)
-    await audit(faults, report, final, survivor.url)
-    finish(report, started)
+    await finish(faults, report, await retried(report, answers, survivor.url), survivor.url, started)
 
 
 async def test_a_gateway_down_then_slower_than_the_timeout(faults: Stack) -> None:
@@ -189,9 +188,7 @@ async def test_a_gateway_down_then_slower_than_the_timeout(faults: Stack) -> Non
     wechat.delay = 0
     answers = down + behind
     count_answers(report, answers)  # the storage app does not retry: payrelay resolves them itself
-    report.unresolved = await wait_resolved(faults)
-    await audit(faults, report, answers, survivor.url)
-    finish(report, started)
+    await finish(faults, report, answers, survivor.url, started)
 
 
 async def test_the_receiver_down_then_back(faults: Stack) -> None:
@@ -206,6 +203,4 @@ async def test_the_receiver_down_then_back(faults: Stack) -> None:
     while notifications_missing(faults) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     report.undelivered = notifications_missing(faults)
-    report.unresolved = await wait_resolved(faults)
-    await audit(faults, report, answers, survivor.url)
-    finish(report, started)
+    await finish(faults, report, answers, survivor.url, started)
