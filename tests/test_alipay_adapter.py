@@ -636,7 +636,7 @@ def _parse_accepts(adapter: AlipayAdapter, form: dict[str, str]) -> bool:
         asyncio.run(adapter.parse_webhook({}, body))
     except WebhookSignatureError:
         return False
-    except WebhookPayloadError:
+    except (WebhookPayloadError, WebhookMismatch):  # verified, refused or set aside for what it says
         return True
     return True
 
