@@ -37,7 +37,7 @@ class ExpirySweeper(Worker):
     def __init__(self, redis: Any, payments: Payments, metrics: Metrics, lease_ms: int = LEASE_MS) -> None:
         self.payments = payments
         self.metrics = metrics
-        self.schedule = Schedule(redis, keys.due, lambda b: keys.tag(b) + "payment:", "status", FINAL,
+        self.schedule = Schedule(redis, keys.due, keys.payment_prefix, "status", FINAL,
                                  lease_ms)
 
     async def report(self, backlog: int, oldest_due_ms: int | None, now: int) -> None:

@@ -61,7 +61,23 @@ def payment(bucket: int, payment_id: str) -> str:
 
 
 def transaction(bucket: int, client: str, transaction_id: str) -> str:
-    return f"{tag(bucket)}txn:{client}:{transaction_id}"
+    return f"{transaction_prefix(bucket)}{client}:{transaction_id}"
+
+
+# A script that learns a key's id from a record (a payment's previous one, a transaction's index)
+# gets the prefix of those keys in KEYS[] and appends the id: ``payment_prefix(b) .. id`` is
+# ``payment(b, id)``, ``transaction_prefix(b) .. client .. ':' .. transactionId`` is
+# ``transaction(b, client, transactionId)`` (tests/test_store.py holds them to it).
+def payment_prefix(bucket: int) -> str:
+    return payment(bucket, "")
+
+
+def delivery_prefix(bucket: int) -> str:
+    return delivery(bucket, "")
+
+
+def transaction_prefix(bucket: int) -> str:
+    return f"{tag(bucket)}txn:"
 
 
 def due(bucket: int) -> str:

@@ -106,7 +106,7 @@ class OutboxSender(Worker):
         self.deliveries = DeliveryStore(redis)
         self.settings = settings
         self.metrics = metrics
-        self.schedule = Schedule(redis, keys.outbox, lambda b: keys.tag(b) + "delivery:", "state", DONE,
+        self.schedule = Schedule(redis, keys.outbox, keys.delivery_prefix, "state", DONE,
                                  lease_ms)
         self.retry_base_ms = retry_base_ms
         self.retry_cap_ms = retry_cap_ms

@@ -109,8 +109,8 @@ class Store:
         outcome, pid = await self._run(
             self._create,
             [keys.transaction(bucket, client, transaction_id), keys.payment(bucket, payment_id),
-             keys.due(bucket)],
-            [now_ms, fingerprint, payment_id, keys.tag(bucket), keys.CREATING_LEASE_MS, *flat],
+             keys.due(bucket), keys.payment_prefix(bucket)],
+            [now_ms, fingerprint, payment_id, keys.CREATING_LEASE_MS, *flat],
         )
         return Reservation(outcome, pid)
 
@@ -139,8 +139,8 @@ class Store:
         await self._run(
             self._abort,
             [keys.payment(bucket, payment_id), keys.transaction(bucket, client, transaction_id),
-             keys.due(bucket)],
-            [payment_id, keys.tag(bucket)],
+             keys.due(bucket), keys.payment_prefix(bucket)],
+            [payment_id],
         )
 
     async def apply(
@@ -154,11 +154,11 @@ class Store:
         event_key = keys.event(bucket, *event) if event else payment_key
         outcome, previous, version = await self._run(
             self._transition,
-            [payment_key, keys.due(bucket), keys.outbox(bucket), event_key],
+            [payment_key, keys.due(bucket), keys.outbox(bucket), event_key, keys.delivery(bucket, delivery_id),
+             keys.deliveries(bucket, payment_id), keys.transaction_prefix(bucket)],
             [now_ms, status or "", gateway_state, reference or "",
              str(amount[0]) if amount else "", amount[1] if amount else "", failure_reason or "",
-             keys.EVENT_TTL if event else "", self.retention_ms, next_sync_ms, delivery_id,
-             keys.tag(bucket), gateway],
+             keys.EVENT_TTL if event else "", self.retention_ms, next_sync_ms, delivery_id, gateway],
         )
         return Applied(outcome, previous, int(version or 0))
 

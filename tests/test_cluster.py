@@ -92,7 +92,7 @@ async def test_payments_spread_over_all_masters(cluster: RedisCluster, store: St
 
 async def test_schedule_pipeline_and_scripts_across_nodes(cluster: RedisCluster, store: Store) -> None:
     pids = [await _reserve(store, f"due{i}", NOW + i) for i in range(120)]
-    schedule = Schedule(store.redis, keys.due, lambda b: keys.tag(b) + "payment:", "status", ("closed",), 60_000)
+    schedule = Schedule(store.redis, keys.due, keys.payment_prefix, "status", ("closed",), 60_000)
     counts, oldest = await schedule.due_counts(NOW + 10_000)
     assert sum(counts.values()) == len(pids) and oldest == NOW
     assert len(counts) > 3  # many buckets, so all masters (see above)
@@ -193,7 +193,7 @@ async def test_two_replicas_and_a_worker_on_the_cluster(
         assert {owner[key_slot(keys.due(keys.bucket_of(pid) or 0).encode())] for pid in pids} == set(cluster.ports)
         client_ = connect(cluster.url)
         try:
-            counts, _ = await Schedule(client_, keys.due, lambda b: keys.tag(b) + "payment:", "status", (),
+            counts, _ = await Schedule(client_, keys.due, keys.payment_prefix, "status", (),
                                        1).due_counts(int(time.time() * 1000) + 10**9)
         finally:
             await client_.aclose()

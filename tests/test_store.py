@@ -178,3 +178,10 @@ async def test_another_gateways_word_changes_nothing(store: Store) -> None:
     saved = await store.get(pid)
     assert saved is not None and saved["status"] == "waiting" and saved["version"] == "0"
     assert await store.redis.exists(keys.event(keys.bucket_of(pid), "wechat", "e1")) == 0
+
+
+def test_the_prefixes_scripts_append_ids_to_name_the_same_keys() -> None:
+    for bucket in (0, 7, keys.BUCKETS - 1):
+        pid = keys.new_payment_id(bucket)
+        assert keys.payment_prefix(bucket) + pid == keys.payment(bucket, pid)
+        assert keys.transaction_prefix(bucket) + "shop" + ":" + "order:1" == keys.transaction(bucket, "shop", "order:1")

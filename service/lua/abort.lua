@@ -1,14 +1,14 @@
 -- The gateway refused the order: forget the reserved payment as if it never was, and point the
 -- transaction back at the payment before it (whose lifetime the index entry takes again).
--- KEYS: 1 payment record, 2 txn index, 3 due zset
--- ARGV: 1 paymentId, 2 bucket tag (payrelay:{bNN}:)
+-- KEYS: 1 payment record, 2 txn index, 3 due zset, 4 the prefix of the bucket's payment records
+-- ARGV: 1 paymentId
 local found = redis.call('HMGET', KEYS[1], 'status', 'previous')
 if found[1] ~= CREATING then return 0 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then
   local previous = found[2]
   if previous and previous ~= '' then
     redis.call('SET', KEYS[2], previous)
-    local ttl = redis.call('PTTL', ARGV[2] .. 'payment:' .. previous)
+    local ttl = redis.call('PTTL', KEYS[4] .. previous)
     if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
   else
     redis.call('DEL', KEYS[2])

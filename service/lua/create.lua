@@ -1,17 +1,18 @@
 -- Reserve a new payment for (client, transactionId), or find the one that already answers it.
 -- Atomic, so concurrent duplicates can never open two gateway orders.
--- KEYS: 1 txn index, 2 the new payment's record, 3 due zset (all in one bucket)
--- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 bucket tag (payrelay:{bNN}:),
---       5 creating lease ms, 6… field, value pairs of the new record
+-- KEYS: 1 txn index, 2 the new payment's record, 3 due zset, 4 the prefix of the bucket's payment
+--       records (+ paymentId: a record's key) (all in one bucket)
+-- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 creating lease ms,
+--       5… field, value pairs of the new record
 -- Returns {outcome, paymentId}: new | existing | conflict | wait (another create holds it) |
 --         resume (the holder's lease ran out: the caller takes the create over, same paymentId)
 -- A creating payment is due at the end of its lease: should its create never finish (the
 -- process died, the gateway never answered), the sweeper then asks the gateway what it made.
 local now = tonumber(ARGV[1])
-local lease_until = string.format('%d', now + tonumber(ARGV[5]))
+local lease_until = string.format('%d', now + tonumber(ARGV[4]))
 local current = redis.call('GET', KEYS[1])
 if current then
-  local key = ARGV[4] .. 'payment:' .. current
+  local key = KEYS[4] .. current
   local found = redis.call('HMGET', key, 'status', 'fingerprint', 'creatingUntil')
   local status = found[1]
   if status and not REISSUE[status] then
@@ -24,7 +25,7 @@ if current then
   end
 end
 local record = {}
-for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
+for i = 5, #ARGV do record[#record + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(record))
 redis.call('HSET', KEYS[2], 'status', CREATING, 'version', '0', 'previous', current or '',
   'fingerprint', ARGV[2],

@@ -2,11 +2,13 @@
 -- forward only; final is final, except closed → succeeded on verified evidence (latePayment);
 -- an amount or currency that differs from the payment's flags integrityError and moves nothing.
 -- A transition, its due-set update and its notification (outbox) are one write.
--- KEYS: 1 payment record, 2 due zset, 3 outbox zset, 4 webhook event mark (or the record itself)
+-- KEYS: 1 payment record, 2 due zset, 3 outbox zset, 4 webhook event mark (or the record itself),
+--       5 the new delivery's hash, 6 the payment's list of deliveries, 7 the prefix of the
+--       bucket's transaction index (+ client .. ':' .. transactionId: the payment's entry)
 -- ARGV: 1 now ms, 2 target status ('' = none), 3 gateway state, 4 gateway reference ('' = none),
 --       5 amount seen (minor, '' = none), 6 currency seen, 7 failure reason,
 --       8 event mark TTL s ('' = no mark), 9 retention ms, 10 next sync ms (for processing),
---       11 id for a new delivery, 12 bucket tag (payrelay:{bNN}:), 13 the gateway whose word this is
+--       11 id of the new delivery, 12 the gateway whose word this is
 -- Returns {outcome, status before, version}; outcome: missing | foreign (another gateway's payment:
 --         nothing changes) | duplicate | mismatch (about another gateway object than the stored
 --         reference: nothing changes) | integrity |
@@ -18,7 +20,7 @@ local rec = {}
 local flat = redis.call('HGETALL', KEYS[1])
 if #flat == 0 then return {'missing', '', '0'} end
 for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
-if rec.gateway ~= ARGV[13] then return {'foreign', rec.status, rec.version} end
+if rec.gateway ~= ARGV[12] then return {'foreign', rec.status, rec.version} end
 local current = rec.status
 
 local function mark_event()
@@ -76,11 +78,10 @@ redis.call('HDEL', KEYS[1], 'creatingUntil')
 rec.creatingUntil = nil
 
 local retention = tonumber(ARGV[9])
-local tag = ARGV[12]
 if FINAL[target] then
   redis.call('ZREM', KEYS[2], rec.paymentId)
   redis.call('PEXPIRE', KEYS[1], retention)
-  local index = tag .. 'txn:' .. rec.client .. ':' .. rec.transactionId
+  local index = KEYS[7] .. rec.client .. ':' .. rec.transactionId
   if redis.call('GET', index) == rec.paymentId then redis.call('PEXPIRE', index, retention) end
 else
   redis.call('ZADD', KEYS[2], ARGV[10], rec.paymentId)
@@ -90,13 +91,13 @@ local url = rec.notifyUrl
 local notify_on = NOTIFY[rec.notifyKind]
 if url and url ~= '' and notify_on and notify_on[target] then
   local id = ARGV[11]
-  local key = tag .. 'delivery:' .. id
+  local key = KEYS[5]
   redis.call('HSET', key, 'id', id, 'paymentId', rec.paymentId, 'kind', rec.notifyKind, 'url', url,
     'type', 'transaction.' .. target, 'version', rec.version, 'createdAt', now,
     'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
   redis.call('PEXPIRE', key, retention)
   redis.call('ZADD', KEYS[3], now, id)
-  local list = tag .. 'deliveries:' .. rec.paymentId
+  local list = KEYS[6]
   redis.call('RPUSH', list, id)
   redis.call('PEXPIRE', list, retention)
 end
