@@ -116,8 +116,8 @@ TARGETS: dict[str, Target] = {
 
 # Survivors that cannot be told apart from the original by any test, and why. Keyed by file and
 # the changed line as the mutant shows it (stripped): "-" the original, "+" the mutant.
-_SHIFT_ZERO = ("when shift is 0 both branches give the amount unchanged (times 10**0, or divmod by 1 "
-               "with no rest), so the boundary between them cannot be seen")
+_SHIFT_ZERO = ("when shift is 0 both branches give the same (times 10**0, or a division by 1 with no rest), "
+               "so the boundary between them cannot be seen")
 EQUIVALENT: dict[tuple[str, str, str], str] = {
     ("adapters/stripe/transformers.py", "if shift >= 0:", "if shift > 0:"): _SHIFT_ZERO,
     ("adapters/stripe/transformers.py", "if shift >= 0:", "if shift >= 1:"): _SHIFT_ZERO,

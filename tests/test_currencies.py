@@ -134,7 +134,20 @@ def test_stripe_uses_the_iso_exponent_unless_it_names_an_exception(currency: str
 
 @pytest.mark.parametrize("currency", sorted(StripeAdapter.currencies or ()))
 def test_stripe_steps_follow_from_stripes_units_and_multiples(currency: str) -> None:
-    assert stripe_tx._amount_step(currency) == STRIPE_STEPS.get(currency, 1)  # (the table is built at import)
+    step = stripe_tx._amount_step(currency)  # (the table is built at import: here the function runs under test)
+    assert (step, type(step)) == (STRIPE_STEPS.get(currency, 1), int)
+
+
+def test_the_step_is_the_fewest_iso_units_that_are_a_whole_stripe_multiple(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The derivation itself, for multiples Stripe might name. ISK is counted in hundredths at
+    Stripe: multiples of 50 are met by every whole króna (100); multiples of 250 (2.50 ISK) only
+    by every fifth (500), as ISK has no fraction in ISO 4217."""
+    monkeypatch.setattr(stripe_tx, "STRIPE_MULTIPLES", {"ISK": 50, "JPY": 7, "MGA": 3})
+    assert stripe_tx._amount_step("ISK") == 1
+    monkeypatch.setattr(stripe_tx, "STRIPE_MULTIPLES", {"ISK": 250, "JPY": 7, "MGA": 3})
+    assert stripe_tx._amount_step("ISK") == 5
+    assert stripe_tx._amount_step("JPY") == 7  # same units: the multiple itself
+    assert stripe_tx._amount_step("MGA") == 300  # whole ariary at Stripe, in threes: 3.00 MGA
 
 
 def test_stripe_amounts_off_the_step_are_refused_not_rounded() -> None:
