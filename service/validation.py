@@ -177,8 +177,9 @@ def parse_transaction(
     if not _CURRENCY.fullmatch(currency) or currency not in money.EXPONENTS:
         raise _invalid("currency", "must be an ISO 4217 code in upper case, such as USD")
     if adapter.currencies is not None and currency not in adapter.currencies:
-        raise _invalid("currency", f"{gateway} takes only {', '.join(sorted(adapter.currencies))}",
-                       "currency_not_supported")
+        takes = sorted(adapter.currencies)
+        said = f"takes only {', '.join(takes)}" if len(takes) <= 5 else f"does not take {currency}"
+        raise _invalid("currency", f"{gateway} {said}", "currency_not_supported")
     if "amount" not in body or body["amount"] is None:
         raise _invalid("amount", "is required", "missing_field")
     amount_minor = _amount(body["amount"], currency, amount_unit)
