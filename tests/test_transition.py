@@ -96,6 +96,13 @@ async def test_the_first_reference_is_taken_even_without_a_move(store: Store) ->
     assert same.outcome == "unchanged"
     saved = await _saved(store, reservation.payment_id)
     assert saved["gatewayReference"] == "2026112122001400000000000001"
+    # … and with a move, the notification's snapshot carries it
+    paid = await reserve(store, txn="t-ref-paid")
+    await store.finalize(paid.payment_id, "u", "", NOW)
+    await apply(store, paid.payment_id, now_ms=NOW, status="succeeded", gateway_state="TRADE_SUCCESS",
+                reference="2026112122001400000000000002", amount=(2500, "USD"), delivery_id="dlv_first")
+    delivery = await store.redis.hgetall(keys.delivery(_bucket(paid.payment_id), "dlv_first"))
+    assert json.loads(delivery["snapshot"])["gatewayReference"] == "2026112122001400000000000002"
 
 
 async def test_unchanged_and_stale_words_mark_their_event(store: Store) -> None:
