@@ -219,6 +219,21 @@ def payment_records(client: redis.Redis) -> list[dict[str, str]]:
     return records
 
 
+async def claims_held(stack: Stack, of: str, timeout: float = 30) -> int:
+    """Wait until some payments (``of="payment"``) or deliveries (``"delivery"``) are claimed by
+    a worker, that is being worked on; answer how many (0: none within the time)."""
+    prefix = keys.payment if of == "payment" else keys.delivery
+    deadline = time.monotonic() + timeout
+    with stack.redis.client() as client:
+        while True:
+            held = sum(1 for bucket in range(keys.BUCKETS)
+                       for key in client.scan_iter(match=prefix(bucket, "*"), count=500)
+                       if client.hexists(key, "claim"))
+            if held or time.monotonic() > deadline:
+                return held
+            await asyncio.sleep(0.1)
+
+
 async def wait_resolved(stack: Stack, timeout: float = RESOLVE_TIMEOUT,
                         past_expiry_is_unresolved: bool = False) -> int:
     """Wait until no payment is left creating (nor, when asked, open past its expiry); answer

@@ -23,6 +23,7 @@ from tests.faults.harness import (
     Report,
     Stack,
     audit,
+    claims_held,
     count_answers,
     get_payment,
     notifications_missing,
@@ -99,12 +100,13 @@ async def test_sigkill_of_a_payrelay_process_under_creates(faults: Stack) -> Non
     started, report = time.monotonic(), Report("SIGKILL of `serve` under creates")
     survivor = faults.start(port=faults.survivor_port)
     victim = faults.start()
-    slow(faults, 0.3)  # so that creates are in flight at the gateways when the process dies
+    slow(faults, 1.0)  # so that creates are in flight at the gateways when the process dies
     load = asyncio.create_task(post_creates(victim.url, orders(90)))
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(0.6)
     victim.process.kill()
     answers = await load
     slow(faults, 0)
+    assert any(a.status is None for a in answers)  # it died with creates in flight
     count_answers(report, [a for a in answers if a.status is not None])
     await finish(faults, report, await retried(report, answers, survivor.url), survivor.url, started)
 
@@ -118,10 +120,9 @@ async def test_sigkill_of_a_worker_during_the_sweep(faults: Stack) -> None:
     count_answers(report, answers)
     creator.stop()  # graceful: it hands back what it claimed; the worker sweeps alone
     slow(faults, 1.0)  # each query and close takes a while: the sweep is under way when it dies
-    await asyncio.sleep(4.5)
+    assert await claims_held(faults, "payment") > 0  # the worker (alone now) is sweeping
     victim.process.kill()
     slow(faults, 0)
-    assert await wait_resolved(faults, timeout=0, past_expiry_is_unresolved=True) > 0  # it was under way
     survivor = faults.start(port=faults.survivor_port, **ttl)
     # the dead worker's claims come back when their lease (120 s) runs out
     report.unresolved = await wait_resolved(faults, timeout=160, past_expiry_is_unresolved=True)
@@ -144,14 +145,15 @@ async def paid_payments(faults: Stack, url: str, count: int) -> list[Answer]:
 
 async def test_sigkill_of_a_payrelay_process_during_deliveries(faults: Stack) -> None:
     started, report = time.monotonic(), Report("SIGKILL of `serve` during deliveries")
-    survivor = faults.start(port=faults.survivor_port)
-    victim = faults.start()
-    faults.receiver.default = Reply(stall=1.0)  # notifications are in flight when it dies
+    victim = faults.start(port=faults.survivor_port)  # alone: it sends every notification
+    # in flight when it dies, and not taken: the survivor must send them again
+    faults.receiver.default = Reply(503, stall=2.0)
     answers = await paid_payments(faults, victim.url, 30)
     count_answers(report, answers)
-    await asyncio.sleep(0.5)
+    assert await claims_held(faults, "delivery") > 0
     victim.process.kill()
     faults.receiver.default = OK
+    survivor = faults.start(port=faults.survivor_port)
     deadline = time.monotonic() + 60  # a dead process's delivery leases (15 s), then the retry
     while notifications_missing(faults) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
