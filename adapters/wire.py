@@ -1,5 +1,7 @@
-"""Reading what gateways send: JSON that is too deeply nested for Python's parser is malformed
-JSON like any other (``ValueError``), never a ``RecursionError`` that escapes every boundary."""
+"""Reading JSON that arrives from outside (gateways' answers and webhooks, the storage app's
+requests): only JSON is taken. Python's parser also takes NaN and Infinity; and nesting too deep
+for it raises RecursionError, which is not a ValueError and would escape every boundary. Both are
+malformed JSON here, a ``ValueError`` like any other."""
 
 from __future__ import annotations
 
@@ -7,8 +9,12 @@ import json
 from typing import Any
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def loads(raw: str | bytes) -> Any:
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_not_json)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from adapters import wire
 from adapters.wechat import qr
 from service import errors
 from service.payments import Payments, now_ms
@@ -43,18 +43,11 @@ class ApiKeys:
         return found
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not JSON")
-
-
 def parse_json(body: bytes) -> Any:
-    """The body as JSON, or a 400 ``invalid_json``: also for what Python's parser takes beyond JSON
-    (NaN, Infinity), integers past Python's digit limit, and nesting deeper than the parser's
-    recursion limit (RecursionError, which is not a ValueError)."""
+    """The body as JSON, or a 400 ``invalid_json`` (also for NaN, Infinity, integers past Python's
+    digit limit and nesting too deep to parse: ``adapters.wire``)."""
     try:
-        return json.loads(body, parse_constant=_not_json)
-    except RecursionError:
-        raise errors.InvalidRequest("invalid_json", "the body nests too deeply to be a request") from None
+        return wire.loads(body)
     except ValueError:  # UnicodeDecodeError included
         raise errors.InvalidRequest("invalid_json", "the body is not valid JSON") from None
 
