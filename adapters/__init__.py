@@ -1,30 +1,4 @@
-"""Gateway adapters behind one interface (``adapters.base``), built from settings."""
+"""Gateway adapters behind one interface (``adapters.base``); ``adapters.registry`` lists them.
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from adapters.base import Adapter
-
-if TYPE_CHECKING:
-    from service.settings import Settings
-
-GATEWAY_TYPES = ("stripe-connect", "alipay-page", "wechat-pay-native")
-
-
-def build_adapters(settings: Settings) -> dict[str, Adapter]:
-    """The enabled adapters by paymentGatewayType (a gateway is enabled when configured)."""
-    adapters: dict[str, Adapter] = {}
-    if settings.stripe:
-        from adapters.stripe import StripeAdapter
-
-        adapters[StripeAdapter.gateway_type] = StripeAdapter(settings.stripe, settings.public_url)
-    if settings.alipay:
-        from adapters.alipay import AlipayAdapter
-
-        adapters[AlipayAdapter.gateway_type] = AlipayAdapter(settings.alipay, settings.public_url)
-    if settings.wechat:
-        from adapters.wechat import WechatAdapter
-
-        adapters[WechatAdapter.gateway_type] = WechatAdapter(settings.wechat, settings.public_url)
-    return adapters
+Nothing here imports from ``service/``: the adapters are the layer below it.
+"""

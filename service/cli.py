@@ -28,15 +28,15 @@ def app_from_env() -> object:
     from service import logs
     from service.app import create_app
 
-    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "INFO"))
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)
 
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    _load_env_file(args.env_file)
-    Settings.from_env()  # fail here, clearly, before starting workers
+    _usable(_settings(args.env_file), reach_redis=False)  # fail here, clearly, before starting workers
     uvicorn.run(
         "service.cli:app_from_env", factory=True, host=args.host, port=args.port,
         workers=args.workers, log_config=None, timeout_graceful_shutdown=args.graceful_timeout,
@@ -54,9 +54,8 @@ def _worker(args: argparse.Namespace) -> int:
     from service import logs
     from service.runtime import Runtime
 
-    _load_env_file(args.env_file)
-    settings = Settings.from_env()
-    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "INFO"))
+    settings = _usable(_settings(args.env_file), reach_redis=False)
+    logs.configure(settings.log_level)
 
     async def run() -> None:
         lease = {"lease_ms": args.lease_seconds * 1000} if args.lease_seconds else {}
@@ -75,30 +74,56 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usable(settings: Settings | SettingsError, *, reach_redis: bool) -> Settings:
+    """The settings, once everything they describe has been built; else SettingsError with every
+    problem, those of the variables and those of what could be built from the rest."""
+    import asyncio
+
+    from service import preflight
+
+    partial = settings.partial if isinstance(settings, SettingsError) else settings
+    found = list(settings.problems) if isinstance(settings, SettingsError) else []
+    if partial is not None:
+        found += asyncio.run(preflight.problems(partial, reach_redis=reach_redis))
+    if found or partial is None:
+        raise SettingsError(found)
+    return partial
+
+
+def _settings(env_file: str | None) -> Settings | SettingsError:
+    _load_env_file(env_file)
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        return exc
+
+
 def _check(args: argparse.Namespace) -> int:
-    _load_env_file(args.env_file)
-    settings = Settings.from_env()
+    from adapters import registry
+    from service.preflight import redacted
+
+    try:
+        settings = _usable(_settings(args.env_file), reach_redis=True)
+    except SettingsError as exc:
+        _report(exc)
+        return 1
     print("configuration is usable")
-    store = f"Redis at {_redacted(settings.redis_url)}" if settings.redis_url else "embedded (not durable)"
+    store = f"Redis at {redacted(settings.redis_url)}" if settings.redis_url else "embedded (not durable)"
     print(f"  store: {store}")
     print(f"  public URL: {settings.public_url}")
     print(f"  API clients: {', '.join(c.name for c in settings.clients) or 'none'}")
-    gateways = [name for name, on in (("stripe-connect", settings.stripe), ("alipay-page", settings.alipay),
-                                      ("wechat-pay-native", settings.wechat)) if on]
-    print(f"  gateways: {', '.join(gateways)}")
+    print(f"  gateways: {', '.join(g.name for g in registry.GATEWAYS if g.name in settings.gateways)}")
     print(f"  Cloudreve bridge: {'on' if settings.cloudreve_key else 'off (PAYRELAY_CLOUDREVE_KEY unset)'}")
     for note in settings.notes:
         print(f"  note: {note}")
     return 0
 
 
-def _redacted(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+def _report(exc: SettingsError) -> None:
+    count = len(exc.problems)
+    print(f"payrelay: {count} configuration problem{'s' if count > 1 else ''}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem.variable}: {problem}", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -142,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except SettingsError as exc:
-        print(f"payrelay: configuration problem: {exc}", file=sys.stderr)
+        _report(exc)
         return 2
 
 

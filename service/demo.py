@@ -8,6 +8,7 @@ from pathlib import Path
 
 import uvicorn
 
+from adapters import registry
 from sandbox.base import Emulator
 from sandbox.runner import ServerThread
 from service import logs
@@ -16,11 +17,8 @@ from service.settings import Settings
 
 
 def emulators() -> list[Emulator]:
-    from sandbox.alipay import AlipayEmulator
-    from sandbox.stripe import StripeEmulator
-    from sandbox.wechat import WechatEmulator
-
-    return [StripeEmulator(), AlipayEmulator(), WechatEmulator()]
+    """One emulator of each gateway payrelay speaks."""
+    return [gateway.emulator()() for gateway in registry.GATEWAYS]
 
 
 def _env_line(name: str, value: str) -> str:
@@ -49,14 +47,14 @@ def demo_env(public_url: str, gateways: list[Emulator], api_key: str) -> dict[st
 
 
 def run_demo(host: str, port: int, state_dir: str) -> int:
-    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "WARNING"))
+    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "WARNING").upper())
     public_url = f"http://{host}:{port}"
     gateways = emulators()
     servers = []
     for emulator in gateways:
         server = ServerThread(emulator.app, host).start()
-        name = emulator.gateway_type.split("-")[0]
-        emulator.bind(server.url, f"{public_url}/webhooks/{name}")
+        webhook = registry.BY_TYPE[emulator.gateway_type].webhook
+        emulator.bind(server.url, f"{public_url}/webhooks/{webhook}")
         servers.append(server)
     api_key = "demo_" + secrets.token_urlsafe(24)
     env = demo_env(public_url, gateways, api_key)

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters import GATEWAY_TYPES
-from service import money
+from adapters import money
+from adapters.registry import GATEWAY_TYPES
 from service.settings import Settings
 from service.validation import MAX_DESCRIPTION, MAX_URL
 

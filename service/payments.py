@@ -259,7 +259,7 @@ class Payments:
             reference=state.gateway_reference,
             amount=(state.amount.minor, state.amount.currency) if state.amount else None,
             failure_reason=state.failure_reason,
-            event=(adapter.webhook_name, event_id) if event_id else None,
+            event=(adapter.gateway_type, event_id) if event_id else None,
             next_sync_ms=now + FIRST_SYNC_MS,
             delivery_id="dlv_" + secrets.token_urlsafe(12),
         )
@@ -328,34 +328,34 @@ class Payments:
         try:
             event = await adapter.parse_webhook(headers, body)
         except WebhookMismatch as exc:
-            self.metrics.webhooks.labels(name, "mismatch").inc()
+            self.metrics.webhooks.labels(adapter.gateway_type, "mismatch").inc()
             log.warning("webhook about another merchant or app acknowledged: %s", exc,
                         extra={"gateway": adapter.gateway_type, "outcome": "mismatch"})
             return adapter.webhook_ok()
         except WebhookError as exc:
-            self.metrics.webhooks.labels(name, "rejected").inc()
+            self.metrics.webhooks.labels(adapter.gateway_type, "rejected").inc()
             log.warning("webhook rejected: %s", exc, extra={"gateway": adapter.gateway_type,
                                                             "outcome": "rejected"})
             return adapter.webhook_fail(400, str(exc))
         if event is None:
-            self.metrics.webhooks.labels(name, "ignored").inc()
+            self.metrics.webhooks.labels(adapter.gateway_type, "ignored").inc()
             return adapter.webhook_ok()
         try:
             applied = None
             if keys.bucket_of(event.state.payment_id) is not None:  # else not one of ours at all
                 applied = await self.apply(event.state, adapter, source="webhook", event_id=event.event_id)
         except StoreUnavailable:
-            self.metrics.webhooks.labels(name, "unavailable").inc()
+            self.metrics.webhooks.labels(adapter.gateway_type, "unavailable").inc()
             log.error("webhook not stored: Redis unavailable", extra={"gateway": adapter.gateway_type,
                                                                       "outcome": "unavailable"})
             return adapter.webhook_fail(503, "temporarily unable to store the event")
         if applied is None or applied.outcome in ("missing", "foreign"):
-            self.metrics.webhooks.labels(name, "unknown").inc()
+            self.metrics.webhooks.labels(adapter.gateway_type, "unknown").inc()
             log.info("webhook for an unknown payment acknowledged",
                      extra={"paymentId": event.state.payment_id, "gateway": adapter.gateway_type,
                             "outcome": "unknown"})
             return adapter.webhook_ok()
         outcome = {"integrity": "integrity_error", "duplicate": "duplicate",
                    "mismatch": "mismatch"}.get(applied.outcome, "verified")
-        self.metrics.webhooks.labels(name, outcome).inc()
+        self.metrics.webhooks.labels(adapter.gateway_type, outcome).inc()
         return adapter.webhook_ok()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters import build_adapters
+from adapters.registry import build_adapters
 from service import store as store_module
 from service.expiry import ExpirySweeper
 from service.metrics import Metrics
@@ -29,7 +29,7 @@ class Runtime:
         self._own_redis = redis is None
         self.redis = store_module.connect(settings.redis_url) if redis is None else redis
         self.store = Store(self.redis, settings.retention_seconds)
-        self.adapters = build_adapters(settings)
+        self.adapters = build_adapters(settings.gateways, settings.public_url)
         self.payments = Payments(settings, self.store, self.adapters, self.metrics)
         self.pool: WorkerPool | None = None
 

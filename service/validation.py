@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from adapters import GATEWAY_TYPES
+from adapters import money
 from adapters.base import Adapter
-from service import errors, money
+from adapters.registry import GATEWAY_TYPES
+from service import errors
 
 FIELDS = frozenset({
     "transactionId", "amount", "currency", "date", "paymentGatewayType", "completePayRedirectUrl",

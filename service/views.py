@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from service import money, states
+from adapters import money
+from service import states
 from service.store import Record
 
 

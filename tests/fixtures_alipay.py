@@ -20,11 +20,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.alipay import AlipayAdapter
+from adapters.alipay.adapter import AlipayAdapter
+from adapters.alipay.config import AlipayConfig
+from adapters.config import Secret
 from sandbox.alipay import AlipayEmulator
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
-from service.settings import AlipayConfig, Secret
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from adapters.stripe import StripeAdapter
+from adapters.config import Secret
+from adapters.stripe.adapter import StripeAdapter
+from adapters.stripe.config import StripeConfig
 from sandbox.runner import serving
 from sandbox.stripe import StripeEmulator
-from service.settings import Secret, StripeConfig
 
 PUBLIC_URL = "http://127.0.0.1:9"  # payrelay's base URL as the adapter is told it; nothing listens
 

@@ -21,11 +21,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 
-from adapters.wechat import WechatAdapter
+from adapters.config import Env
+from adapters.wechat.adapter import WechatAdapter
+from adapters.wechat.config import WechatConfig
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
 from sandbox.wechat import WechatEmulator, WechatKeys
-from service.settings import Settings, WechatConfig
 
 
 @dataclass
@@ -53,7 +54,7 @@ class CallbackReceiver:
 
 def wechat_config(emulator: WechatEmulator) -> WechatConfig:
     """The WeChat settings payrelay would read from the emulator's env()."""
-    config = Settings.from_env({**emulator.env(), "PAYRELAY_API_KEYS": "test:key"}).wechat
+    config = WechatConfig.from_env(Env(emulator.env()))
     assert config is not None
     return config
 

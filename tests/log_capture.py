@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from adapters.config import Secret
 from service.logs import JsonFormatter
-from service.settings import Secret
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "logs"
 RUN_LOG = ARTIFACTS / f"pytest-run-{os.getpid()}.jsonl"  # one per run: runs may overlap in one checkout

@@ -66,7 +66,7 @@ TARGETS: dict[str, Target] = {
     "money": Target(
         tests=("tests/test_money.py", "tests/test_currencies.py"),
         python={
-            "service/money.py": None,
+            "adapters/money.py": None,
             "adapters/stripe/transformers.py": ("stripe_exponent", "_shift", "_amount_step", "stripe_amount",
                                                 "_money"),
         },
@@ -76,9 +76,9 @@ TARGETS: dict[str, Target] = {
             ("sandbox/stripe.py", r'^(ZERO_DECIMAL|THREE_DECIMAL) = |^ +"vuv"|"isk": 100'),
         ),
         constants=(
-            ("service/money.py", "MAX_MINOR = 10**15", "MAX_MINOR = 10**16"),
-            ("service/money.py", "MAX_MINOR = 10**15", "MAX_MINOR = 10**14"),
-            ("service/money.py", "currency.exponent is not None", "True"),
+            ("adapters/money.py", "MAX_MINOR = 10**15", "MAX_MINOR = 10**16"),
+            ("adapters/money.py", "MAX_MINOR = 10**15", "MAX_MINOR = 10**14"),
+            ("adapters/money.py", "currency.exponent is not None", "True"),
             ("adapters/stripe/transformers.py", "DEFAULT_EXPONENT = 2", "DEFAULT_EXPONENT = 3"),
             ("adapters/stripe/transformers.py", "{currency: 10 for currency in THREE_DECIMAL}",
              "{currency: 1 for currency in THREE_DECIMAL}"),

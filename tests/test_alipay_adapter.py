@@ -24,10 +24,11 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.alipay import AlipayAdapter
 from adapters.alipay import transformers as tf
-from adapters.alipay.adapter import PRODUCTION_GATEWAY, point_sdk_at
+from adapters.alipay.adapter import PRODUCTION_GATEWAY, AlipayAdapter, point_sdk_at
+from adapters.alipay.config import AlipayConfig
 from adapters.base import CreateRequest, Money, PaymentRef, Status
+from adapters.config import GatewayConfigError, Secret
 from adapters.errors import (
     GatewayProtocolError,
     GatewayRefused,
@@ -40,7 +41,6 @@ from adapters.errors import (
 from sandbox.alipay import AlipayEmulator, CashierError
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
-from service.settings import AlipayConfig, Secret, SettingsError
 from tests.fixtures_alipay import Receiver, alipay_config
 
 CHINA = timezone(timedelta(hours=8))
@@ -420,11 +420,11 @@ def test_private_key_never_shows(alipay_emulator: AlipayEmulator) -> None:
     secret_body = config.private_key.reveal().splitlines()[1]
     assert secret_body not in repr(adapter) and secret_body not in str(vars(adapter))
     broken = "-----BEGIN PRIVATE KEY-----\n" + secret_body + "\n-----END PRIVATE KEY-----\n"
-    with pytest.raises(SettingsError) as raised:
+    with pytest.raises(GatewayConfigError) as raised:
         AlipayAdapter(AlipayConfig(config.app_id, Secret(broken), config.alipay_public_key, None), "x")
     assert secret_body not in str(raised.value) and raised.value.__cause__ is None
     assert raised.value.__suppress_context__
-    with pytest.raises(SettingsError, match="PUBLIC_KEY"):
+    with pytest.raises(GatewayConfigError, match="PUBLIC_KEY"):
         AlipayAdapter(AlipayConfig(config.app_id, config.private_key, "not a key", None), "x")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from adapters import money
 from adapters.alipay import transformers as alipay_tx
 from adapters.alipay.adapter import AlipayAdapter
 from adapters.base import CreateRequest, Money
@@ -29,7 +30,6 @@ from sandbox import alipay as alipay_sandbox
 from sandbox import stripe as stripe_sandbox
 from sandbox import wechat as wechat_sandbox
 from sandbox.wechat import WechatKeys
-from service import money
 from tests.conftest import Relay, StartRelay
 
 # ISO 4217, list one, published 2026-01-01: every active code whose minor unit is not 2.

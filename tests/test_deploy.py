@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from adapters import registry
 from service.settings import Settings, SettingsError, read_env_file
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is a test dependency")
@@ -296,9 +297,9 @@ def test_kubernetes_configuration_is_read_by_payrelay(
         Settings.from_env(environ(secret, {}))
     filled = {config[f"{name}_FILE"].rpartition("/")[2]: value for name, value in SAMPLE_SECRETS.items()}
     settings = Settings.from_env(environ({**secret, **filled}, SAMPLE_PLAIN))
-    assert settings.stripe and settings.alipay and settings.wechat and settings.cloudreve_key
+    assert list(settings.gateways) == list(registry.GATEWAY_TYPES) and settings.cloudreve_key
     assert [len(c.keys) for c in settings.clients] == [2]
-    assert len(settings.stripe.webhook_secrets) == 2
+    assert len(settings.gateways["stripe-connect"].webhook_secrets) == 2
     assert settings.redis_url == config["PAYRELAY_REDIS_URL"]
 
 
@@ -590,7 +591,7 @@ def test_compose_configuration_is_read_by_payrelay(compose: dict[str, Any], tmp_
         Settings.from_env(environ({}, {}))
     filled = {secrets[env[f"{name}_FILE"]]: value for name, value in SAMPLE_SECRETS.items()}
     settings = Settings.from_env(environ(filled, SAMPLE_PLAIN))
-    assert settings.stripe and settings.alipay and settings.wechat and settings.cloudreve_key
+    assert list(settings.gateways) == list(registry.GATEWAY_TYPES) and settings.cloudreve_key
 
 
 def test_no_real_secrets_are_committed() -> None:
@@ -629,12 +630,13 @@ def test_docker_compose_config(tmp_path: Path) -> None:
 
 
 def read_variables() -> frozenset[str]:
-    """Every environment variable name payrelay's code reads (a name not among them, set in a
+    """Every environment variable name payrelay's code reads (service/ and each gateway's
+    config; a name not among them, set in a
     deployment, is a typo that silently does nothing); each of them may also come as NAME_FILE."""
     names = set()
-    for path in (ROOT / "service").glob("*.py"):
+    for path in [*(ROOT / "service").glob("*.py"), *(ROOT / "adapters").rglob("config.py")]:
         names |= set(re.findall(r'"((?:PAYRELAY|FORWARDED)_[A-Z0-9_]+)"', path.read_text(encoding="utf-8")))
-    assert set(DESIGN_VARIABLES) <= names, f"not read by service/: {sorted(set(DESIGN_VARIABLES) - names)}"
+    assert set(DESIGN_VARIABLES) <= names, f"not read by payrelay: {sorted(set(DESIGN_VARIABLES) - names)}"
     return frozenset(names | {f"{name}_FILE" for name in names if not name.endswith("_FILE")})
 
 

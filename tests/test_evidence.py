@@ -38,7 +38,7 @@ async def test_stripe_event_for_another_session_naming_this_payment_changes_noth
     after = await status_of(relay, b["paymentId"])
     assert (after["status"], after["version"], after["gatewayReference"], after["integrityError"]) == (
         "waiting", 0, b["gatewayReference"], False)
-    assert await metric(relay, 'payrelay_webhooks_total{gateway="stripe",outcome="mismatch"} 1.0')
+    assert await metric(relay, 'payrelay_webhooks_total{gateway="stripe-connect",outcome="mismatch"} 1.0')
 
 
 async def test_alipay_notification_with_another_trade_no_changes_nothing(
@@ -64,7 +64,7 @@ async def test_alipay_notification_for_another_app_or_seller_is_acknowledged_and
     assert await alipay_emulator.notify(form) == 200  # "success": Alipay stops resending it
     after = await status_of(relay, created["paymentId"])
     assert (after["status"], after["version"]) == ("waiting", 0)
-    assert await metric(relay, 'payrelay_webhooks_total{gateway="alipay",outcome="mismatch"} 1.0')
+    assert await metric(relay, 'payrelay_webhooks_total{gateway="alipay-page",outcome="mismatch"} 1.0')
 
 
 async def test_wechat_callback_with_another_transaction_id_changes_nothing(
@@ -88,4 +88,4 @@ async def test_wechat_callback_for_another_merchant_is_acknowledged_and_changes_
     assert await wechat_emulator.deliver(body, headers) in (200, 204)
     after = await status_of(relay, created["paymentId"])
     assert (after["status"], after["version"]) == ("waiting", 0)
-    assert await metric(relay, 'payrelay_webhooks_total{gateway="wechat",outcome="mismatch"} 1.0')
+    assert await metric(relay, 'payrelay_webhooks_total{gateway="wechat-pay-native",outcome="mismatch"} 1.0')

@@ -29,8 +29,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from adapters.stripe import StripeAdapter
-from service import money
+from adapters import money
+from adapters.stripe.adapter import StripeAdapter
 from tests.conftest import API_KEY, Relay, StartRelay
 
 # Per operation, per mode (valid / invalid), per target (random or real payment ids): ~1000 requests

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service import money
+from adapters import money
 from tests.test_currencies import expected_iso_exponent
 
 

@@ -16,6 +16,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from adapters.base import CreateRequest, GatewayState, Money, PaymentRef, Status, map_state
+from adapters.config import Secret
 from adapters.errors import (
     GatewayProtocolError,
     GatewayRefused,
@@ -23,11 +24,10 @@ from adapters.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
-from adapters.stripe import StripeAdapter
 from adapters.stripe import transformers as tx
+from adapters.stripe.adapter import StripeAdapter
 from sandbox.runner import free_port, serving
 from sandbox.stripe import CheckoutError, StripeEmulator
-from service.settings import Secret
 from tests.fixtures_stripe import MakeAdapter, Receiver
 
 _counter = iter(range(10**6))

@@ -20,8 +20,9 @@ from adapters.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
-from adapters.wechat import WechatAdapter, qr
+from adapters.wechat import qr
 from adapters.wechat import transformers as wx
+from adapters.wechat.adapter import WechatAdapter
 from sandbox.runner import free_port
 from sandbox.wechat import PaymentRefused, WechatEmulator
 from tests.fixtures_wechat import CallbackReceiver, official_sdk, stranger_key, wechat_config
@@ -490,13 +491,13 @@ def test_class_facts() -> None:
 
 
 def test_the_registry_builds_it(wechat_emulator: WechatEmulator) -> None:
-    from adapters import build_adapters
+    from adapters.registry import build_adapters
     from service.settings import Settings
 
     settings = Settings.from_env(
         {**wechat_emulator.env(), "PAYRELAY_API_KEYS": "t:k", "PAYRELAY_PUBLIC_URL": "https://relay.example"}
     )
-    adapter = build_adapters(settings)["wechat-pay-native"]
+    adapter = build_adapters(settings.gateways, settings.public_url)["wechat-pay-native"]
     assert isinstance(adapter, WechatAdapter)
     assert adapter.notify_url == "https://relay.example/webhooks/wechat"
 
@@ -520,7 +521,7 @@ def test_sdk_keeps_its_base_url_in_core_gate_way(wechat_emulator: WechatEmulator
     assert sdk._core._client is None  # not opened yet: __aenter__ opens it, after we set the base
     adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9")
     assert adapter._sdk._core._gate_way == wechat_emulator.base_url
-    default = WechatAdapter(replace(wechat_config(wechat_emulator), api_base=None), "http://127.0.0.1:9")
+    default = WechatAdapter(replace(wechat_config(wechat_emulator), api_base=None), "https://relay.example")
     assert default._sdk._core._gate_way == "https://api.mch.weixin.qq.com"
 
 

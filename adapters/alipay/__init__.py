@@ -1,5 +1,2 @@
-"""Alipay page pay: ``adapter`` holds the mechanics, ``transformers`` what is shaped like Alipay."""
-
-from adapters.alipay.adapter import AlipayAdapter
-
-__all__ = ["AlipayAdapter"]
+"""Alipay page pay (``alipay-page``): ``config`` its settings, ``adapter`` the mechanics,
+``transformers`` what is shaped like Alipay. Importing the package loads no SDK (``adapters.registry``)."""

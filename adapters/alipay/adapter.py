@@ -32,18 +32,19 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from adapters import registry
 from adapters.alipay import transformers
 from adapters.base import Adapter, Created, CreateRequest, GatewayState, PaymentRef, WebhookEvent, WebhookReply
+from adapters.config import GatewayConfigError
 from adapters.errors import (
     GatewayProtocolError,
     GatewayUnavailable,
     WebhookPayloadError,
     WebhookSignatureError,
 )
-from service.settings import SettingsError
 
 if TYPE_CHECKING:
-    from service.settings import AlipayConfig
+    from adapters.alipay.config import AlipayConfig
 
 PRODUCTION_GATEWAY = "https://openapi.alipay.com/gateway.do"
 # DER DigestInfo prefix for SHA-256 without the NULL parameter. RFC 8017 lets it be absent;
@@ -115,8 +116,8 @@ def point_sdk_at(client: Any, gateway_url: str) -> None:
 
 
 class AlipayAdapter(Adapter):
-    gateway_type = "alipay-page"
-    webhook_name = "alipay"
+    gateway_type = registry.ALIPAY.name
+    webhook_name = registry.ALIPAY.webhook
     currencies = frozenset({transformers.CURRENCY})
     supports_offline = False
 
@@ -134,7 +135,8 @@ class AlipayAdapter(Adapter):
         except ValueError:
             public_key = None
         if not isinstance(public_key, rsa.RSAPublicKey):
-            raise SettingsError("PAYRELAY_ALIPAY_PUBLIC_KEY is not an RSA public key (PEM or bare base64)")
+            raise GatewayConfigError("PAYRELAY_ALIPAY_PUBLIC_KEY is not an RSA public key (PEM or bare base64)",
+                                     variable="PAYRELAY_ALIPAY_PUBLIC_KEY")
         self._alipay_key = public_key
         private_pem = _pem(config.private_key.reveal(), "PRIVATE KEY")
         try:
@@ -151,8 +153,9 @@ class AlipayAdapter(Adapter):
             )
         except (ValueError, IndexError, TypeError, UnsupportedAlgorithm):
             # from None: nothing about the key's content may travel on in a traceback
-            raise SettingsError(
-                "PAYRELAY_ALIPAY_PRIVATE_KEY is not an RSA private key (PEM or bare base64)"
+            raise GatewayConfigError(
+                "PAYRELAY_ALIPAY_PRIVATE_KEY is not an RSA private key (PEM or bare base64)",
+                variable="PAYRELAY_ALIPAY_PRIVATE_KEY",
             ) from None
         point_sdk_at(self._client, self._gateway_url)
 

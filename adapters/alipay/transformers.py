@@ -23,8 +23,8 @@ from adapters.errors import (
     WebhookMismatch,
     WebhookPayloadError,
 )
+from adapters.money import AmountError, to_major, to_minor
 from adapters.text import cut_utf16
-from service.money import AmountError, to_major, to_minor
 
 GATEWAY = "Alipay"
 CURRENCY = "CNY"

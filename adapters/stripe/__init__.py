@@ -1,5 +1,2 @@
-"""Stripe Checkout (``stripe-connect``): ``adapter`` holds the mechanics, ``transformers`` Stripe's shapes."""
-
-from adapters.stripe.adapter import StripeAdapter
-
-__all__ = ["StripeAdapter"]
+"""Stripe Checkout (``stripe-connect``): ``config`` its settings, ``adapter`` the mechanics,
+``transformers`` Stripe's shapes. Importing the package loads no SDK (``adapters.registry``)."""

@@ -25,7 +25,7 @@ import anyio
 import httpx
 import stripe
 
-from adapters import wire
+from adapters import registry, wire
 from adapters.base import Adapter, Created, CreateRequest, GatewayState, PaymentRef, Status, WebhookEvent, WebhookReply
 from adapters.errors import (
     GatewayProtocolError,
@@ -37,7 +37,7 @@ from adapters.errors import (
 from adapters.stripe import transformers as tx
 
 if TYPE_CHECKING:
-    from service.settings import StripeConfig
+    from adapters.stripe.config import StripeConfig
 
 TIMEOUT = 10.0  # seconds per API call
 WEBHOOK_TOLERANCE = 300  # seconds a webhook's timestamp may be old (the SDK's check)
@@ -88,8 +88,8 @@ class _Declined(GatewayRefused):
 
 
 class StripeAdapter(Adapter):
-    gateway_type = "stripe-connect"
-    webhook_name = "stripe"
+    gateway_type = registry.STRIPE.name
+    webhook_name = registry.STRIPE.webhook
     currencies = tx.CURRENCIES
     amount_steps = tx.AMOUNT_STEPS
     supports_offline = True

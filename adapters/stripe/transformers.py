@@ -16,9 +16,9 @@ from typing import Any
 from stripe.params import PaymentIntentCreateParams
 from stripe.params.checkout import SessionCreateParams
 
+from adapters import money
 from adapters.base import Created, CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
 from adapters.errors import GatewayProtocolError, UnsupportedOperation, WebhookPayloadError
-from service import money
 
 GATEWAY = "Stripe"
 MIN_EXPIRY = 30 * 60  # Stripe: expires_at 30 minutes …

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 
-from adapters import wire
+from adapters import registry, wire
 from adapters.base import (
     Adapter,
     Created,
@@ -38,6 +38,7 @@ from adapters.base import (
     WebhookEvent,
     WebhookReply,
 )
+from adapters.config import GatewayConfigError
 from adapters.errors import (
     GatewayProtocolError,
     GatewayUnavailable,
@@ -49,7 +50,7 @@ from adapters.errors import (
 from adapters.wechat import transformers as wx
 
 if TYPE_CHECKING:
-    from service.settings import WechatConfig
+    from adapters.wechat.config import WechatConfig
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 WEBHOOK_TOLERANCE = 300  # seconds a callback's timestamp may be off, either way
@@ -102,21 +103,28 @@ def _public_key(text: str) -> rsa.RSAPublicKey:
     try:
         key = serialization.load_pem_public_key(pem.encode())
     except ValueError:
-        raise ValueError("PAYRELAY_WECHAT_PUBLIC_KEY is not an RSA public key") from None
+        raise GatewayConfigError("PAYRELAY_WECHAT_PUBLIC_KEY is not an RSA public key",
+                                 variable="PAYRELAY_WECHAT_PUBLIC_KEY") from None
     if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError("PAYRELAY_WECHAT_PUBLIC_KEY is not an RSA public key")
+        raise GatewayConfigError("PAYRELAY_WECHAT_PUBLIC_KEY is not an RSA public key",
+                                 variable="PAYRELAY_WECHAT_PUBLIC_KEY")
     return key
 
 
 class WechatAdapter(Adapter):
-    gateway_type = "wechat-pay-native"
-    webhook_name = "wechat"
+    gateway_type = registry.WECHAT.name
+    webhook_name = registry.WECHAT.webhook
     currencies = frozenset({"CNY"})
     supports_offline = False
 
     def __init__(self, config: WechatConfig, public_url: str, timeout: tuple[float, float] = TIMEOUT) -> None:
         self.config = config
         self.notify_url = public_url.rstrip("/") + "/webhooks/" + self.webhook_name
+        if config.api_base is None and not self.notify_url.startswith("https://"):
+            raise GatewayConfigError(
+                f"PAYRELAY_PUBLIC_URL must be https:// with WeChat Pay: it refuses the notify_url {self.notify_url}",
+                variable="PAYRELAY_PUBLIC_URL",
+            )
         self._platform_key = _public_key(config.public_key)
         self._aead = AESGCM(config.apiv3_key.reveal().encode())
         try:
@@ -124,7 +132,8 @@ class WechatAdapter(Adapter):
         except RuntimeError:
             raise
         except Exception as exc:  # the SDK says only "failed to load private key." and the like
-            raise ValueError(f"WeChat Pay settings rejected by the SDK: {exc}") from None
+            raise GatewayConfigError(f"WeChat Pay settings rejected by the SDK: {exc}",
+                                     variable="PAYRELAY_WECHAT_PRIVATE_KEY") from None
         self._opened = False
         self._open_lock = asyncio.Lock()
 
