@@ -153,12 +153,14 @@ class Adapter(abc.ABC):
         """Verify and parse one webhook. None: verified but not about a payment we track
         (an event type we do not use). Raises WebhookSignatureError / WebhookPayloadError."""
 
+    @classmethod
     @abc.abstractmethod
-    def webhook_ok(self) -> WebhookReply:
+    def webhook_ok(cls) -> WebhookReply:
         """Handled: verified and applied, or a duplicate, stale or unknown event."""
 
+    @classmethod
     @abc.abstractmethod
-    def webhook_fail(self, status_code: int, message: str) -> WebhookReply:
+    def webhook_fail(cls, status_code: int, message: str) -> WebhookReply:
         """Not handled: 400 rejected (forged, malformed), 503 not stored (the gateway retries)."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional: adapters without connections keep it

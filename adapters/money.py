@@ -18,8 +18,8 @@ EXPONENTS: Mapping[str, int] = types.MappingProxyType({
     currency.code: currency.exponent for currency in iso4217.Currency if currency.exponent is not None
 })
 
-_DECIMAL = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
-_INTEGER = re.compile(r"[1-9][0-9]*")
+DECIMAL = re.compile(r"(0|[1-9][0-9]*)(?:\.([0-9]+))?")
+INTEGER = re.compile(r"[1-9][0-9]*")
 MAX_MINOR = 10**15  # far beyond any gateway's limit; keeps amounts exact in Lua's doubles too
 
 
@@ -37,7 +37,7 @@ def exponent(currency: str) -> int:
 def to_minor(amount: str, currency: str) -> int:
     """'25.00' USD → 2500. Rejects blanks, signs, exponents, zero and excess fraction digits."""
     digits = exponent(currency)
-    match = _DECIMAL.fullmatch(amount)
+    match = DECIMAL.fullmatch(amount)
     if match is None:
         raise AmountError("must be a plain positive decimal such as \"25.00\"")
     whole, fraction = match.group(1), match.group(2) or ""
@@ -49,7 +49,7 @@ def to_minor(amount: str, currency: str) -> int:
 
 def parse_minor(amount: str) -> int:
     """'2500' → 2500, for PAYRELAY_AMOUNT_UNIT=minor."""
-    if _INTEGER.fullmatch(amount) is None:
+    if INTEGER.fullmatch(amount) is None:
         raise AmountError("must be a positive whole number of minor units such as \"2500\"")
     return _checked(int(amount))
 

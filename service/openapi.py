@@ -10,23 +10,88 @@ Cloudreve bridge; tests check real answers against them.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from adapters import money
+from adapters import money, registry
+from adapters.base import Adapter, Status, WebhookReply
 from adapters.registry import GATEWAY_TYPES
+from service import keys, states
 from service.settings import Settings
-from service.validation import MAX_DESCRIPTION, MAX_URL
+from service.validation import CONTROLS, CURRENCY, MAX_DESCRIPTION, MAX_TRANSACTION_ID, MAX_URL, TRANSACTION_ID
 
 Schema = dict[str, Any]
 
-STATUSES = ["waiting", "processing", "succeeded", "failed", "closed"]
-PAYMENT_ID = r"^pr_[0-9a-f]{2}[0-9A-Za-z]{24}$"
+PAYMENT_ID = f"^{keys.PAYMENT_ID.pattern}$"
 _URL = r"^[hH][tT][tT][pP][sS]?://\S+$"  # scheme is case-insensitive (urlsplit lowers it)
 _DATE_TIME = {"type": "string", "format": "date-time"}
+
+
+def _whole(pattern: re.Pattern[str]) -> str:
+    """A pattern the code uses with ``fullmatch``, anchored as JSON Schema needs it."""
+    return f"^{pattern.pattern}$"
+
+
+def _listed(words: Iterable[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    *rest, last = words
+    return f"{', '.join(rest)} and {last}" if rest else last
+
+
+def _adapters() -> list[type[Adapter]]:
+    return [gateway.adapter() for gateway in registry.GATEWAYS]
+
+
+def _which(has: Callable[[type[Adapter]], bool]) -> str:
+    """The gateways whose adapter ``has`` a capability."""
+    return _listed(adapter.gateway_type for adapter in _adapters() if has(adapter))
+
+
+def _currency_rules() -> str:
+    """The gateways that take a few currencies only, grouped by those currencies."""
+    by_currencies: dict[tuple[str, ...], list[str]] = {}
+    for adapter in _adapters():
+        if adapter.currencies is not None and len(adapter.currencies) <= 3:
+            by_currencies.setdefault(tuple(sorted(adapter.currencies)), []).append(adapter.gateway_type)
+    rules = [f"{_listed(names)} take{'s' if len(names) == 1 else ''} {_listed(codes)} only"
+             for codes, names in by_currencies.items()]
+    return "; ".join(rules) + "."
+
+
+def _step_rules() -> str:
+    rules = []
+    for adapter in _adapters():
+        by_step: dict[str, list[str]] = {}
+        for currency, step in sorted(adapter.amount_steps.items()):
+            by_step.setdefault(money.to_major(step, currency), []).append(currency)
+        rules += [f"{adapter.gateway_type} takes {_listed(codes)} only in steps of {step}"
+                  for step, codes in by_step.items()]
+    return " ".join(f"{rule}." for rule in rules)
+
+
+def _moves() -> str:
+    """The state machine as the storage app sees it (``service.states``), the late move apart."""
+    shown = [state for state in states.PaymentState if states.public(state) is state]
+    moves = []
+    for state in shown:
+        targets = [t.value for t in states.PaymentState if t in states.MOVES[state] and (state, t) != states.LATE]
+        if targets:
+            moves.append(f"{state.value} → {' | '.join(targets)}")
+    late = f"{states.LATE[0].value} → {states.LATE[1].value} only on verified late payment (latePayment)"
+    return "; ".join(moves) + f". {late}."
+
+
+def _reply_schema(reply: WebhookReply) -> Schema:
+    """A gateway's acknowledgement or refusal: JSON objects with the fields it sends, or text."""
+    if reply.media_type == "application/json":
+        return {"type": "object", "required": sorted(json.loads(reply.body))}
+    return {"type": "string"}
 
 
 def _ref(name: str) -> Schema:
@@ -43,23 +108,23 @@ def _amount_request(amount_unit: str) -> Schema:
             "description": "Integer minor units (PAYRELAY_AMOUNT_UNIT=minor), as a number or a string.",
             "oneOf": [
                 {"type": "integer", "minimum": 1, "maximum": money.MAX_MINOR - 1},
-                {"type": "string", "pattern": r"^[1-9][0-9]*$"},
+                {"type": "string", "pattern": _whole(money.INTEGER)},
             ],
             "examples": [2500],
         }
     return {
         "type": "string",
-        "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]+)?$",
+        "pattern": _whole(money.DECIMAL),
         "description": "A decimal in the currency's major unit: no sign, exponent or blanks, not zero, "
                        "at most as many fraction digits as the currency has (JPY 0, USD 2, BHD 3). "
-                       "stripe-connect takes BHD, JOD, KWD, OMR and TND only in steps of 0.010.",
+                       + _step_rules(),
         "examples": ["25.00"],
     }
 
 
 def _amount_response(amount_unit: str) -> Schema:
     if amount_unit == "minor":
-        return {"type": "string", "pattern": r"^[1-9][0-9]*$", "description": "Integer minor units."}
+        return {"type": "string", "pattern": _whole(money.INTEGER), "description": "Integer minor units."}
     return {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "description": "In the currency's major unit."}
 
 
@@ -72,13 +137,14 @@ def _transaction_request(amount_unit: str) -> Schema:
                      "completePayRedirectUrl", "cancelPayRedirectUrl", "onlineScenario"],
         "properties": {
             "transactionId": {
-                "type": "string", "minLength": 1, "maxLength": 64, "pattern": r"^[!-~]{1,64}$",
-                "description": "The business transaction's id: 1–64 printable ASCII characters, no spaces. "
+                "type": "string", "minLength": 1, "maxLength": MAX_TRANSACTION_ID, "pattern": _whole(TRANSACTION_ID),
+                "description": f"The business transaction's id: 1–{MAX_TRANSACTION_ID} printable ASCII characters, "
+                               "no spaces. "
                                "Unique per API client: the same id again answers the same payment.",
             },
             "amount": _amount_request(amount_unit),
             "currency": {"type": "string", "enum": sorted(money.EXPONENTS),
-                         "description": "ISO 4217, upper case. alipay-page and wechat-pay-native take CNY only."},
+                         "description": "ISO 4217, upper case. " + _currency_rules()},
             "date": {"type": "string", "description": "The business transaction's date: ISO 8601 date or "
                                                       "date-time. Stored and echoed.",
                      "examples": ["2026-11-21", "2026-11-21T10:00:00+08:00"]},
@@ -86,22 +152,25 @@ def _transaction_request(amount_unit: str) -> Schema:
                                    "description": "A type this payrelay has not configured: 400 "
                                                   "gateway_not_configured."},
             "completePayRedirectUrl": {**url, "description": "Absolute http(s) URL the customer returns to "
-                                                             "after paying; https for stripe-connect; its host "
-                                                             "must be in PAYRELAY_REDIRECT_HOSTS when set."},
+                                                             "after paying; https for "
+                                                             f"{_which(lambda a: a.requires_https_redirects)}; "
+                                                             "its host must be in PAYRELAY_REDIRECT_HOSTS when set."},
             "cancelPayRedirectUrl": {**url, "description": "Like completePayRedirectUrl, for a customer who "
                                                            "gives up."},
             "onlineScenario": {"type": "boolean", "description": "true: the customer pays now at paymentUrl. "
                                                                  "false: an off-session charge on the method saved "
-                                                                 "earlier (stripe-connect only)."},
+                                                                 f"earlier ({_which(lambda a: a.supports_offline)} "
+                                                                 "only)."},
             "supportOfflineScenario": {"type": ["boolean", "null"],
                                        "description": "Save the payment method for off-session charges "
-                                                      "(stripe-connect only). null: false."},
+                                                      f"({_which(lambda a: a.supports_offline)} only). "
+                                                      "null: false."},
             "customerIdentifier": {"type": ["string", "null"],
                                    "description": "A phone number, an email address or a UUID; an email for "
-                                                  "stripe-connect. Required with supportOfflineScenario or "
-                                                  "onlineScenario false."},
+                                                  f"{_which(lambda a: a.customer_must_be_email)}. Required with "
+                                                  "supportOfflineScenario or onlineScenario false."},
             "description": {"type": ["string", "null"], "maxLength": MAX_DESCRIPTION,
-                            "pattern": r"^[^\x00-\x1f]*$",
+                            "pattern": f"^[^{CONTROLS}]*$",
                             "description": "Shown to the customer, cut to each gateway's limit; no control "
                                            "characters."},
             "notifyUrl": {**_nullable(url), "description": "Overrides the client's notification URL "
@@ -138,7 +207,7 @@ def _payment(amount_unit: str) -> Schema:
             **created["properties"],
             "transactionId": {"type": "string"},
             "amount": _amount_response(amount_unit),
-            "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+            "currency": {"type": "string", "pattern": _whole(CURRENCY)},
             "paymentGatewayType": {"type": "string", "enum": list(GATEWAY_TYPES)},
             "description": {"type": "string"},
             "customerIdentifier": {"type": ["string", "null"]},
@@ -203,9 +272,7 @@ def _delivery() -> Schema:
 def _components(amount_unit: str) -> Schema:
     return {
         "schemas": {
-            "Status": {"type": "string", "enum": STATUSES,
-                       "description": "waiting → processing → succeeded | failed; waiting/processing → closed. "
-                                      "closed → succeeded only on verified late payment (latePayment)."},
+            "Status": {"type": "string", "enum": [status.value for status in Status], "description": _moves()},
             "TransactionRequest": _transaction_request(amount_unit),
             "CreatedPayment": _created(),
             "Payment": _payment(amount_unit),
@@ -322,23 +389,24 @@ def _paths() -> dict[str, Schema]:
             404, operationId=f"qrcode{extension.title()}", parameters=[payment_id],
             description="404 no_qr_code for payments of other gateways.",
         )}
-    webhook_answers = {
-        "stripe": ("application/json", {"type": "object"}, "200"),
-        "alipay": ("text/plain", {"type": "string"}, "200"),
-        "wechat": ("application/json", {"type": "object", "required": ["code", "message"]}, "204"),
-    }
-    for name, (media_type, schema, ok) in webhook_answers.items():
-        answer = {"headers": _TRACE, "content": {media_type: {"schema": schema}}}
+    for entry in registry.GATEWAYS:
+        adapter = entry.adapter()
+        ok, refused = adapter.webhook_ok(), adapter.webhook_fail(400, "why")
+        refusal = {"headers": _TRACE, "content": {refused.media_type: {"schema": _reply_schema(refused)}}}
+        acknowledged: Schema = {"headers": _TRACE}
+        if ok.media_type:
+            acknowledged["content"] = {ok.media_type: {"schema": _reply_schema(ok)}}
         responses: dict[str, Schema] = {
-            ok: {"description": "Verified and applied (or a duplicate, stale or unknown event: acknowledged)",
-                 "headers": _TRACE, **({"content": answer["content"]} if ok == "200" else {})},
-            "400": {"description": "Not verified or not understood, in the gateway's format", **answer},
-            "503": {"description": "Redis unavailable: the gateway retries later", **answer},
+            str(ok.status_code): {
+                "description": "Verified and applied (or a duplicate, stale or unknown event: acknowledged)",
+                **acknowledged},
+            "400": {"description": "Not verified or not understood, in the gateway's format", **refusal},
+            "503": {"description": "Redis unavailable: the gateway retries later", **refusal},
             **_problems(404),
         }
-        paths[f"/webhooks/{name}"] = {"post": {
-            "summary": f"{name.title()} webhook: verified, deduplicated, applied; answered in {name.title()}'s format",
-            "operationId": f"{name}Webhook",
+        paths[f"/webhooks/{entry.webhook}"] = {"post": {
+            "summary": f"{entry.label} webhook: verified, deduplicated, applied; answered in {entry.label}'s format",
+            "operationId": f"{entry.webhook}Webhook",
             "description": "404 when that gateway is not configured.",
             "requestBody": {"required": True, "content": {"*/*": {"schema": {}}}},
             "responses": responses,

@@ -21,12 +21,14 @@ FIELDS = frozenset({
     "cancelPayRedirectUrl", "onlineScenario", "supportOfflineScenario", "customerIdentifier",
     "description", "notifyUrl",
 })
-_TRANSACTION_ID = re.compile(r"[\x21-\x7e]{1,64}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
+MAX_TRANSACTION_ID = 64
+TRANSACTION_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_TRANSACTION_ID}}}")  # printable ASCII, no spaces
+CURRENCY = re.compile(r"[A-Z]{3}")
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f-\x9f]{1,64}"  # the local part: no spaces, no controls
                     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+")
 _PHONE = re.compile(r"\+?[0-9][0-9 ()-]{5,22}[0-9]")
-_CONTROL = re.compile("[\x00-\x1f]")
+CONTROLS = r"\x00-\x1f"  # C0: never in a text field
+_CONTROL = re.compile(f"[{CONTROLS}]")
 _URL_CONTROL = re.compile("[\x7f-\x9f]")  # DEL, C1: never raw in a URL (RFC 3986); C0 and spaces are refused already
 MAX_DESCRIPTION = 1000
 MAX_URL = 2048
@@ -161,7 +163,7 @@ def parse_transaction(
 
     transaction_id = _string(body, "transactionId")
     assert transaction_id is not None
-    if not _TRANSACTION_ID.fullmatch(transaction_id):
+    if not TRANSACTION_ID.fullmatch(transaction_id):
         raise _invalid("transactionId", "must be 1 to 64 printable ASCII characters without spaces")
 
     gateway = _string(body, "paymentGatewayType")
@@ -175,7 +177,7 @@ def parse_transaction(
 
     currency = _string(body, "currency")
     assert currency is not None
-    if not _CURRENCY.fullmatch(currency) or currency not in money.EXPONENTS:
+    if not CURRENCY.fullmatch(currency) or currency not in money.EXPONENTS:
         raise _invalid("currency", "must be an ISO 4217 code in upper case, such as USD")
     if adapter.currencies is not None and currency not in adapter.currencies:
         takes = sorted(adapter.currencies)

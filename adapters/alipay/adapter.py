@@ -234,10 +234,12 @@ class AlipayAdapter(Adapter):
         """Alipay's RSA2 signature over the notification's signed content."""
         return rsa2_verifies(self._alipay_key, transformers.signed_content(fields).encode(), sign)
 
-    def webhook_ok(self) -> WebhookReply:
+    @classmethod
+    def webhook_ok(cls) -> WebhookReply:
         return WebhookReply(200, b"success", "text/plain")  # Alipay retries unless it reads exactly this
 
-    def webhook_fail(self, status_code: int, message: str) -> WebhookReply:
+    @classmethod
+    def webhook_fail(cls, status_code: int, message: str) -> WebhookReply:
         return WebhookReply(status_code, f"fail: {message}".encode(), "text/plain")
 
 

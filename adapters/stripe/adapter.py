@@ -249,9 +249,11 @@ class StripeAdapter(Adapter):
         if int(stamps[0]) > time.time() + FUTURE_TOLERANCE:
             raise WebhookSignatureError("the Stripe-Signature timestamp is in the future")
 
-    def webhook_ok(self) -> WebhookReply:
+    @classmethod
+    def webhook_ok(cls) -> WebhookReply:
         return WebhookReply(200, b'{"received": true}', "application/json")
 
-    def webhook_fail(self, status_code: int, message: str) -> WebhookReply:
+    @classmethod
+    def webhook_fail(cls, status_code: int, message: str) -> WebhookReply:
         return WebhookReply(status_code, json.dumps({"error": message}).encode(), "application/json")
 

@@ -297,9 +297,11 @@ class WechatAdapter(Adapter):
             raise WebhookPayloadError("the decrypted transaction is not a JSON object")
         return tx
 
-    def webhook_ok(self) -> WebhookReply:
+    @classmethod
+    def webhook_ok(cls) -> WebhookReply:
         return WebhookReply(204)
 
-    def webhook_fail(self, status_code: int, message: str) -> WebhookReply:
+    @classmethod
+    def webhook_fail(cls, status_code: int, message: str) -> WebhookReply:
         body = json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False).encode()
         return WebhookReply(status_code, body, "application/json")
