@@ -73,7 +73,7 @@ TARGETS: dict[str, Target] = {
         data=(
             ("adapters/stripe/transformers.py", r'^(ZERO_DECIMAL|THREE_DECIMAL|HUNDREDTHS) = |^ +"XAF"'),
             ("adapters/stripe/transformers.py", r'"ISK": 100'),
-            ("sandbox/stripe.py", r'^(ZERO_DECIMAL|THREE_DECIMAL) = |^ +"vuv"|"isk": 100'),
+            ("sandbox/stripe/currencies.py", r'^(ZERO_DECIMAL|THREE_DECIMAL) = |^ +"vuv"|"isk": 100'),
         ),
         constants=(
             ("adapters/money.py", "MAX_MINOR = 10**15", "MAX_MINOR = 10**16"),
@@ -84,7 +84,7 @@ TARGETS: dict[str, Target] = {
              "{currency: 1 for currency in THREE_DECIMAL}"),
             ("adapters/stripe/transformers.py", "if (step := _amount_step(currency)) > 1",
              "if (step := _amount_step(currency)) > 0"),
-            ("sandbox/stripe.py", "{currency: 10 for currency in THREE_DECIMAL}",
+            ("sandbox/stripe/currencies.py", "{currency: 10 for currency in THREE_DECIMAL}",
              "{currency: 1 for currency in THREE_DECIMAL}"),
         ),
     ),

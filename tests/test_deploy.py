@@ -488,9 +488,9 @@ def test_dockerfile_copies_what_the_package_needs(dockerfile: list[tuple[str, st
         if not args.startswith("--from"):
             copied.update(Path(part).parts[0] for part in args.split()[:-1])
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    packages = re.search(r"^packages = \[(.*)\]", pyproject, re.M)
+    packages = re.search(r"^include = \[(.*)\]", pyproject, re.M)  # [tool.setuptools.packages.find]
     assert packages
-    top_level = {name.strip(' "').split(".")[0] for name in packages.group(1).split(",")}
+    top_level = {name.strip(' "*') for name in packages.group(1).split(",")}
     readme = re.search(r'^readme = "(.+)"', pyproject, re.M)
     assert top_level | {"pyproject.toml", readme.group(1) if readme else "pyproject.toml"} <= copied
     ignored = {

@@ -1,0 +1,135 @@
+"""The hosted checkout page ``/c/pay/{id}`` (sandbox/templates/stripe_checkout.html) and what the
+customer's actions on it do: pay by card, start a bank transfer and settle it, decline, cancel."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+from string import Template
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from sandbox.stripe.api import _new_id
+from sandbox.stripe.currencies import display_amount
+
+PAGE_PREFIX = "/c/pay/"
+_TEMPLATE = Path(__file__).parent.parent / "templates" / "stripe_checkout.html"
+
+
+class Checkout:
+    """Mixed into ``StripeEmulator``: the page's two routes and the session changes behind them."""
+
+    def _complete(self, session: dict[str, Any], *, paid: bool) -> None:
+        """The customer paid by card (paid) or started a bank transfer (complete but unpaid)."""
+        account = self._owner[session["id"]]
+        usage = self._setup_usage[session["id"]]
+        email = session["customer_email"] or "customer@example.com"
+        if session["customer"] is None and (usage or session["customer_creation"] == "always"):
+            session["customer"] = self._new_customer(account, email)["id"]
+        method = self._new_method(account, "card" if paid else "us_bank_account", None, email)
+        if usage and paid:
+            method["customer"] = session["customer"]
+        data = self._intent_data[session["id"]]
+        intent = self._new_intent(
+            account, amount=session["amount_total"], currency=session["currency"], customer=session["customer"],
+            payment_method=method["id"], setup_future_usage=usage, metadata=dict(data["metadata"]),
+            description=data["description"], status="succeeded" if paid else "processing",
+            amount_received=session["amount_total"] if paid else 0,
+            latest_charge=_new_id("ch_", 24),
+        )
+        session.update(status="complete", payment_status="paid" if paid else "unpaid", url=None,
+                       payment_intent=intent["id"], customer_details={"email": email, "name": None})
+        self._event("checkout.session.completed", session)
+
+    def _settle(self, session: dict[str, Any], paid: bool) -> None:
+        intent = self.payment_intents[session["payment_intent"]]
+        if paid:
+            intent.update(status="succeeded", amount_received=intent["amount"])
+            session["payment_status"] = "paid"
+            if intent["setup_future_usage"]:
+                self.payment_methods[intent["payment_method"]]["customer"] = session["customer"]
+            self._event("checkout.session.async_payment_succeeded", session)
+        else:
+            intent.update(status="requires_payment_method", last_payment_error={
+                "type": "invalid_request_error", "code": "bank_account_unusable",
+                "message": "The bank transfer failed."})
+            self._event("checkout.session.async_payment_failed", session)
+
+    def _pending(self, session: dict[str, Any]) -> bool:
+        """Complete, unpaid and its bank transfer still in flight."""
+        intent = self.payment_intents.get(session["payment_intent"] or "")
+        return session["status"] == "complete" and intent is not None and intent["status"] == "processing"
+
+    async def _page(self, request: Request) -> Response:
+        session = self.sessions.get(request.path_params["id"])
+        if session is None:
+            return HTMLResponse(self._render_missing(), 404)
+        self._expire_if_due(session)
+        await self._flush()
+        return HTMLResponse(self._render(session))
+
+    async def _page_action(self, request: Request) -> Response:
+        session = self.sessions.get(request.path_params["id"])
+        if session is None:
+            return HTMLResponse(self._render_missing(), 404)
+        self._expire_if_due(session)
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        action = form.get("action", "")
+        if action in ("pay", "delayed", "decline", "cancel") and session["status"] != "open":
+            await self._flush()
+            return HTMLResponse(self._render(session, "This Checkout Session can no longer be paid.", True), 400)
+        if action in ("settle_paid", "settle_failed") and not self._pending(session):
+            return HTMLResponse(self._render(session, "There is no bank transfer in flight to settle.", True), 400)
+        if action in ("pay", "delayed"):
+            self._complete(session, paid=action == "pay")
+            await self._flush()
+            target = session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"])
+            return RedirectResponse(target, 303)
+        if action == "decline":
+            return HTMLResponse(self._render(session, "Your card was declined. Try another card.", True))
+        if action == "cancel":
+            return RedirectResponse(session["cancel_url"] or request.url.path, 303)
+        if action in ("settle_paid", "settle_failed"):
+            self._settle(session, paid=action == "settle_paid")
+            await self._flush()
+            return HTMLResponse(self._render(session))
+        return HTMLResponse(self._render(session, f"Unknown action {action!r}.", True), 400)
+
+    def _render(self, session: dict[str, Any], notice: str = "", error: bool = False) -> str:
+        action = f"{PAGE_PREFIX}{session['id']}"
+        amount = display_amount(session["amount_total"], session["currency"])
+        buttons: list[tuple[str, str, bool]] = []
+        intent = self.payment_intents.get(session["payment_intent"] or "")
+        if session["status"] == "open":
+            buttons = [("pay", f"Pay {amount}", False), ("delayed", "Pay with bank transfer (delayed)", False),
+                       ("decline", "Decline (card 4000 0000 0000 0002)", True), ("cancel", "Cancel", True)]
+        elif self._pending(session):
+            notice = notice or "Bank transfer initiated: the payment completes when the funds arrive."
+            buttons = [("settle_paid", "Funds arrive (settle as paid)", False),
+                       ("settle_failed", "Transfer fails (settle as failed)", True)]
+        elif session["status"] == "expired":
+            notice, error = notice or "This Checkout Session has expired and can no longer be paid.", True
+        elif session["payment_status"] == "paid":
+            notice = notice or "Payment complete. Thank you!"
+        elif intent is not None and intent["status"] == "requires_payment_method":
+            notice, error = notice or "The bank transfer failed.", True
+        forms = "\n  ".join(
+            f'<form method="post" action="{escape(action)}"><input type="hidden" name="action" value="{name}">'
+            f'<button type="submit"{" class=secondary" if secondary else ""}>{escape(label)}</button></form>'
+            for name, label, secondary in buttons
+        )
+        notice_html = (f'<p class="notice{" error" if error else ""}" role="status">{escape(notice)}</p>'
+                       if notice else "")
+        return Template(_TEMPLATE.read_text(encoding="utf-8")).substitute(
+            title=escape("Pay " + (session["client_reference_id"] or "")).strip(),
+            amount=escape(amount), description=escape(self._descriptions.get(session["id"], "")),
+            email=escape(session["customer_email"] or "—"), session_id=escape(session["id"]),
+            notice=notice_html, actions=forms,
+        )
+
+    @staticmethod
+    def _render_missing() -> str:
+        return "<!doctype html><title>Not found</title><p>This Checkout Session does not exist.</p>"
