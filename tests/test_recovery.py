@@ -22,9 +22,9 @@ from service.runtime import Runtime
 from service.settings import Client
 from service.validation import parse_transaction
 from tests.conftest import API_KEY, Relay, StartRelay
+from tests.helpers import create, eventually, order, status_of
 from tests.receiver import Receiver
 from tests.relay_process import RelayProcess
-from tests.test_contract import create, eventually, order, status_of
 
 CUT_OFF_MS = keys.CREATING_LEASE_MS + 5_000  # reserved this long ago: its holder's lease has run out
 
