@@ -62,6 +62,26 @@ async def create(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
     return answer.json()  # type: ignore[no-any-return]
 
 
+MISSING = ...  # valid(field=MISSING): the field left out
+
+
+def valid(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "transactionId": f"order-{uuid.uuid4().hex[:12]}",
+        "amount": "25.00",
+        "currency": "USD",
+        "date": "2026-11-21",
+        "paymentGatewayType": "stripe-connect",
+        "completePayRedirectUrl": "https://shop.example/done",
+        "cancelPayRedirectUrl": "https://shop.example/cancel",
+        "onlineScenario": True,
+        "customerIdentifier": "buyer@example.com",
+        "description": "10 GB storage pack",
+    }
+    body.update(changes)
+    return {k: v for k, v in body.items() if v is not ...}
+
+
 # -- records in the store (tests/test_store.py, tests/test_transition.py) -------------------------
 
 NOW = 1_900_000_000_000
@@ -90,6 +110,15 @@ async def opened(store: Store) -> str:
     reservation = await reserve(store)
     await store.finalize(reservation.payment_id, "https://pay.example/x", "cs_1", NOW)
     return reservation.payment_id
+
+
+# -- schedules (tests/test_schedule.py, tests/test_workers.py) -------------------------------------
+
+async def due(redis: Any, bucket: int, entries: dict[str, int]) -> None:
+    """Entries in the bucket's due set, each with its payment hash (claims drop those without)."""
+    for id_ in entries:
+        await redis.hset(keys.payment_prefix(bucket) + id_, "status", "waiting")
+    await redis.zadd(keys.due(bucket), entries)
 
 
 # -- money (tests/test_currencies.py, tests/test_money.py) ------------------------------------------

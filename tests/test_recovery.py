@@ -114,6 +114,7 @@ async def test_off_session_charge_cut_off_is_found_succeeded_and_notified(
     assert stripe_emulator.calls["charge"] == 1
 
 
+@pytest.mark.slow  # it waits for the sweeper's resolution of the create: 5 s
 async def test_create_answered_503_and_never_retried_ends_resolved(relay: Relay, stripe_emulator: Any) -> None:
     stripe_emulator.down = True
     body = order(stripe_emulator)
