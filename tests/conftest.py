@@ -26,7 +26,8 @@ from service.store import connect
 from tests.receiver import Receiver
 from tests.redis_cluster import RedisCluster
 
-pytest_plugins = ["tests.fixtures_stripe", "tests.fixtures_alipay", "tests.fixtures_wechat", "tests.log_capture"]
+# fixtures_wechat first: fixtures_stripe imports its Switchboard
+pytest_plugins = ["tests.fixtures_wechat", "tests.fixtures_stripe", "tests.fixtures_alipay", "tests.log_capture"]
 
 API_KEY = "test_key_" + "k" * 24
 TEST_DB = 9

@@ -16,19 +16,32 @@ from starlette.routing import Route
 from adapters.config import Secret
 from adapters.stripe.adapter import StripeAdapter
 from adapters.stripe.config import StripeConfig
-from sandbox.runner import serving
+from sandbox.runner import ServerThread, serving
 from sandbox.stripe import StripeEmulator
+from tests.fixtures_wechat import Switchboard
 
 PUBLIC_URL = "http://127.0.0.1:9"  # payrelay's base URL as the adapter is told it; nothing listens
 
 
+@pytest.fixture(scope="session")
+def _stripe_board() -> Iterator[Switchboard]:
+    """One server for the run that forwards to the running test's emulator (a uvicorn start and
+    stop per test was most of a short test's time)."""
+    board = Switchboard()
+    server = ServerThread(board).start()
+    board.url = server.url
+    yield board
+    server.stop()
+
+
 @pytest.fixture
-def stripe_emulator() -> Iterator[StripeEmulator]:
-    """A StripeEmulator served on a loopback port; webhooks go nowhere until bound."""
+def stripe_emulator(_stripe_board: Switchboard) -> Iterator[StripeEmulator]:
+    """A fresh StripeEmulator served on a loopback port; webhooks go nowhere until bound."""
     emulator = StripeEmulator()
-    with serving(emulator.app) as server:
-        emulator.bind(server.url, "")
-        yield emulator
+    _stripe_board.target = emulator.app
+    emulator.bind(_stripe_board.url, "")
+    yield emulator
+    _stripe_board.target = None
 
 
 @dataclass

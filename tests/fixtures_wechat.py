@@ -10,8 +10,9 @@ each server forwards to the current test's app through a :class:`Switchboard`.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 
+from adapters.base import CreateRequest, Money
 from adapters.config import Env
 from adapters.wechat.adapter import WechatAdapter
 from adapters.wechat.config import WechatConfig
@@ -140,3 +142,27 @@ def official_sdk(keys: WechatKeys) -> AsyncWeChatPay:
         WeChatPayType.NATIVE, keys.mchid, keys.merchant_private_key, keys.cert_serial_no, keys.appid,
         keys.apiv3_key, public_key=keys.platform_public_key, public_key_id=keys.public_key_id,
     )
+
+
+# ---- orders for the tests ------------------------------------------------------------------------
+
+DESCRIPTION = "10 GB 容量包 · " + "存储空间" * 60  # 252 characters, most of them 3 bytes in UTF-8
+
+
+def order(payment_id: str = "pr_00AbCdEfGhIjKlMnOpQrStUvWx", **changes: object) -> CreateRequest:
+    request = CreateRequest(
+        payment_id=payment_id,
+        amount=Money(2500, "CNY"),
+        description=DESCRIPTION,
+        complete_url="https://shop.example/done",
+        cancel_url="https://shop.example/cancel",
+        expires_at=int(time.time()) + 1800,
+    )
+    return replace(request, **changes)  # type: ignore[arg-type]
+
+
+async def created(adapter: WechatAdapter, **changes: object) -> tuple[CreateRequest, str]:
+    request = order(**changes)
+    answer = await adapter.create(request)
+    assert answer.payment_url is not None
+    return request, answer.payment_url

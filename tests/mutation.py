@@ -97,8 +97,8 @@ TARGETS: dict[str, Target] = {
         python={"service/cloudreve_auth.py": None},
     ),
     "webhooks": Target(
-        tests=("tests/test_vectors.py", "tests/test_alipay_adapter.py", "tests/test_wechat_adapter.py",
-               "tests/test_stripe_adapter.py", "tests/test_webhooks_stripe.py"),
+        tests=("tests/test_vectors.py", "tests/test_contract.py", "tests/test_alipay_adapter.py",
+               "tests/test_wechat_adapter.py", "tests/test_stripe_adapter.py", "tests/test_webhooks_stripe.py"),
         python={
             "adapters/alipay/adapter.py": ("rsa2_verifies", "AlipayAdapter.parse_webhook", "AlipayAdapter.verifies",
                                            "_form"),

@@ -31,22 +31,13 @@ from sandbox import stripe as stripe_sandbox
 from sandbox import wechat as wechat_sandbox
 from sandbox.wechat import WechatKeys
 from tests.conftest import Relay, StartRelay
+from tests.helpers import ISO_NOT_TWO, expected_iso_exponent
 
-# ISO 4217, list one, published 2026-01-01: every active code whose minor unit is not 2.
-ISO_NOT_TWO = {
-    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
-    3: "BHD IQD JOD KWD LYD OMR TND",
-    4: "CLF UYW",
-}
 ISO_TWO_COUNT = 139  # active codes with two decimals (USD … ZWG, XAD and XCG included)
 # withdrawn from the list (BGN: Bulgaria joined the euro on 2026-01-01; ANG: replaced by XCG)
 WITHDRAWN = ["ANG", "BGN", "CUC", "HRK", "SLL", "ZWL", "VEF", "MRO", "STD", "LTL"]
 # codes with no minor unit ("N.A."): not amounts payrelay can hold
 NO_MINOR_UNIT = ["XAU", "XAG", "XPT", "XPD", "XDR", "XTS", "XXX", "XBA", "XSU", "XUA"]
-
-
-def expected_iso_exponent(currency: str) -> int:
-    return next((e for e, codes in ISO_NOT_TWO.items() if currency in codes.split()), 2)
 
 
 def test_the_list_is_iso_4217_as_published() -> None:

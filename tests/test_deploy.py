@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from adapters import registry
 from service.settings import Settings, SettingsError, read_env_file
+from tests.helpers import SECRET_VARIABLES, ImageFacts, image_facts, instructions, parse_dockerfile
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is a test dependency")
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is a test dependency")
@@ -57,21 +57,6 @@ DESIGN_VARIABLES = (
     "PAYRELAY_WECHAT_PUBLIC_KEY",
     "PAYRELAY_WECHAT_PUBLIC_KEY_ID",
     "PAYRELAY_WECHAT_API_BASE",
-)
-# Keys, PEMs and secrets: never in a ConfigMap or env file, always a mounted file via NAME_FILE.
-SECRET_VARIABLES = frozenset(
-    {
-        "PAYRELAY_API_KEYS",
-        "PAYRELAY_NOTIFY_SECRET",
-        "PAYRELAY_CLOUDREVE_KEY",
-        "PAYRELAY_STRIPE_SECRET_KEY",
-        "PAYRELAY_STRIPE_WEBHOOK_SECRET",
-        "PAYRELAY_ALIPAY_PRIVATE_KEY",
-        "PAYRELAY_ALIPAY_PUBLIC_KEY",
-        "PAYRELAY_WECHAT_PRIVATE_KEY",
-        "PAYRELAY_WECHAT_APIV3_KEY",
-        "PAYRELAY_WECHAT_PUBLIC_KEY",
-    }
 )
 # PAYRELAY_CLIENTS_FILE is itself a path (to a secret file): it has no _FILE form.
 PLAIN_VARIABLES = tuple(v for v in DESIGN_VARIABLES if v not in SECRET_VARIABLES)
@@ -384,56 +369,9 @@ def test_optional_redis_runs_with_aof() -> None:
 # --- Dockerfile ----------------------------------------------------------------------------------
 
 
-def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
-    lines = [line.strip() for line in text.splitlines()]
-    return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
-        for line in lines
-        if line and not line.startswith("#")
-    ]
-
-
 @pytest.fixture(scope="module")
 def dockerfile() -> list[tuple[str, str]]:
     return parse_dockerfile(ROOT / "Dockerfile")
-
-
-def instructions(dockerfile: list[tuple[str, str]], name: str) -> list[str]:
-    return [args for instruction, args in dockerfile if instruction == name]
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What the image offers the deployments: its user, port, health check path, command."""
-
-    uid: int
-    gid: int
-    port: int
-    health_path: str
-    entrypoint: tuple[str, ...]
-    cmd: tuple[str, ...]
-    workdir: str
-
-
-def health_url(check: str) -> tuple[int, str]:
-    """(port, path) of the loopback URL a HEALTHCHECK command asks."""
-    found = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/-]*)", check)
-    assert found, f"the HEALTHCHECK asks no loopback URL: {check}"
-    return int(found.group(1)), found.group(2)
-
-
-def image_facts(dockerfile: list[tuple[str, str]]) -> ImageFacts:
-    """The facts as the Dockerfile declares them (tests/test_image.py: the built image agrees)."""
-    uid, _, gid = instructions(dockerfile, "USER")[-1].partition(":")
-    (port,) = instructions(dockerfile, "EXPOSE")[-1].split()
-    (healthcheck,) = instructions(dockerfile, "HEALTHCHECK")
-    health_port, health_path = health_url(healthcheck)
-    assert health_port == int(port), "the HEALTHCHECK asks another port than the one exposed"
-    return ImageFacts(int(uid), int(gid or uid), int(port), health_path,
-                      tuple(json.loads(instructions(dockerfile, "ENTRYPOINT")[-1])),
-                      tuple(json.loads(instructions(dockerfile, "CMD")[-1])), instructions(dockerfile, "WORKDIR")[-1])
 
 
 @pytest.fixture(scope="module")

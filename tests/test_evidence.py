@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Relay, StartRelay
-from tests.test_contract import create, order, status_of
+from tests.helpers import create, order, status_of
 
 
 async def metric(relay: Relay, line: str) -> bool:

@@ -16,7 +16,7 @@ import redis
 
 from service import keys
 from tests.conftest import StartRelay
-from tests.test_contract import order
+from tests.helpers import order
 
 PAYMENTS = 3000
 

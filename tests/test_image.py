@@ -30,12 +30,20 @@ from sandbox.stripe import StripeEmulator
 from sandbox.wechat import WechatEmulator
 from service.settings import Settings
 from tests.conftest import API_KEY, RedisProcess, Relay
+from tests.helpers import (
+    SECRET_VARIABLES,
+    ImageFacts,
+    create,
+    health_url,
+    image_facts,
+    order,
+    parse_dockerfile,
+    status_of,
+)
 from tests.image import rootfs
 from tests.image.base import python_base
 from tests.image.podman import ImageConfig, Podman, Unavailable
 from tests.relay_process import RelayProcess
-from tests.test_contract import create, order, status_of
-from tests.test_deploy import SECRET_VARIABLES, ImageFacts, health_url, image_facts, parse_dockerfile
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters import money
-from tests.test_currencies import expected_iso_exponent
+from tests.helpers import expected_iso_exponent
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import zxingcpp
 from PIL import Image
 
 from tests.conftest import StartRelay
-from tests.test_contract import create, order
+from tests.helpers import create, order
 
 
 async def test_qr_endpoints_serve_the_code_url(start_relay: StartRelay, wechat_emulator: Any,

@@ -20,7 +20,7 @@ from service import keys
 from service.payments import now_ms
 from service.runtime import Runtime
 from tests.conftest import StartRelay
-from tests.test_contract import order
+from tests.helpers import order
 
 SEEDS = 1000
 AT_ONCE = 25

@@ -22,9 +22,9 @@ from service.runtime import Runtime
 from service.settings import Client
 from service.validation import parse_transaction
 from tests.conftest import API_KEY, Relay, StartRelay
+from tests.helpers import create, eventually, order, status_of
 from tests.receiver import Receiver
 from tests.relay_process import RelayProcess
-from tests.test_contract import create, eventually, order, status_of
 
 CUT_OFF_MS = keys.CREATING_LEASE_MS + 5_000  # reserved this long ago: its holder's lease has run out
 
@@ -114,6 +114,7 @@ async def test_off_session_charge_cut_off_is_found_succeeded_and_notified(
     assert stripe_emulator.calls["charge"] == 1
 
 
+@pytest.mark.slow  # it waits for the sweeper's resolution of the create: 5 s
 async def test_create_answered_503_and_never_retried_ends_resolved(relay: Relay, stripe_emulator: Any) -> None:
     stripe_emulator.down = True
     body = order(stripe_emulator)

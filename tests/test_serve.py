@@ -46,6 +46,7 @@ def _answered_after_idle(relay: RelayProcess, idle: float) -> bool:
             return False
 
 
+@pytest.mark.slow  # it waits out keep-alive timeouts: 9 s
 @pytest.mark.parametrize(("args", "idle", "kept"), [
     ((), 6.0, True),  # past httpx's 5 s and uvicorn's own default of 5 s
     (("--keep-alive", "1"), 2.5, False),

@@ -11,9 +11,7 @@ import pytest
 
 from service import keys
 from service.store import Store, connect
-
-NOW = 1_900_000_000_000
-RETENTION_S = 90 * 86400
+from tests.helpers import NOW, RETENTION_S, apply, opened, record, reserve
 
 
 @pytest.fixture(params=["redis", "embedded"])
@@ -22,30 +20,6 @@ async def store(request: pytest.FixtureRequest, clean_redis: str) -> AsyncIterat
         decode_responses=True)
     yield Store(client, RETENTION_S)
     await client.aclose()
-
-
-def record(payment_id: str, **fields: str) -> dict[str, str]:
-    return {"paymentId": payment_id, "client": "shop", "transactionId": "t1", "gateway": "stripe-connect",
-            "amount": "2500", "currency": "USD", "notifyUrl": "https://shop.example/hook",
-            "notifyKind": "generic", "createdAt": str(NOW), "expiresAt": str(NOW + 1_800_000), **fields}
-
-
-async def reserve(store: Store, fingerprint: str = "f1", now: int = NOW, txn: str = "t1") -> Any:
-    bucket = keys.bucket_for("shop", txn)
-    pid = keys.new_payment_id(bucket)
-    return await store.reserve(client="shop", transaction_id=txn, fingerprint=fingerprint, payment_id=pid,
-                               now_ms=now, record=record(pid, transactionId=txn))
-
-
-async def apply(store: Store, pid: str, **changes: Any) -> Any:
-    """The word of the payment's own gateway (the records here are stripe-connect's)."""
-    return await store.apply(pid, gateway="stripe-connect", **changes)
-
-
-async def opened(store: Store) -> str:
-    reservation = await reserve(store)
-    await store.finalize(reservation.payment_id, "https://pay.example/x", "cs_1", NOW)
-    return reservation.payment_id
 
 
 async def test_reserve_then_duplicates(store: Store) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import types
 from typing import Any
 
 import httpx
@@ -15,18 +14,17 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from adapters.base import CreateRequest, GatewayState, Money, PaymentRef, Status, map_state
+from adapters.base import CreateRequest, GatewayState, Money, PaymentRef, Status
 from adapters.config import Secret
 from adapters.errors import (
     GatewayProtocolError,
     GatewayRefused,
-    GatewayUnavailable,
     WebhookPayloadError,
     WebhookSignatureError,
 )
 from adapters.stripe import transformers as tx
 from adapters.stripe.adapter import StripeAdapter
-from sandbox.runner import free_port, serving
+from sandbox.runner import serving
 from sandbox.stripe import CheckoutError, StripeEmulator
 from tests.fixtures_stripe import MakeAdapter, Receiver
 
@@ -80,7 +78,6 @@ async def test_create_opens_a_session_that_queries_waiting(stripe_adapter: Strip
     state = await stripe_adapter.query(ref_of(req, created.gateway_reference))
     assert state == GatewayState(req.payment_id, Status.WAITING, "open", created.gateway_reference,
                                  Money(2500, "USD"))
-
 
 
 async def test_description_is_the_product_name_cut_to_stripes_limit(stripe_adapter: StripeAdapter) -> None:
@@ -271,37 +268,10 @@ def test_gateway_expiry_is_in_the_window_and_stable_for_retries(expires_in: int,
 
 # -- failures -------------------------------------------------------------------------------------
 
-async def test_wrong_key_is_refused_without_echoing_it(make_stripe_adapter: MakeAdapter) -> None:
-    wrong = "sk_test_" + "w" * 30
-    adapter = make_stripe_adapter(secret_key=Secret(wrong))
-    with pytest.raises(GatewayRefused) as refused:
-        await adapter.create(request())
-    assert refused.value.code == "authentication_error"
-    assert "wwww" not in str(refused.value) and "wwww" not in repr(refused.value)
-
-
 async def test_unknown_account_is_refused(make_stripe_adapter: MakeAdapter) -> None:
     with pytest.raises(GatewayRefused) as refused:
         await make_stripe_adapter(connect_account="acct_nobody").create(request())
     assert refused.value.code == "account_invalid"
-
-
-async def test_emulator_down_is_unavailable(stripe_adapter: StripeAdapter, stripe_emulator: StripeEmulator) -> None:
-    _, ref, _ = await opened(stripe_adapter)
-    stripe_emulator.down = True
-    for call in (stripe_adapter.create(request()), stripe_adapter.query(ref), stripe_adapter.close(ref)):
-        with pytest.raises(GatewayUnavailable) as unavailable:
-            await call
-        assert unavailable.value.retryable
-    assert len(stripe_emulator.sessions) == 1 and stripe_emulator.calls["close"] == 0
-    stripe_emulator.down = False
-    assert (await stripe_adapter.query(ref)).status is Status.WAITING
-
-
-async def test_unreachable_stripe_is_unavailable(make_stripe_adapter: MakeAdapter) -> None:
-    adapter = make_stripe_adapter(api_base=f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(GatewayUnavailable):
-        await adapter.create(request())
 
 
 @pytest.mark.parametrize(("status", "body"), [
@@ -402,30 +372,6 @@ async def test_genuine_events_map_to_our_states(stripe_adapter: StripeAdapter, s
     assert (event.state.gateway_reference, event.state.amount) == (ref.gateway_reference, Money(2500, "USD"))
 
 
-@pytest.mark.parametrize("forgery", ["tampered", "stale", "future", "missing", "wrong_secret", "garbage",
-                                     "not_utf8"])
-async def test_forged_events_are_rejected(stripe_adapter: StripeAdapter, stripe_emulator: StripeEmulator,
-                                          forgery: str) -> None:
-    _, ref, _ = await opened(stripe_adapter)
-    session = ref.gateway_reference or ""
-    body, headers = stripe_emulator.signed_event("checkout.session.completed", session)
-    assert await stripe_adapter.parse_webhook(headers, body) is not None  # the genuine one passes
-    now = int(time.time())
-    changes: dict[str, Any] = {"stale": {"timestamp": now - 301}, "future": {"timestamp": now + 301},
-                               "wrong_secret": {"secret": "whsec_not_the_one"}}.get(forgery, {})
-    body, headers = stripe_emulator.signed_event("checkout.session.completed", session, **changes)
-    if forgery == "tampered":
-        body = body.replace(b'"amount_total": 2500', b'"amount_total": 1')
-    elif forgery == "missing":
-        del headers["Stripe-Signature"]
-    elif forgery == "garbage":
-        headers["Stripe-Signature"] = "t=abc,v1=zzz"
-    elif forgery == "not_utf8":
-        body += b"\xff"
-    with pytest.raises(WebhookSignatureError):
-        await stripe_adapter.parse_webhook(headers, body)
-
-
 async def test_timestamps_within_tolerance_pass(stripe_adapter: StripeAdapter, stripe_emulator: StripeEmulator) -> None:
     _, ref, _ = await opened(stripe_adapter)
     for skew in (-280, 280):
@@ -477,39 +423,14 @@ async def test_payment_id_falls_back_to_metadata(stripe_adapter: StripeAdapter,
     assert event is not None and event.state.payment_id == req.payment_id
 
 
-def test_acknowledgements(stripe_adapter: StripeAdapter) -> None:
-    ok = stripe_adapter.webhook_ok()
-    assert (ok.status_code, json.loads(ok.body), ok.media_type) == (200, {"received": True}, "application/json")
-    fail = stripe_adapter.webhook_fail(400, "bad signature")
-    assert (fail.status_code, json.loads(fail.body)) == (400, {"error": "bad signature"})
-
-
 # -- the status tables ----------------------------------------------------------------------------
 
 def test_tables_cover_stripes_documented_states() -> None:
+    """Stripe's compound keys (tests/test_contract.py checks each table's states and values)."""
     session_statuses = {"open", "complete", "expired"}
-    payment_statuses = {"paid", "unpaid", "no_payment_required"}
     covered = {key.split("/")[0] for key in tx.SESSION_STATES}
     assert covered == session_statuses
-    assert {f"complete/{p}" for p in payment_statuses} <= set(tx.SESSION_STATES)
-    intent_statuses = {"requires_payment_method", "requires_confirmation", "requires_action", "processing",
-                       "requires_capture", "canceled", "succeeded"}
-    assert set(tx.INTENT_STATES) == intent_statuses
     event_types = {"checkout.session.completed", "checkout.session.async_payment_succeeded",
                    "checkout.session.async_payment_failed", "checkout.session.expired"}
     assert set(tx.EVENT_TYPES) == event_types
-    assert {f"checkout.session.completed/{p}" for p in payment_statuses} <= set(tx.EVENT_STATES)
-    for table in (tx.SESSION_STATES, tx.INTENT_STATES, tx.EVENT_STATES):
-        assert isinstance(table, types.MappingProxyType)
-        with pytest.raises(TypeError):
-            table["new"] = Status.WAITING  # type: ignore[index]
-        with pytest.raises(GatewayProtocolError):
-            map_state(table, "something_new", "Stripe")
 
-
-def test_table_values_follow_the_design() -> None:
-    assert tx.SESSION_STATES["open"] is Status.WAITING
-    assert tx.SESSION_STATES["complete/paid"] is Status.SUCCEEDED
-    assert tx.SESSION_STATES["complete/unpaid"] is Status.PROCESSING
-    assert tx.SESSION_STATES["expired"] is Status.CLOSED
-    assert tx.EVENT_STATES["checkout.session.async_payment_failed"] is Status.FAILED

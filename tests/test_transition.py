@@ -15,7 +15,7 @@ import pytest
 
 from service import keys
 from service.store import Store, connect
-from tests.test_store import NOW, RETENTION_S, apply, opened, record, reserve
+from tests.helpers import NOW, RETENTION_S, apply, opened, record, reserve
 
 
 @pytest.fixture(params=["redis", "embedded"])

@@ -260,7 +260,7 @@ async def test_wechat_emulator_callbacks_follow_the_same_rules(wechat_adapter: W
                                                                 wechat_emulator: WechatEmulator) -> None:
     """The emulator's callbacks, read back with cryptography alone: signed over the documented
     message, and encrypted with the associated_data their resource names (which varies)."""
-    from tests.test_wechat_adapter import created
+    from tests.fixtures_wechat import created
 
     request, _ = await created(wechat_adapter)
     seen = set()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Relay, StartRelay
-from tests.test_contract import create, order, status_of
+from tests.helpers import create, order, status_of
 
 
 @pytest.fixture

@@ -32,8 +32,8 @@ from tests.faults.harness import (
     table,
     wait_resolved,
 )
+from tests.helpers import order
 from tests.receiver import OK, Reply
-from tests.test_contract import order
 
 pytestmark = pytest.mark.slow
 GATEWAYS = ("stripe-connect", "alipay-page", "wechat-pay-native")

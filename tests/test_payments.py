@@ -1,0 +1,78 @@
+"""service/payments.py: creating payments, idempotent replays and renewals, outages and
+off-session charges, through the API over real HTTP on real Redis (Stripe emulator)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from tests.conftest import Relay, StartRelay
+from tests.helpers import valid
+
+
+@pytest.fixture
+def relay(start_relay: StartRelay, stripe_emulator: Any) -> Relay:
+    return start_relay(stripe_emulator)
+
+
+async def test_idempotent_replay_conflict_and_renewal(relay: Relay, stripe_emulator: Any) -> None:
+    body = valid()
+    async with relay.client() as client:
+        first = (await client.post("/api/transactions", json=body)).json()
+        again = (await client.post("/api/transactions", json=body)).json()
+        changed = await client.post("/api/transactions", json=body | {"amount": "26.00"})
+        assert again["paymentId"] == first["paymentId"] and again["paymentUrl"] == first["paymentUrl"]
+        assert changed.status_code == 409 and changed.json()["code"] == "transaction_conflict"
+        closed = await client.post(f"/api/transactions/{first['paymentId']}/close")
+        assert closed.status_code == 200 and closed.json()["status"] == "closed"
+        renewed = (await client.post("/api/transactions", json=body)).json()
+        latest = (await client.get("/api/transactions", params={"transactionId": body["transactionId"]})).json()
+    assert renewed["paymentId"] != first["paymentId"] and renewed["status"] == "waiting"
+    assert latest["paymentId"] == renewed["paymentId"]
+    assert stripe_emulator.calls["create"] == 2
+
+
+async def test_concurrent_duplicates_open_one_session(relay: Relay, stripe_emulator: Any) -> None:
+    body = valid()
+    async with relay.client() as client:
+        answers = await asyncio.gather(*(client.post("/api/transactions", json=body) for _ in range(50)))
+    assert {a.status_code for a in answers} == {200}
+    assert len({(a.json()["paymentId"], a.json()["paymentUrl"]) for a in answers}) == 1
+    assert stripe_emulator.calls["create"] == 1
+
+
+async def test_gateway_outage_is_503_and_retry_reuses_the_payment(relay: Relay, stripe_emulator: Any) -> None:
+    body = valid()
+    stripe_emulator.down = True
+    async with relay.client() as client:
+        failed = await client.post("/api/transactions", json=body)
+        assert failed.status_code == 503 and failed.json()["code"] == "gateway_unavailable"
+        stripe_emulator.down = False
+        retried = await client.post("/api/transactions", json=body)
+    assert retried.status_code == 200 and retried.json()["status"] == "waiting"
+
+
+async def test_saved_method_then_off_session_charges(relay: Relay, stripe_emulator: Any) -> None:
+    async with relay.client() as client:
+        first = (await client.post("/api/transactions", json=valid(supportOfflineScenario=True))).json()
+        await stripe_emulator.pay(first["paymentUrl"])
+        assert (await client.get(f"/api/transactions/{first['paymentId']}")).json()["status"] == "succeeded"
+
+        renewal = await client.post("/api/transactions", json=valid(onlineScenario=False))
+        assert renewal.status_code == 200, renewal.text
+        charged = renewal.json()
+        assert (charged["status"], charged["paymentUrl"]) == ("succeeded", None)
+        got = (await client.get(f"/api/transactions/{charged['paymentId']}")).json()
+        assert got["gatewayReference"].startswith("pi_") and got["version"] == 1
+
+        stripe_emulator.off_session_decline = "insufficient_funds"
+        declined = (await client.post("/api/transactions", json=valid(onlineScenario=False))).json()
+        assert declined["status"] == "failed"
+        got = (await client.get(f"/api/transactions/{declined['paymentId']}")).json()
+        assert got["failureReason"] and "insufficient_funds" in got["failureReason"]
+
+        unknown = await client.post("/api/transactions",
+                                    json=valid(onlineScenario=False, customerIdentifier="nobody@example.com"))
+    assert unknown.status_code == 502 and unknown.json()["param"] == "customerIdentifier"
