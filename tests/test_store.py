@@ -10,6 +10,7 @@ import fakeredis
 import pytest
 
 from service import keys
+from service.model import Payment
 from service.store import Store, connect
 
 NOW = 1_900_000_000_000
@@ -24,17 +25,20 @@ async def store(request: pytest.FixtureRequest, clean_redis: str) -> AsyncIterat
     await client.aclose()
 
 
-def record(payment_id: str, **fields: str) -> dict[str, str]:
-    return {"paymentId": payment_id, "client": "shop", "transactionId": "t1", "gateway": "stripe-connect",
-            "amount": "2500", "currency": "USD", "notifyUrl": "https://shop.example/hook",
-            "notifyKind": "generic", "createdAt": str(NOW), "expiresAt": str(NOW + 1_800_000), **fields}
+def record(payment_id: str, **fields: str) -> Payment:
+    return Payment.from_hash({
+        "paymentId": payment_id, "client": "shop", "transactionId": "t1", "gateway": "stripe-connect",
+        "amount": "2500", "currency": "USD", "date": "2026-11-21", "description": "10 GB",
+        "customerIdentifier": "", "completeUrl": "https://shop.example/ok", "cancelUrl": "https://shop.example/no",
+        "online": "1", "saveMethod": "0", "notifyUrl": "https://shop.example/hook",
+        "notifyKind": "generic", "createdAt": str(NOW), "updatedAt": str(NOW), "expiresAt": str(NOW + 1_800_000),
+        "status": "creating", "version": "0", "previous": "", "fingerprint": "f1", **fields})
 
 
 async def reserve(store: Store, fingerprint: str = "f1", now: int = NOW, txn: str = "t1") -> Any:
     bucket = keys.bucket_for("shop", txn)
     pid = keys.new_payment_id(bucket)
-    return await store.reserve(client="shop", transaction_id=txn, fingerprint=fingerprint, payment_id=pid,
-                               now_ms=now, record=record(pid, transactionId=txn))
+    return await store.reserve(record(pid, transactionId=txn, fingerprint=fingerprint), now_ms=now)
 
 
 async def apply(store: Store, pid: str, **changes: Any) -> Any:
@@ -68,7 +72,7 @@ async def test_abort_restores_previous_payment(store: Store) -> None:
     await store.abort(retry.payment_id, "shop", "t1")
     assert await store.get(retry.payment_id) is None
     found = await store.find("shop", "t1")
-    assert found is not None and found["paymentId"] == pid
+    assert found is not None and found.payment_id == pid
     assert await store.redis.pttl(keys.transaction(keys.bucket_of(pid), "shop", "t1")) > 0
 
 
@@ -86,7 +90,7 @@ async def test_forward_only(store: Store) -> None:
                                   delivery_id="d4")).outcome == "stale"
     saved = await store.get(pid)
     assert saved is not None
-    assert (saved["status"], saved["version"], saved["paidAt"]) == ("succeeded", "2", str(NOW))
+    assert (saved.status, saved.version, saved.paid_at) == ("succeeded", 2, NOW)
 
 
 async def test_late_payment_once(store: Store) -> None:
@@ -97,7 +101,7 @@ async def test_late_payment_once(store: Store) -> None:
     again = await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", delivery_id="d3")
     assert again.outcome == "unchanged"
     saved = await store.get(pid)
-    assert saved is not None and saved["latePayment"] == "1" and saved["version"] == "2"
+    assert saved is not None and saved.late_payment is True and saved.version == 2
 
 
 async def test_duplicate_event_and_integrity(store: Store) -> None:
@@ -106,7 +110,7 @@ async def test_duplicate_event_and_integrity(store: Store) -> None:
                               event=("stripe", "evt_1"), delivery_id="d1")
     assert wrong.outcome == "integrity"
     saved = await store.get(pid)
-    assert saved is not None and saved["status"] == "waiting" and saved["integrityError"] == "1"
+    assert saved is not None and saved.status == "waiting" and saved.integrity_error is True
     other_currency = await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid",
                                        amount=(2500, "EUR"), delivery_id="d2")
     assert other_currency.outcome == "integrity"
@@ -145,8 +149,7 @@ async def test_transition_writes_due_outbox_and_retention(store: Store) -> None:
 async def test_cloudreve_payments_notify_only_success(store: Store) -> None:
     bucket = keys.bucket_for("shop", "t1")
     pid = keys.new_payment_id(bucket)
-    await store.reserve(client="shop", transaction_id="t1", fingerprint="f", payment_id=pid,
-                        now_ms=NOW, record=record(pid, notifyKind="cloudreve"))
+    await store.reserve(record(pid, notifyKind="cloudreve"), now_ms=NOW)
     await store.finalize(pid, "u", "", NOW)
     await apply(store, pid, now_ms=NOW, status="processing", gateway_state="x", delivery_id="d1")
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="x", delivery_id="d2")
@@ -176,7 +179,7 @@ async def test_another_gateways_word_changes_nothing(store: Store) -> None:
                                 gateway_state="SUCCESS", event=("wechat", "e1"), delivery_id="d1")
     assert foreign.outcome == "foreign"
     saved = await store.get(pid)
-    assert saved is not None and saved["status"] == "waiting" and saved["version"] == "0"
+    assert saved is not None and saved.status == "waiting" and saved.version == 0
     assert await store.redis.exists(keys.event(keys.bucket_of(pid), "wechat", "e1")) == 0
 
 
