@@ -7,11 +7,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any
 
-import fakeredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,8 +19,9 @@ from service.model import CorruptHash, Delivery, DeliveryState, Payment, name_of
 from service.outbox import snapshot_of
 from service.schedule import Schedule
 from service.states import PaymentState
-from service.store import Store, connect
-from tests.test_store import NOW, RETENTION_S, apply, record
+from service.store import Store
+from tests.test_store import NOW, apply, record
+from tests.test_store import store as store  # the fixture: a real Redis and the embedded store
 
 TEXT = st.text()
 SOME_TEXT = st.none() | st.text(min_size=1)  # an empty optional reads as none: not a value of its own
@@ -114,14 +112,6 @@ def test_absent_and_empty_values_read_as_none() -> None:
 
 
 # -- what the scripts store --------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["redis", "embedded"])
-async def store(request: pytest.FixtureRequest, clean_redis: str) -> AsyncIterator[Store]:
-    client: Any = connect(clean_redis) if request.param == "redis" else fakeredis.FakeAsyncRedis(
-        decode_responses=True)
-    yield Store(client, RETENTION_S)
-    await client.aclose()
 
 
 async def read_whole(store: Store, pid: str) -> Payment:
