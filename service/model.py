@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -35,12 +35,13 @@ class CorruptHash(ValueError):
 _INT = re.compile(r"-?[0-9]+")
 
 
+@dataclass(frozen=True)
 class _Spelling:
-    """How one field's value is written in the hash. ``read`` gets None for an absent field;
-    ``write`` answers None to leave the field out."""
+    """How one field's value is written in the hash. ``read`` gets None for an absent field (and
+    raises ValueError saying what is wrong); ``write`` answers None to leave the field out."""
 
-    def __init__(self, read: Any, write: Any) -> None:
-        self.read, self.write = read, write
+    read: Callable[[str | None], Any]
+    write: Callable[[Any], str | None]
 
 
 def _required(raw: str | None) -> str:
@@ -73,7 +74,7 @@ OPTIONAL = _Spelling(lambda raw: raw or None, lambda value: value or None)
 INT = _Spelling(lambda raw: _int(_required(raw)), str)
 OPTIONAL_INT = _Spelling(lambda raw: None if raw is None else _int(raw),
                          lambda value: None if value is None else str(value))
-BLANK_INT = _Spelling(lambda raw: _int(_required(raw)) if _required(raw) else None,
+BLANK_INT = _Spelling(lambda raw: _int(value) if (value := _required(raw)) else None,
                       lambda value: "" if value is None else str(value))
 FLAG = _Spelling(lambda raw: _flag(_required(raw)), lambda value: "1" if value else "0")  # always there
 MARK = _Spelling(_mark, lambda value: "1" if value else None)  # there only when true
@@ -110,8 +111,11 @@ class _HashModel:
         values: dict[str, Any] = {}
         for field in _fields(cls).values():
             name = field.metadata["name"]
+            raw = found.get(name)
             try:
-                values[field.name] = field.metadata["spelling"].read(found.get(name))
+                if raw is not None and not isinstance(raw, str):
+                    raise ValueError(f"is not a string: {type(raw).__name__}")
+                values[field.name] = field.metadata["spelling"].read(raw)
             except ValueError as exc:
                 ident = found.get(name_of(cls, cls.ID)) or "?"
                 raise CorruptHash(f"{cls.KIND} {ident[:64]}: field {name!r} {exc}") from None
@@ -130,8 +134,8 @@ class _HashModel:
 
     def _spell(self, attr: str) -> str | None:
         field = _fields(type(self))[attr]
-        value: str | None = field.metadata["spelling"].write(getattr(self, attr))
-        return value
+        spelling: _Spelling = field.metadata["spelling"]
+        return spelling.write(getattr(self, attr))
 
 
 _FIELDS: dict[type, dict[str, dataclasses.Field[Any]]] = {}

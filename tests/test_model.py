@@ -99,6 +99,8 @@ def test_a_corrupt_delivery_names_its_field() -> None:
     assert Delivery.from_hash({**found, "state": "dead"}).next_at is None
     with pytest.raises(CorruptHash, match="not list"):
         Payment.from_hash([])  # type: ignore[arg-type]
+    with pytest.raises(CorruptHash, match="'amount' is not a string: int"):  # a snapshot's JSON, say
+        Payment.from_hash({**stored(), "amount": 2500})  # type: ignore[dict-item]
 
 
 def test_absent_and_empty_values_read_as_none() -> None:
