@@ -66,7 +66,7 @@ class ExpirySweeper(Worker):
         if payment.status in states.FINAL:
             return None
         if payment.status == states.S.CREATING:  # another process took the create over meanwhile
-            return payment.creating_until or now
+            return payment.creating_until if payment.creating_until is not None else now
         if payment.status == states.S.WAITING and payment.expires_at > now:
             return payment.expires_at
         return next_sync_ms(payment, now)
