@@ -13,6 +13,7 @@ from starlette.routing import Route
 from adapters import wire
 from adapters.wechat import qr
 from service import errors
+from service.model import Payment
 from service.payments import Payments, now_ms
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
@@ -82,8 +83,8 @@ class TransactionsApi:
             Route("/api/transactions/{paymentId}/qrcode.{format}", self.qrcode, methods=["GET"]),
         ]
 
-    def view(self, record: dict[str, str]) -> JSONResponse:
-        return JSONResponse(payment_view(record, now_ms(), self.settings.amount_unit))
+    def view(self, payment: Payment) -> JSONResponse:
+        return JSONResponse(payment_view(payment, now_ms(), self.settings.amount_unit))
 
     async def create(self, request: Request) -> Response:
         client = self.keys.client_for(request)
@@ -91,16 +92,16 @@ class TransactionsApi:
             await read_json(request), self.payments.adapters,
             amount_unit=self.settings.amount_unit, allowed_hosts=self.settings.redirect_hosts,
         )
-        record = await self.payments.create(client, transaction)
-        return JSONResponse(created_view(record, now_ms()))
+        payment = await self.payments.create(client, transaction)
+        return JSONResponse(created_view(payment, now_ms()))
 
     async def get(self, request: Request) -> Response:
         client = self.keys.client_for(request)
         sync = _flag(request, "sync")
-        record = await self.payments.get(client, request.path_params["paymentId"])
+        payment = await self.payments.get(client, request.path_params["paymentId"])
         if sync:
-            record = await self.payments.sync(record)
-        return self.view(record)
+            payment = await self.payments.sync(payment)
+        return self.view(payment)
 
     async def find(self, request: Request) -> Response:
         client = self.keys.client_for(request)
@@ -111,25 +112,25 @@ class TransactionsApi:
 
     async def close(self, request: Request) -> Response:
         client = self.keys.client_for(request)
-        record = await self.payments.get(client, request.path_params["paymentId"])
-        status = record["status"]
+        payment = await self.payments.get(client, request.path_params["paymentId"])
+        status = payment.status
         if status == PaymentState.CREATING or status in OPEN:
-            record = await self.payments.close(record)
-            status = record["status"]
-        if status != "closed":
+            payment = await self.payments.close(payment)
+            status = payment.status
+        if status != PaymentState.CLOSED:
             raise errors.Conflict(f"payment_{status}", f"the payment is {status} and cannot be closed")
-        return self.view(record)
+        return self.view(payment)
 
     async def qrcode(self, request: Request) -> Response:
         """WeChat Native's code URL as a ready-made QR code (SVG or PNG)."""
         client = self.keys.client_for(request)
-        record = await self.payments.get(client, request.path_params["paymentId"])
+        payment = await self.payments.get(client, request.path_params["paymentId"])
         render = {"svg": (qr.svg, "image/svg+xml"), "png": (qr.png, "image/png")}.get(
             request.path_params["format"])
         if render is None:
             raise errors.NotFound("not_found", "QR codes come as qrcode.svg or qrcode.png")
-        if record["gateway"] != "wechat-pay-native" or not record.get("paymentUrl"):
+        if payment.gateway != "wechat-pay-native" or payment.payment_url is None:
             raise errors.NotFound("no_qr_code", "only WeChat Pay Native payments have a QR code")
         encode, media_type = render
-        return Response(encode(record["paymentUrl"]), media_type=media_type,
+        return Response(encode(payment.payment_url), media_type=media_type,
                         headers={"Cache-Control": "private, max-age=300"})

@@ -178,9 +178,9 @@ class CloudreveBridge:
             self._transaction_request(order, request), self.payments.adapters, amount_unit="minor",
             allowed_hosts=self.settings.redirect_hosts,
         )
-        record = await self.payments.create(CLIENT, transaction, notify_kind="cloudreve")
-        log.info("cloudreve order opened for site %s", site_id, extra={"paymentId": record["paymentId"]})
-        return answer(0, data=record.get("paymentUrl") or "")
+        payment = await self.payments.create(CLIENT, transaction, notify_kind="cloudreve")
+        log.info("cloudreve order opened for site %s", site_id, extra={"paymentId": payment.payment_id})
+        return answer(0, data=payment.payment_url or "")
 
     def _transaction_request(self, order: Any, request: Request) -> dict[str, Any]:
         """Cloudreve's order as a transaction request, so that every field rule applies once."""
@@ -222,14 +222,14 @@ class CloudreveBridge:
         order_no = request.query_params.get("order_no")
         if not order_no:
             raise BridgeError(40001, "order_no is required")
-        record = await self.payments.find(CLIENT, order_no)
-        if record["gateway"] != request.path_params["paymentGatewayType"]:
+        payment = await self.payments.find(CLIENT, order_no)
+        if payment.gateway != request.path_params["paymentGatewayType"]:
             raise BridgeError(40401, f"no {request.path_params['paymentGatewayType']} order {order_no!r}")
-        if status_of(record) in states.OPEN:
+        if status_of(payment) in states.OPEN:
             try:
-                record = await self.payments.sync(record)
+                payment = await self.payments.sync(payment)
             except (GatewayError, errors.PayrelayError) as exc:  # the stored status is still an answer
                 log.warning("cloudreve query: gateway not asked: %s", exc,
-                            extra={"paymentId": record["paymentId"]})
-        status = status_of(record)
+                            extra={"paymentId": payment.payment_id})
+        status = status_of(payment)
         return answer(0, data="PAID" if status == "succeeded" else status)

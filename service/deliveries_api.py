@@ -16,31 +16,27 @@ from starlette.routing import Route
 from service import keys
 from service.api import ApiKeys
 from service.delivery_store import DeliveryStore
+from service.model import Delivery, DeliveryState
 from service.outbox import event_id
 from service.payments import Payments, now_ms
 from service.settings import Settings
-from service.store import Record
 from service.views import iso
 
 
-def _int(value: str | None) -> int | None:
-    return int(value) if value else None
-
-
-def delivery_view(delivery: Record) -> dict[str, Any]:
+def delivery_view(delivery: Delivery) -> dict[str, Any]:
     return {
-        "id": delivery["id"],
-        "eventId": event_id(delivery["id"]),
-        "type": delivery.get("type"),
-        "version": _int(delivery.get("version")),
-        "state": delivery.get("state"),
-        "attempts": int(delivery.get("attempts") or 0),
-        "createdAt": iso(delivery.get("createdAt")),
-        "lastAttemptAt": iso(delivery.get("lastAttemptAt")),
-        "nextAt": iso(delivery.get("nextAt")) if delivery.get("state") == "pending" else None,
-        "lastStatusCode": _int(delivery.get("lastStatusCode")),
-        "lastError": delivery.get("lastError") or None,
-        "url": delivery.get("url"),
+        "id": delivery.delivery_id,
+        "eventId": event_id(delivery.delivery_id),
+        "type": delivery.type,
+        "version": delivery.version,
+        "state": delivery.state.value,
+        "attempts": delivery.attempts,
+        "createdAt": iso(delivery.created_at),
+        "lastAttemptAt": iso(delivery.last_attempt_at),
+        "nextAt": iso(delivery.next_at) if delivery.state is DeliveryState.PENDING else None,
+        "lastStatusCode": delivery.last_status_code,
+        "lastError": delivery.last_error,
+        "url": delivery.url,
     }
 
 
@@ -59,15 +55,15 @@ class DeliveriesApi:
 
     async def index(self, request: Request) -> Response:
         client = self.keys.client_for(request)
-        record = await self.payments.get(client, request.path_params["paymentId"])
-        payment_id = record["paymentId"]
+        payment = await self.payments.get(client, request.path_params["paymentId"])
+        payment_id = payment.payment_id
         found = await self.deliveries.of_payment(_bucket(payment_id), payment_id)
         return JSONResponse({"paymentId": payment_id, "data": [delivery_view(d) for d in found]})
 
     async def retry(self, request: Request) -> Response:
         client = self.keys.client_for(request)
-        record = await self.payments.get(client, request.path_params["paymentId"])
-        payment_id = record["paymentId"]
+        payment = await self.payments.get(client, request.path_params["paymentId"])
+        payment_id = payment.payment_id
         delivery = await self.deliveries.resend(_bucket(payment_id), payment_id, request.path_params["deliveryId"],
                                                 now_ms())
         return JSONResponse(delivery_view(delivery))

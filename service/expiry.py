@@ -14,6 +14,7 @@ from typing import Any
 
 from service import keys, states
 from service.metrics import Metrics
+from service.model import Payment, name_of
 from service.payments import Payments
 from service.schedule import Claim, Schedule, backoff_ms
 from service.workers import Worker
@@ -26,8 +27,8 @@ RETRY_CAP_MS = 10 * 60_000
 LEASE_MS = 120_000
 
 
-def next_sync_ms(record: dict[str, str], now: int) -> int:
-    in_flight_ms = now - int(record.get("updatedAt") or record["createdAt"])
+def next_sync_ms(payment: Payment, now: int) -> int:
+    in_flight_ms = now - payment.updated_at
     return now + (SYNC_SOON_MS if in_flight_ms < SYNC_LATER_MS else SYNC_LATER_MS)
 
 
@@ -37,7 +38,7 @@ class ExpirySweeper(Worker):
     def __init__(self, redis: Any, payments: Payments, metrics: Metrics, lease_ms: int = LEASE_MS) -> None:
         self.payments = payments
         self.metrics = metrics
-        self.schedule = Schedule(redis, keys.due, keys.payment_prefix, "status", FINAL,
+        self.schedule = Schedule(redis, keys.due, keys.payment_prefix, name_of(Payment, "status"), FINAL,
                                  lease_ms)
 
     async def report(self, backlog: int, oldest_due_ms: int | None, now: int) -> None:
@@ -45,30 +46,30 @@ class ExpirySweeper(Worker):
         self.metrics.due_oldest_age.set(0 if oldest_due_ms is None else max(0, now - oldest_due_ms) / 1000)
 
     async def handle(self, claim: Claim, now: int) -> int | None:
-        record = await self.payments.store.get(claim.id)
-        if record is None or record["status"] in FINAL:
+        payment = await self.payments.store.get(claim.id)
+        if payment is None or payment.status in states.FINAL:
             return None
-        status = record["status"]
-        holder_until = int(record.get("creatingUntil") or 0)
+        status = payment.status
+        holder_until = payment.creating_until or 0
         if status == states.S.CREATING and holder_until > now:  # a create still talking to the gateway
             return holder_until
         if status == states.S.CREATING:  # its process died, or its gateway call ended without an answer
-            record = await self.payments.recover(record)
+            payment = await self.payments.recover(payment)
         elif status == states.S.PROCESSING:
-            record = await self.payments.sync(record)
-        elif int(record["expiresAt"]) > now:
-            return int(record["expiresAt"])
+            payment = await self.payments.sync(payment)
+        elif payment.expires_at > now:
+            return payment.expires_at
         else:
-            record = await self.payments.close(record)
-        if record.get("sweepAttempts"):
+            payment = await self.payments.close(payment)
+        if payment.sweep_attempts:
             await self.payments.store.clear_sweep_attempts(claim.id)
-        if record["status"] in FINAL:
+        if payment.status in states.FINAL:
             return None
-        if record["status"] == states.S.CREATING:  # another process took the create over meanwhile
-            return int(record.get("creatingUntil") or now)
-        if record["status"] == states.S.WAITING and int(record["expiresAt"]) > now:
-            return int(record["expiresAt"])
-        return next_sync_ms(record, now)
+        if payment.status == states.S.CREATING:  # another process took the create over meanwhile
+            return payment.creating_until if payment.creating_until is not None else now
+        if payment.status == states.S.WAITING and payment.expires_at > now:
+            return payment.expires_at
+        return next_sync_ms(payment, now)
 
     async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:
         attempt = await self.payments.store.count_sweep_attempt(claim.id)

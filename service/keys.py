@@ -4,6 +4,8 @@ Payments are spread over ``BUCKETS`` hash-tagged buckets (``payrelay:{b07}:…``
 atomic script touches (a payment's record, its idempotency index entry, its due entry, its
 outbox entries, its webhook dedupe marks) lives in the payment's bucket, i.e. in one hash slot,
 so the same Lua runs on a single Redis and on Redis Cluster. Workers sweep bucket by bucket.
+A payment's child records (refunds, next) go in its bucket too, under their own name
+(``refund:<paymentId>:<refundId>``), not under ``payment:``, which sweeps and tests scan for payments.
 
 | key                                          | type   | lifetime                                  |
 |----------------------------------------------|--------|-------------------------------------------|

@@ -23,10 +23,10 @@ the window, a re-send) delivers it; nothing is lost and nothing unsigned goes ou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,14 +35,14 @@ import httpx
 from service import keys, notify_signature
 from service.delivery_store import DeliveryStore
 from service.metrics import Metrics
+from service.model import Delivery, DeliveryState, Payment
 from service.payments import now_ms
 from service.schedule import Claim, Schedule, backoff_ms
 from service.settings import Client, Settings
-from service.store import Record
 from service.views import iso, payment_view
 from service.workers import Worker
 
-DONE = ("delivered", "dead")
+DONE = (DeliveryState.DELIVERED.value, DeliveryState.DEAD.value)
 LEASE_MS = 15_000  # one send (≤ TIMEOUT_S) plus its Redis writes; claims never wait for a slot
 RETRY_BASE_MS = 10_000
 RETRY_CAP_MS = 60 * 60_000
@@ -62,17 +62,20 @@ def event_id(delivery_id: str) -> str:
     return "evt_" + delivery_id.removeprefix("dlv_")
 
 
-def notification_body(delivery: Mapping[str, str], amount_unit: str) -> bytes:
+def snapshot_of(delivery: Delivery) -> Payment:
+    """The payment as of the change the delivery tells of (``snapshot``: its hash as JSON)."""
+    return Payment.from_hash(json.loads(delivery.snapshot))
+
+
+def notification_body(delivery: Delivery, amount_unit: str) -> bytes:
     """The generic event, byte for byte the same on every attempt (only the signature's t moves).
     ``data`` is the GET object as of the transition (``expireTime`` counted from then)."""
-    created = int(delivery["createdAt"])
-    snapshot = json.loads(delivery["snapshot"])
     event = {
-        "id": event_id(delivery["id"]),
-        "type": delivery["type"],
-        "createdAt": iso(delivery["createdAt"]),
-        "version": int(delivery["version"]),
-        "data": payment_view(snapshot, created, amount_unit),
+        "id": event_id(delivery.delivery_id),
+        "type": delivery.type,
+        "createdAt": iso(delivery.created_at),
+        "version": delivery.version,
+        "data": payment_view(snapshot_of(delivery), delivery.created_at, amount_unit),
     }
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -139,17 +142,17 @@ class OutboxSender(Worker):
 
     async def handle(self, claim: Claim, now: int) -> int | None:
         delivery = await self.deliveries.get(claim.bucket, claim.id)
-        if not delivery or delivery.get("state") != "pending":
+        if delivery is None or delivery.state is not DeliveryState.PENDING:
             return None
         attempt = await self.send(delivery)
         return await self._record(claim, delivery, attempt)
 
-    async def send(self, delivery: Record) -> Attempt:
-        kind = delivery.get("kind", "generic")
+    async def send(self, delivery: Delivery) -> Attempt:
+        kind = delivery.kind
         http = self._client()
         try:
             if kind == "cloudreve":
-                request = http.build_request("GET", delivery["url"], headers={"Accept": "application/json"})
+                request = http.build_request("GET", delivery.url, headers={"Accept": "application/json"})
             elif kind == "generic":
                 secret = self._secret_for(delivery)
                 if secret is None:
@@ -159,7 +162,7 @@ class OutboxSender(Worker):
                     "Content-Type": "application/json",
                     notify_signature.HEADER: notify_signature.sign(secret, int(time.time()), body),
                 }
-                request = http.build_request("POST", delivery["url"], content=body, headers=headers)
+                request = http.build_request("POST", delivery.url, content=body, headers=headers)
             else:
                 return Attempt(False, error=f"unknown delivery kind {kind[:20]!r}")
             async with asyncio.timeout(self.timeout):
@@ -199,10 +202,10 @@ class OutboxSender(Worker):
         detail = f": {said}" if isinstance(said, str) and said else ""
         return Attempt(False, status, f"Cloudreve answered code {code!r}{detail}"[:MAX_ERROR])
 
-    def _secret_for(self, delivery: Record) -> str | None:
+    def _secret_for(self, delivery: Delivery) -> str | None:
         try:
-            client_name = json.loads(delivery["snapshot"]).get("client", "")
-        except (KeyError, ValueError):
+            client_name = snapshot_of(delivery).client
+        except ValueError:  # not JSON, or not a payment
             return None
         client: Client | None = self._clients.get(client_name)
         if client is None or not client.notify_secrets:
@@ -219,41 +222,34 @@ class OutboxSender(Worker):
             )
         return self._http
 
-    async def _record(self, claim: Claim, delivery: Record, attempt: Attempt) -> int | None:
+    async def _record(self, claim: Claim, delivery: Delivery, attempt: Attempt) -> int | None:
         """Write the attempt on the delivery hash; answer when to try again (None: done)."""
         now = now_ms()
-        attempts = int(delivery.get("attempts") or 0)
-        window_start = int(delivery.get("windowStart") or delivery["createdAt"])
-        window_attempts = int(delivery.get("windowAttempts") or attempts) + 1
+        attempts = delivery.attempts
+        window_start = delivery.window_start if delivery.window_start is not None else delivery.created_at
+        window_attempts = (delivery.window_attempts if delivery.window_attempts is not None else attempts) + 1
         next_ms: int | None = None
         if attempt.delivered:
-            state = "delivered"
+            state = DeliveryState.DELIVERED
         else:
             next_ms = now + backoff_ms(window_attempts - 1, self.retry_base_ms, self.retry_cap_ms)
-            state = "pending" if next_ms <= window_start + self.give_up_ms else "dead"
-            if state == "dead":
+            state = DeliveryState.PENDING if next_ms <= window_start + self.give_up_ms else DeliveryState.DEAD
+            if state is DeliveryState.DEAD:
                 next_ms = None
-        fields: dict[str, Any] = {
-            "attempts": attempts + 1, "windowAttempts": window_attempts, "lastAttemptAt": now,
-            "state": state, "nextAt": next_ms if next_ms is not None else "",
-        }
-        gone = []
-        for name, value in (("lastStatusCode", attempt.status_code), ("lastError", attempt.error)):
-            if value is None:
-                gone.append(name)
-            else:
-                fields[name] = value
-        await self.deliveries.record_attempt(claim.bucket, claim.id, fields, gone, now if state == "dead" else None)
-        kind = delivery.get("kind", "generic")
-        outcome = state if state != "pending" else "failed"
+        attempted = dataclasses.replace(
+            delivery, attempts=attempts + 1, window_attempts=window_attempts, last_attempt_at=now, state=state,
+            next_at=next_ms, last_status_code=attempt.status_code, last_error=attempt.error)
+        await self.deliveries.record_attempt(claim.bucket, attempted, now if state is DeliveryState.DEAD else None)
+        kind = delivery.kind
+        outcome = state.value if state is not DeliveryState.PENDING else "failed"
         self.metrics.deliveries.labels(kind, outcome).inc()
-        extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.get("paymentId"),
+        extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.payment_id,
                  "outcome": outcome, "attempt": attempts + 1}
-        if state == "dead":
+        if state is DeliveryState.DEAD:
             self._dead_changed = True
             log.error("notification given up after %d attempts: %s", attempts + 1,
                       attempt.error or f"HTTP {attempt.status_code}", extra=extra)
-        elif state == "pending":
+        elif state is DeliveryState.PENDING:
             log.info("notification failed: %s", attempt.error or f"HTTP {attempt.status_code}", extra=extra)
         return next_ms
 

@@ -27,9 +27,10 @@ from adapters.base import (
 from adapters.errors import GatewayError, GatewayUnavailable, WebhookError, WebhookMismatch
 from service import errors, keys
 from service.metrics import Metrics
+from service.model import Payment
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
-from service.store import Applied, Record, Store, StoreUnavailable
+from service.store import Applied, Store, StoreUnavailable
 from service.validation import TransactionRequest
 
 log = logging.getLogger("payrelay.payments")
@@ -46,11 +47,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def ref_of(record: Record) -> PaymentRef:
+def ref_of(payment: Payment) -> PaymentRef:
     return PaymentRef(
-        payment_id=record["paymentId"],
-        gateway_reference=record.get("gatewayReference") or None,
-        amount=Money(int(record["amount"]), record["currency"]),
+        payment_id=payment.payment_id,
+        gateway_reference=payment.gateway_reference,
+        amount=Money(payment.amount, payment.currency),
     )
 
 
@@ -80,19 +81,15 @@ class Payments:
     # -- create ---------------------------------------------------------------------------------
 
     async def create(self, client: Client, request: TransactionRequest, *,
-                     notify_kind: str = "generic") -> Record:
+                     notify_kind: str = "generic") -> Payment:
         adapter = self.adapters[request.gateway]
         bucket = keys.bucket_for(client.name, request.transaction_id)
-        fingerprint = request.fingerprint()
         while True:
             now = now_ms()
             payment_id = keys.new_payment_id(bucket)
             expires_at = now + self.settings.payment_ttl * 1000
-            new_record = self._new_record(client, request, payment_id, now, expires_at, notify_kind)
-            reservation = await self.store.reserve(
-                client=client.name, transaction_id=request.transaction_id, fingerprint=fingerprint,
-                payment_id=payment_id, now_ms=now, record=new_record,
-            )
+            new_payment = self._new_payment(client, request, payment_id, now, expires_at, notify_kind)
+            reservation = await self.store.reserve(new_payment, now_ms=now)
             if reservation.outcome == "conflict":
                 raise errors.Conflict(
                     "transaction_conflict",
@@ -101,20 +98,20 @@ class Payments:
                     "transactionId",
                 )
             if reservation.outcome == "new":  # what the script just wrote is all the gateway call reads:
-                return await self._open_at_gateway(adapter, new_record)  # no read back (bench/README.md)
+                return await self._open_at_gateway(adapter, new_payment)  # no read back (bench/README.md)
             if reservation.outcome == "wait":  # a concurrent duplicate is creating it right now
-                record = await self._await_create(reservation.payment_id)
-                if record is None:  # its create was refused meanwhile: start over
+                payment = await self._await_create(reservation.payment_id)
+                if payment is None:  # its create was refused meanwhile: start over
                     continue
-                return record
-            record = await self.store.get(reservation.payment_id)
-            if record is None:  # its create was refused in the meantime: start over
+                return payment
+            payment = await self.store.get(reservation.payment_id)
+            if payment is None:  # its create was refused in the meantime: start over
                 continue
             if reservation.outcome == "existing":
-                return record
-            return await self._open_at_gateway(adapter, record)
+                return payment
+            return await self._open_at_gateway(adapter, payment)
 
-    async def _await_create(self, payment_id: str) -> Record | None:
+    async def _await_create(self, payment_id: str) -> Payment | None:
         """Wait for the create a duplicate holds, and answer what it got. Never take it over: the
         holder's gateway call is as long as a call gets (one gateway timeout), and when it fails
         without an answer, this duplicate answers as it does instead of paying a timeout of its
@@ -122,70 +119,76 @@ class Payments:
         None: the create was refused for good and the payment is gone."""
         while True:
             await asyncio.sleep(WAIT_POLL_S)
-            record = await self.store.get(payment_id)
-            if record is None or record["status"] != PaymentState.CREATING:
-                return record
-            if int(record.get("creatingUntil") or 0) <= now_ms():
+            payment = await self.store.get(payment_id)
+            if payment is None or payment.status != PaymentState.CREATING:
+                return payment
+            if (payment.creating_until or 0) <= now_ms():
                 raise GatewayUnavailable("the gateway did not answer the create of this payment in time; "
                                          "send the same request again")
 
-    def _new_record(self, client: Client, request: TransactionRequest, payment_id: str,
-                    now: int, expires_at: int, notify_kind: str) -> Record:
-        return {
-            "paymentId": payment_id,
-            "client": client.name,
-            "transactionId": request.transaction_id,
-            "gateway": request.gateway,
-            "amount": str(request.amount_minor),
-            "currency": request.currency,
-            "date": request.date,
-            "description": request.description,
-            "customerIdentifier": request.customer or "",
-            "completeUrl": request.complete_url,
-            "cancelUrl": request.cancel_url,
-            "online": "1" if request.online else "0",
-            "saveMethod": "1" if request.save_method else "0",
-            "notifyUrl": request.notify_url or client.notify_url or "",
-            "notifyKind": notify_kind,
-            "createdAt": str(now),
-            "updatedAt": str(now),
-            "expiresAt": str(expires_at),
-        }
-
     @staticmethod
-    def _create_request(record: Record) -> CreateRequest:
-        return CreateRequest(
-            payment_id=record["paymentId"],
-            amount=Money(int(record["amount"]), record["currency"]),
-            description=record["description"],
-            complete_url=record["completeUrl"],
-            cancel_url=record["cancelUrl"],
-            expires_at=int(record["expiresAt"]) // 1000,
-            customer=record["customerIdentifier"] or None,
-            online=record["online"] == "1",
-            save_method=record["saveMethod"] == "1",
-            created_at=int(record["createdAt"]) // 1000,
+    def _new_payment(client: Client, request: TransactionRequest, payment_id: str,
+                     now: int, expires_at: int, notify_kind: str) -> Payment:
+        """The payment a create reserves: creating, under its lease (as create.lua stores it)."""
+        return Payment(
+            payment_id=payment_id,
+            client=client.name,
+            transaction_id=request.transaction_id,
+            gateway=request.gateway,
+            amount=request.amount_minor,
+            currency=request.currency,
+            date=request.date,
+            description=request.description,
+            customer_identifier=request.customer or None,
+            complete_url=request.complete_url,
+            cancel_url=request.cancel_url,
+            online=request.online,
+            save_method=request.save_method,
+            notify_url=request.notify_url or client.notify_url or None,
+            notify_kind=notify_kind,
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+            status=PaymentState.CREATING,
+            version=0,
+            fingerprint=request.fingerprint(),
+            creating_until=now + keys.CREATING_LEASE_MS,
         )
 
-    async def _open_at_gateway(self, adapter: Adapter, record: Record) -> Record:
-        payment_id = record["paymentId"]
+    @staticmethod
+    def _create_request(payment: Payment) -> CreateRequest:
+        return CreateRequest(
+            payment_id=payment.payment_id,
+            amount=Money(payment.amount, payment.currency),
+            description=payment.description,
+            complete_url=payment.complete_url,
+            cancel_url=payment.cancel_url,
+            expires_at=payment.expires_at // 1000,
+            customer=payment.customer_identifier,
+            online=payment.online,
+            save_method=payment.save_method,
+            created_at=payment.created_at // 1000,
+        )
+
+    async def _open_at_gateway(self, adapter: Adapter, payment: Payment) -> Payment:
+        payment_id = payment.payment_id
         try:
-            created = await self.gateway_call(adapter, "create", adapter.create(self._create_request(record)))
+            created = await self.gateway_call(adapter, "create", adapter.create(self._create_request(payment)))
         except GatewayError as exc:
-            await self._create_failed(payment_id, record, exc)
+            await self._create_failed(payment, exc)
             log.warning("gateway create failed", extra={"paymentId": payment_id,
                         "gateway": adapter.gateway_type, "outcome": type(exc).__name__})
             raise
         return await self._settle_create(adapter, payment_id, created, source="create")
 
-    async def _create_failed(self, payment_id: str, record: Record, exc: GatewayError) -> None:
+    async def _create_failed(self, payment: Payment, exc: GatewayError) -> None:
         if exc.outcome_unknown:  # the gateway may have made it: keep the paymentId (its idempotency
-            await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)  # key) for the retry
+            await self.store.release(payment.payment_id, now_ms() + RESUME_AFTER_MS)  # key) for the retry
         else:  # refused for good: as if it never was, a retry starts afresh
-            await self.store.abort(payment_id, record["client"], record["transactionId"])
+            await self.store.abort(payment.payment_id, payment.client, payment.transaction_id)
 
     async def _settle_create(self, adapter: Adapter, payment_id: str, created: Created | None, *,
-                             source: str) -> Record:
+                             source: str) -> Payment:
         """Write what a create made, in one script: an open order becomes waiting with its URL;
         one that ended at once (an off-session charge, an order found paid or closed) moves
         straight from creating to its status, notified like any transition; None (the gateway
@@ -199,22 +202,22 @@ class Payments:
             await self.apply(GatewayState(payment_id, created.status, created.gateway_state,
                                           created.gateway_reference, created.amount, created.failure_reason),
                              adapter, source=source)
-        record = await self._must_get(payment_id)
+        payment = await self._must_get(payment_id)
         log.info("payment created", extra={"paymentId": payment_id, "gateway": adapter.gateway_type,
-                                           "outcome": record["status"], "source": source})
-        return record
+                                           "outcome": payment.status, "source": source})
+        return payment
 
-    async def recover(self, record: Record) -> Record:
+    async def recover(self, payment: Payment) -> Payment:
         """Resolve a create whose holder is gone (its process died, or its gateway call ended
         without a clear answer): ask the gateway what that create made, under the same identity,
         and move the payment to what the gateway says. A live create is left alone."""
-        payment_id = record["paymentId"]
+        payment_id = payment.payment_id
         taken = await self.store.take_over(payment_id, now_ms())
         if taken != "taken":
-            return await self._must_get(payment_id) if taken else record
-        adapter = self._adapter_of(record)
+            return await self._must_get(payment_id) if taken else payment
+        adapter = self._adapter_of(payment)
         try:
-            created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(record)))
+            created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(payment)))
         except GatewayError as exc:
             if exc.outcome_unknown:
                 await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)
@@ -224,26 +227,26 @@ class Payments:
                               exc.code or "refused")
         return await self._settle_create(adapter, payment_id, created, source="recovery")
 
-    async def _must_get(self, payment_id: str) -> Record:
-        record = await self.store.get(payment_id)
-        if record is None:
+    async def _must_get(self, payment_id: str) -> Payment:
+        payment = await self.store.get(payment_id)
+        if payment is None:
             raise StoreUnavailable(f"payment {payment_id} vanished")
-        return record
+        return payment
 
     # -- look up --------------------------------------------------------------------------------
 
-    async def get(self, client: Client, payment_id: str) -> Record:
-        record = await self.store.get(payment_id)
-        if record is None or record["client"] != client.name:
+    async def get(self, client: Client, payment_id: str) -> Payment:
+        payment = await self.store.get(payment_id)
+        if payment is None or payment.client != client.name:
             raise errors.NotFound("payment_not_found", f"no payment {payment_id!r}", "paymentId")
-        return record
+        return payment
 
-    async def find(self, client: Client, transaction_id: str) -> Record:
-        record = await self.store.find(client.name, transaction_id)
-        if record is None:
+    async def find(self, client: Client, transaction_id: str) -> Payment:
+        payment = await self.store.find(client.name, transaction_id)
+        if payment is None:
             raise errors.NotFound("payment_not_found", f"no payment for transaction {transaction_id!r}",
                            "transactionId")
-        return record
+        return payment
 
     # -- the gateway's word ---------------------------------------------------------------------
 
@@ -282,35 +285,35 @@ class Payments:
                       adapter.gateway_type, state.gateway_reference, extra=extra)
         return applied
 
-    def _adapter_of(self, record: Record) -> Adapter:
-        adapter = self.adapters.get(record["gateway"])
+    def _adapter_of(self, payment: Payment) -> Adapter:
+        adapter = self.adapters.get(payment.gateway)
         if adapter is None:
-            raise errors.NotConfigured("gateway_not_configured", f"{record['gateway']} is not configured")
+            raise errors.NotConfigured("gateway_not_configured", f"{payment.gateway} is not configured")
         return adapter
 
-    async def sync(self, record: Record) -> Record:
+    async def sync(self, payment: Payment) -> Payment:
         """Ask the gateway about one payment and apply its answer (for one still being
         created: what its create made, once no create holds it)."""
-        adapter = self._adapter_of(record)
-        if record["status"] == PaymentState.CREATING:
-            return await self.recover(record)
-        state = await self.gateway_call(adapter, "query", adapter.query(ref_of(record)))
+        adapter = self._adapter_of(payment)
+        if payment.status == PaymentState.CREATING:
+            return await self.recover(payment)
+        state = await self.gateway_call(adapter, "query", adapter.query(ref_of(payment)))
         if state.status is not None:
             await self.apply(state, adapter, source="query")
-        return await self._must_get(record["paymentId"])
+        return await self._must_get(payment.payment_id)
 
-    async def close(self, record: Record) -> Record:
+    async def close(self, payment: Payment) -> Payment:
         """Close a payment: ask first, close at the gateway if nobody paid, then mark what the
         gateway says. The same path serves close requests and the expiry sweep. One still being
         created is first resolved; a live create (it holds its lease) cannot be closed yet."""
-        adapter = self._adapter_of(record)
-        if record["status"] == PaymentState.CREATING:
-            record = await self.recover(record)
-            if record["status"] == PaymentState.CREATING:
+        adapter = self._adapter_of(payment)
+        if payment.status == PaymentState.CREATING:
+            payment = await self.recover(payment)
+            if payment.status == PaymentState.CREATING:
                 raise errors.Conflict("payment_creating", "the payment is still being opened; retry shortly")
-            if record["status"] not in OPEN:
-                return record
-        ref = ref_of(record)
+            if payment.status not in OPEN:
+                return payment
+        ref = ref_of(payment)
         state = await self.gateway_call(adapter, "query", adapter.query(ref))
         if state.status in (None, Status.WAITING):
             state = await self.gateway_call(adapter, "close", adapter.close(ref))

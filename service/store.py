@@ -1,7 +1,7 @@
 """The Redis store: payments, their idempotency index, due set and outbox, written by Lua.
 
-All reads and writes of payment state go through :class:`Store`. Key names are in
-``service.keys``; the scripts in ``service/lua/``. The same code runs on Redis, Redis Cluster and
+All reads and writes of payment state go through :class:`Store`, as ``service.model.Payment``.
+Key names are in ``service.keys``; the scripts in ``service/lua/``. The same code runs on Redis, Redis Cluster and
 the embedded in-process store (fakeredis with Lua), which is for trying payrelay out only.
 """
 
@@ -18,11 +18,12 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from service import keys, states
+from service.model import Payment, name_of
 
 log = logging.getLogger("payrelay.store")
 
-Record = dict[str, str]
 T = TypeVar("T")
+SWEEP_ATTEMPTS = name_of(Payment, "sweep_attempts")
 
 
 class StoreUnavailable(Exception):
@@ -100,17 +101,16 @@ class Store:
         except (RedisError, OSError):
             return False
 
-    async def reserve(
-        self, *, client: str, transaction_id: str, fingerprint: str, payment_id: str, now_ms: int,
-        record: Record,
-    ) -> Reservation:
-        bucket = _bucket(payment_id)
-        flat = [item for pair in record.items() for item in pair]
+    async def reserve(self, payment: Payment, *, now_ms: int) -> Reservation:
+        """Store a new payment (status creating) for its transaction, unless one already answers
+        that transaction: then say which, and whether the request is the same."""
+        bucket = _bucket(payment.payment_id)
+        flat = [item for pair in payment.to_hash().items() for item in pair]
         outcome, pid = await self._run(
             self._create,
-            [keys.transaction(bucket, client, transaction_id), keys.payment(bucket, payment_id),
-             keys.due(bucket), keys.payment_prefix(bucket)],
-            [now_ms, fingerprint, payment_id, keys.CREATING_LEASE_MS, *flat],
+            [keys.transaction(bucket, payment.client, payment.transaction_id),
+             keys.payment(bucket, payment.payment_id), keys.due(bucket), keys.payment_prefix(bucket)],
+            [now_ms, payment.fingerprint, payment.payment_id, keys.CREATING_LEASE_MS, *flat],
         )
         return Reservation(outcome, pid)
 
@@ -165,19 +165,19 @@ class Store:
     async def count_sweep_attempt(self, payment_id: str) -> int:
         """One more failed look at a due payment (gateway trouble): how many in a row now."""
         key = keys.payment(_bucket(payment_id), payment_id)
-        return int(await guarded(self.redis.hincrby(key, "sweepAttempts", 1)))
+        return int(await guarded(self.redis.hincrby(key, SWEEP_ATTEMPTS, 1)))
 
     async def clear_sweep_attempts(self, payment_id: str) -> None:
-        await guarded(self.redis.hdel(keys.payment(_bucket(payment_id), payment_id), "sweepAttempts"))
+        await guarded(self.redis.hdel(keys.payment(_bucket(payment_id), payment_id), SWEEP_ATTEMPTS))
 
-    async def get(self, payment_id: str) -> Record | None:
+    async def get(self, payment_id: str) -> Payment | None:
         bucket = keys.bucket_of(payment_id)
         if bucket is None:
             return None
-        record: Record = await guarded(self.redis.hgetall(keys.payment(bucket, payment_id)))
-        return record or None
+        found: dict[str, str] = await guarded(self.redis.hgetall(keys.payment(bucket, payment_id)))
+        return Payment.from_hash(found) if found else None
 
-    async def find(self, client: str, transaction_id: str) -> Record | None:
+    async def find(self, client: str, transaction_id: str) -> Payment | None:
         """The latest payment of a business transaction."""
         bucket = keys.bucket_for(client, transaction_id)
         payment_id = await guarded(self.redis.get(keys.transaction(bucket, client, transaction_id)))

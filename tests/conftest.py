@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import fakeredis
 import httpx
 import pytest
 import redis
@@ -22,7 +23,7 @@ from sandbox.base import Emulator
 from sandbox.runner import ServerThread, free_port
 from service.app import create_app
 from service.settings import Settings
-from service.store import connect
+from service.store import Store, connect
 from tests.receiver import Receiver
 from tests.redis_cluster import RedisCluster
 
@@ -133,6 +134,18 @@ def clean_redis(request: pytest.FixtureRequest, redis_url: str) -> str:
     with redis.Redis.from_url(redis_url) as client:
         client.flushdb()
     return redis_url
+
+
+RETENTION_S = 90 * 86400  # the stores' retention in tests
+
+
+@pytest.fixture(params=["redis", "embedded"])
+async def store(request: pytest.FixtureRequest, clean_redis: str) -> AsyncIterator[Store]:
+    """The payment store on a real Redis, then on the embedded store: the same scripts on both."""
+    embedded = request.param == "embedded"
+    client: Any = fakeredis.FakeAsyncRedis(decode_responses=True) if embedded else connect(clean_redis)
+    yield Store(client, RETENTION_S)
+    await client.aclose()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 
 from sandbox.base import Emulator
 from service import keys
+from service.model import Payment
 from service.store import Store
 from tests.conftest import Relay
 
@@ -85,20 +86,22 @@ def valid(**changes: Any) -> dict[str, Any]:
 # -- records in the store (tests/test_store.py, tests/test_transition.py) -------------------------
 
 NOW = 1_900_000_000_000
-RETENTION_S = 90 * 86400
 
 
-def record(payment_id: str, **fields: str) -> dict[str, str]:
-    return {"paymentId": payment_id, "client": "shop", "transactionId": "t1", "gateway": "stripe-connect",
-            "amount": "2500", "currency": "USD", "notifyUrl": "https://shop.example/hook",
-            "notifyKind": "generic", "createdAt": str(NOW), "expiresAt": str(NOW + 1_800_000), **fields}
+def record(payment_id: str, **fields: str) -> Payment:
+    return Payment.from_hash({
+        "paymentId": payment_id, "client": "shop", "transactionId": "t1", "gateway": "stripe-connect",
+        "amount": "2500", "currency": "USD", "date": "2026-11-21", "description": "10 GB",
+        "customerIdentifier": "", "completeUrl": "https://shop.example/ok", "cancelUrl": "https://shop.example/no",
+        "online": "1", "saveMethod": "0", "notifyUrl": "https://shop.example/hook",
+        "notifyKind": "generic", "createdAt": str(NOW), "updatedAt": str(NOW), "expiresAt": str(NOW + 1_800_000),
+        "status": "creating", "version": "0", "previous": "", "fingerprint": "f1", **fields})
 
 
 async def reserve(store: Store, fingerprint: str = "f1", now: int = NOW, txn: str = "t1") -> Any:
     bucket = keys.bucket_for("shop", txn)
     pid = keys.new_payment_id(bucket)
-    return await store.reserve(client="shop", transaction_id=txn, fingerprint=fingerprint, payment_id=pid,
-                               now_ms=now, record=record(pid, transactionId=txn))
+    return await store.reserve(record(pid, transactionId=txn, fingerprint=fingerprint), now_ms=now)
 
 
 async def apply(store: Store, pid: str, **changes: Any) -> Any:

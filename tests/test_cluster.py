@@ -25,7 +25,9 @@ from sandbox.runner import ServerThread
 from sandbox.stripe import StripeEmulator
 from sandbox.wechat import WechatEmulator, WechatKeys
 from service import keys
+from service.model import Payment
 from service.schedule import Schedule
+from service.states import PaymentState
 from service.store import Store, connect
 from tests.conftest import API_KEY
 from tests.redis_cluster import RedisCluster
@@ -59,11 +61,12 @@ def test_connect_picks_the_client_by_url(cluster: RedisCluster) -> None:
 async def _reserve(store: Store, transaction_id: str, deadline_ms: int) -> str:
     bucket = keys.bucket_for("shop", transaction_id)
     pid = keys.new_payment_id(bucket)
-    record = {"paymentId": pid, "client": "shop", "transactionId": transaction_id, "gateway": "stripe-connect",
-              "amount": "2500", "currency": "USD", "notifyUrl": "", "notifyKind": "generic",
-              "createdAt": str(NOW), "expiresAt": str(deadline_ms)}
-    reservation = await store.reserve(client="shop", transaction_id=transaction_id, fingerprint="f",
-                                      payment_id=pid, now_ms=NOW, record=record)
+    record = Payment(payment_id=pid, client="shop", transaction_id=transaction_id, gateway="stripe-connect",
+                     amount=2500, currency="USD", date="2026-11-21", description="", complete_url="https://a/",
+                     cancel_url="https://a/", online=True, save_method=False, notify_kind="generic",
+                     created_at=NOW, updated_at=NOW, expires_at=deadline_ms, status=PaymentState.CREATING,
+                     version=0, fingerprint="f")
+    reservation = await store.reserve(record, now_ms=NOW)
     assert reservation.outcome == "new"
     await store.finalize(pid, "https://pay.example/x", "ref", NOW)
     return pid

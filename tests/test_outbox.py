@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from sandbox.runner import ServerThread, free_port
 from service import keys
 from service.app import create_app
+from service.model import Payment
 from service.notify_signature import verify
 from service.outbox import LEASE_MS
 from service.payments import now_ms
@@ -74,17 +75,16 @@ class Relay:
         bucket = keys.bucket_for(client, transaction_id)
         payment_id = keys.new_payment_id(bucket)
         now = now_ms()
-        record = {
+        record = Payment.from_hash({
             "paymentId": payment_id, "client": client, "transactionId": transaction_id,
             "gateway": "stripe-connect", "amount": "2500", "currency": "USD", "date": "2026-11-21",
             "description": "10 GB", "customerIdentifier": "", "completeUrl": "https://shop.example/ok",
             "cancelUrl": "https://shop.example/no", "online": "1", "saveMethod": "0",
             "notifyUrl": notify_url or self.settings.clients[0].notify_url or "", "notifyKind": kind,
             "createdAt": str(now), "updatedAt": str(now), "expiresAt": str(now + 3_600_000),
-        }
-        reservation = await self.store.reserve(
-            client=client, transaction_id=transaction_id, fingerprint="f", payment_id=payment_id,
-            now_ms=now, record=record)
+            "status": "creating", "version": "0", "previous": "", "fingerprint": "f",
+        })
+        reservation = await self.store.reserve(record, now_ms=now)
         assert reservation.outcome == "new"
         await self.store.finalize(payment_id, "https://pay.example/" + payment_id, "", now)
         return payment_id

@@ -54,10 +54,8 @@ async def died_after_reserving(runtime: Runtime, body: dict[str, Any]) -> str:
     bucket = keys.bucket_for(client.name, request.transaction_id)
     payment_id = keys.new_payment_id(bucket)
     then = now_ms() - CUT_OFF_MS
-    record = payments._new_record(client, request, payment_id, then, then + 1_800_000, "generic")
-    reservation = await runtime.store.reserve(client="shop", transaction_id=request.transaction_id,
-                                              fingerprint=request.fingerprint(), payment_id=payment_id,
-                                              now_ms=then, record=record)
+    record = payments._new_payment(client, request, payment_id, then, then + 1_800_000, "generic")
+    reservation = await runtime.store.reserve(record, now_ms=then)
     assert reservation.outcome == "new"
     return payment_id
 
@@ -81,7 +79,8 @@ async def test_died_after_reserving_is_resolved_by_the_sweeper(relay: Relay, run
     payment_id = await died_after_reserving(runtime, order(emulator))
 
     async def resolved() -> bool:
-        return (await runtime.store.get(payment_id) or {}).get("status") != "creating"
+        found = await runtime.store.get(payment_id)
+        return found is None or found.status != "creating"
 
     await eventually(resolved, timeout=15)
     payment = await status_of(relay, payment_id)
@@ -240,4 +239,4 @@ async def runtime_status(relay: Relay, payment: dict[str, Any]) -> str:
         record = await runtime.store.get(payment["paymentId"])
     finally:
         await runtime.close()
-    return record["status"] if record else ""
+    return record.status if record else ""

@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import Any
-
-import fakeredis
-import pytest
 
 from service import keys
-from service.store import Store, connect
-from tests.helpers import NOW, RETENTION_S, apply, opened, record, reserve
-
-
-@pytest.fixture(params=["redis", "embedded"])
-async def store(request: pytest.FixtureRequest, clean_redis: str) -> AsyncIterator[Store]:
-    client: Any = connect(clean_redis) if request.param == "redis" else fakeredis.FakeAsyncRedis(
-        decode_responses=True)
-    yield Store(client, RETENTION_S)
-    await client.aclose()
+from service.store import Store
+from tests.conftest import RETENTION_S
+from tests.helpers import NOW, apply, opened, record, reserve
 
 
 async def test_reserve_then_duplicates(store: Store) -> None:
@@ -42,7 +30,7 @@ async def test_abort_restores_previous_payment(store: Store) -> None:
     await store.abort(retry.payment_id, "shop", "t1")
     assert await store.get(retry.payment_id) is None
     found = await store.find("shop", "t1")
-    assert found is not None and found["paymentId"] == pid
+    assert found is not None and found.payment_id == pid
     assert await store.redis.pttl(keys.transaction(keys.bucket_of(pid), "shop", "t1")) > 0
 
 
@@ -60,7 +48,7 @@ async def test_forward_only(store: Store) -> None:
                                   delivery_id="d4")).outcome == "stale"
     saved = await store.get(pid)
     assert saved is not None
-    assert (saved["status"], saved["version"], saved["paidAt"]) == ("succeeded", "2", str(NOW))
+    assert (saved.status, saved.version, saved.paid_at) == ("succeeded", 2, NOW)
 
 
 async def test_late_payment_once(store: Store) -> None:
@@ -71,7 +59,7 @@ async def test_late_payment_once(store: Store) -> None:
     again = await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid", delivery_id="d3")
     assert again.outcome == "unchanged"
     saved = await store.get(pid)
-    assert saved is not None and saved["latePayment"] == "1" and saved["version"] == "2"
+    assert saved is not None and saved.late_payment is True and saved.version == 2
 
 
 async def test_duplicate_event_and_integrity(store: Store) -> None:
@@ -80,7 +68,7 @@ async def test_duplicate_event_and_integrity(store: Store) -> None:
                               event=("stripe", "evt_1"), delivery_id="d1")
     assert wrong.outcome == "integrity"
     saved = await store.get(pid)
-    assert saved is not None and saved["status"] == "waiting" and saved["integrityError"] == "1"
+    assert saved is not None and saved.status == "waiting" and saved.integrity_error is True
     other_currency = await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid",
                                        amount=(2500, "EUR"), delivery_id="d2")
     assert other_currency.outcome == "integrity"
@@ -119,8 +107,7 @@ async def test_transition_writes_due_outbox_and_retention(store: Store) -> None:
 async def test_cloudreve_payments_notify_only_success(store: Store) -> None:
     bucket = keys.bucket_for("shop", "t1")
     pid = keys.new_payment_id(bucket)
-    await store.reserve(client="shop", transaction_id="t1", fingerprint="f", payment_id=pid,
-                        now_ms=NOW, record=record(pid, notifyKind="cloudreve"))
+    await store.reserve(record(pid, notifyKind="cloudreve"), now_ms=NOW)
     await store.finalize(pid, "u", "", NOW)
     await apply(store, pid, now_ms=NOW, status="processing", gateway_state="x", delivery_id="d1")
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="x", delivery_id="d2")
@@ -150,7 +137,7 @@ async def test_another_gateways_word_changes_nothing(store: Store) -> None:
                                 gateway_state="SUCCESS", event=("wechat", "e1"), delivery_id="d1")
     assert foreign.outcome == "foreign"
     saved = await store.get(pid)
-    assert saved is not None and saved["status"] == "waiting" and saved["version"] == "0"
+    assert saved is not None and saved.status == "waiting" and saved.version == 0
     assert await store.redis.exists(keys.event(keys.bucket_of(pid), "wechat", "e1")) == 0
 
 
