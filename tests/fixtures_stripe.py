@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from adapters.stripe import StripeAdapter
+from adapters.transport import HttpxTransport
 from sandbox.runner import serving
 from sandbox.stripe import StripeEmulator
 from service.settings import Secret, StripeConfig
@@ -80,7 +81,7 @@ async def make_stripe_adapter(stripe_emulator: StripeEmulator) -> AsyncIterator[
     made: list[StripeAdapter] = []
 
     def make(**changes: Any) -> StripeAdapter:
-        made.append(StripeAdapter(stripe_config(stripe_emulator, **changes), PUBLIC_URL))
+        made.append(StripeAdapter(stripe_config(stripe_emulator, **changes), PUBLIC_URL, HttpxTransport()))
         return made[-1]
 
     yield make

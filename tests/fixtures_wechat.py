@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 
+from adapters.transport import HttpxTransport
 from adapters.wechat import WechatAdapter
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
@@ -127,7 +128,7 @@ def wechat_receiver(_wechat_boards: tuple[Switchboard, Switchboard]) -> Iterator
 async def wechat_adapter(
     wechat_emulator: WechatEmulator, wechat_receiver: CallbackReceiver
 ) -> AsyncIterator[WechatAdapter]:
-    adapter = WechatAdapter(wechat_config(wechat_emulator), wechat_receiver.url)
+    adapter = WechatAdapter(wechat_config(wechat_emulator), wechat_receiver.url, HttpxTransport())
     wechat_emulator.bind(wechat_emulator.base_url, adapter.notify_url)
     yield adapter
     await adapter.aclose()

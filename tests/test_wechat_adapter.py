@@ -1,4 +1,5 @@
-"""WechatAdapter against the WeChat Pay emulator over real HTTP, through the official async SDK."""
+"""WechatAdapter against the WeChat Pay emulator over real HTTP, signed and checked by the official SDK's
+helpers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from adapters import transport as tp
 from adapters.base import CreateRequest, Money, PaymentRef, Status, WebhookReply
 from adapters.errors import (
     GatewayProtocolError,
@@ -20,6 +22,7 @@ from adapters.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
+from adapters.transport import HttpxTransport, MockTransport
 from adapters.wechat import WechatAdapter, qr
 from adapters.wechat import transformers as wx
 from sandbox.runner import free_port
@@ -277,7 +280,7 @@ async def test_an_outage_is_unavailable_and_changes_nothing(
 
 async def test_nobody_listening_is_unavailable(wechat_emulator: WechatEmulator) -> None:
     wechat_emulator.bind(f"http://127.0.0.1:{free_port()}", "")
-    adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9")
+    adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9", HttpxTransport())
     try:
         with pytest.raises(GatewayUnavailable):
             await adapter.create(order())
@@ -286,7 +289,7 @@ async def test_nobody_listening_is_unavailable(wechat_emulator: WechatEmulator) 
 
 
 async def test_a_slow_gateway_times_out_as_unavailable(wechat_emulator: WechatEmulator) -> None:
-    adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9", timeout=(1, 0.2))
+    adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9", HttpxTransport(), timeout=0.2)
     wechat_emulator.delay = 0.6
     try:
         with pytest.raises(GatewayUnavailable, match="timed out"):
@@ -313,9 +316,9 @@ async def test_unverified_2xx_answers_are_protocol_errors(
 
 
 async def test_a_wrong_serial_on_an_answer_is_a_protocol_error(wechat_emulator: WechatEmulator) -> None:
-    """An answer naming another key id: the SDK looks for a platform certificate, finds none."""
+    """An answer naming another key id: public key mode has no platform certificate for it."""
     config = replace(wechat_config(wechat_emulator), public_key_id="PUB_KEY_ID_0000000000000000000000000000")
-    adapter = WechatAdapter(config, "http://127.0.0.1:9")
+    adapter = WechatAdapter(config, "http://127.0.0.1:9", HttpxTransport())
     try:
         with pytest.raises(GatewayProtocolError):
             await adapter.create(order())
@@ -326,7 +329,7 @@ async def test_a_wrong_serial_on_an_answer_is_a_protocol_error(wechat_emulator: 
 
 async def test_a_4xx_is_a_refusal_with_wechats_code(wechat_emulator: WechatEmulator) -> None:
     config = replace(wechat_config(wechat_emulator), cert_serial_no="0123456789ABCDEF")
-    adapter = WechatAdapter(config, "http://127.0.0.1:9")
+    adapter = WechatAdapter(config, "http://127.0.0.1:9", HttpxTransport())
     try:
         with pytest.raises(GatewayRefused) as refused:
             await adapter.create(order())
@@ -507,21 +510,35 @@ def test_secrets_stay_out_of_repr(wechat_adapter: WechatAdapter, wechat_emulator
     assert wechat_emulator.keys.apiv3_key not in shown and private_body not in shown
 
 
-# ---- the SDK's private base URL -------------------------------------------------------------------
+# ---- where requests go --------------------------------------------------------------------------
 
 
-def test_sdk_keeps_its_base_url_in_core_gate_way(wechat_emulator: WechatEmulator) -> None:
-    """wechatpayv3 has no parameter for the API host; the adapter sets AsyncCore._gate_way before
-    the client is opened. If an SDK upgrade renames or drops it, this fails (and so does the
-    adapter's constructor, loudly) instead of payrelay quietly talking to the real WeChat Pay."""
-    keys = wechat_emulator.keys
-    sdk = official_sdk(keys)
-    assert sdk._core._gate_way == "https://api.mch.weixin.qq.com"
-    assert sdk._core._client is None  # not opened yet: __aenter__ opens it, after we set the base
-    adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9")
-    assert adapter._sdk._core._gate_way == wechat_emulator.base_url
-    default = WechatAdapter(replace(wechat_config(wechat_emulator), api_base=None), "http://127.0.0.1:9")
-    assert default._sdk._core._gate_way == "https://api.mch.weixin.qq.com"
+async def test_calls_go_to_the_configured_api_base(
+    wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator
+) -> None:
+    request, _ = await created(wechat_adapter)
+    await wechat_adapter.query(ref(request))
+    await wechat_adapter.close(ref(request))
+    assert wechat_emulator.calls == {"create": 1, "query": 2, "close": 1}  # close asks what it is after
+
+
+async def test_without_an_api_base_calls_go_to_wechat_pay(wechat_emulator: WechatEmulator) -> None:
+    sent: list[tp.Request] = []
+
+    def production(request: tp.Request) -> tp.Response:
+        sent.append(request)
+        return tp.Response(500, tp.Headers(), b"")
+
+    adapter = WechatAdapter(replace(wechat_config(wechat_emulator), api_base=None), "http://127.0.0.1:9",
+                            MockTransport(production))
+    with pytest.raises(GatewayUnavailable):
+        await adapter.query(ref(order("pr_00test00000000000000000042")))
+    assert [(r.method, r.url) for r in sent] == [
+        ("GET", "https://api.mch.weixin.qq.com/v3/pay/transactions/out-trade-no/pr_00test00000000000000000042"
+                f"?mchid={wechat_emulator.keys.mchid}")
+    ]
+    authorization = sent[0].headers["Authorization"]
+    assert authorization.startswith(f'WECHATPAY2-SHA256-RSA2048 mchid="{wechat_emulator.keys.mchid}"')
 
 
 # ---- QR codes ---------------------------------------------------------------------------------------
