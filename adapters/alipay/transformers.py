@@ -147,7 +147,6 @@ def signed_answer(operation: str, method: str, raw: str) -> tuple[str, str, dict
     return raw[start:end], sign, answer
 
 
-
 def trade_state(payment_id: str, answer: Mapping[str, Any]) -> GatewayState:
     """A signature-checked ``alipay_trade_query_response`` as our state; errors raise GatewayError."""
     if answer.get("code") != SUCCESS_CODE:
