@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.alipay.config import AlipayConfig
 from adapters.stripe.config import StripeConfig
+from adapters.transport import HttpxTransport, Transport
 from adapters.wechat.config import WechatConfig
 
 if TYPE_CHECKING:
@@ -30,16 +31,16 @@ class Gateway:
     webhook: str  # the path segment of its webhook
     variables: str  # the prefix of its configuration's names
     config: type[Any]  # a class with ``from_env(adapters.config.Env) -> config | None``
-    adapter_path: str  # "module:Class", built as Class(config, public_url)
+    adapter_path: str  # "module:Class", built as Class(config, public_url, transport)
     emulator_path: str  # "module:Class", the sandbox that speaks this gateway's API
 
     def adapter(self) -> type[Adapter]:
         return _load(self.adapter_path)
 
-    def build(self, config: Any, public_url: str) -> Adapter:
+    def build(self, config: Any, public_url: str, transport: Transport) -> Adapter:
         """Its adapter; a config it cannot use (a key that does not load…) is GatewayConfigError."""
         build: Any = self.adapter()  # each adapter's constructor takes its own config class
-        return build(config, public_url)
+        return build(config, public_url, transport)
 
     def emulator(self) -> type[Any]:
         return _load(self.emulator_path)
@@ -63,5 +64,7 @@ GATEWAY_TYPES = tuple(BY_TYPE)
 
 
 def build_adapters(configs: Mapping[str, Any], public_url: str) -> dict[str, Adapter]:
-    """The adapters of the configured gateways, by paymentGatewayType."""
-    return {kind: BY_TYPE[kind].build(config, public_url) for kind, config in configs.items()}
+    """The adapters of the configured gateways, by paymentGatewayType, on one shared transport
+    (each adapter's ``aclose`` closes it; closing it again does nothing)."""
+    transport = HttpxTransport()
+    return {kind: BY_TYPE[kind].build(config, public_url, transport) for kind, config in configs.items()}

@@ -18,3 +18,12 @@ def loads(raw: str | bytes) -> Any:
         return json.loads(raw, parse_constant=_not_json)
     except RecursionError:
         raise ValueError("the JSON is nested too deeply") from None
+
+
+def value_at(raw: str, start: int) -> tuple[Any, int]:
+    """The JSON value that begins at ``raw[start]`` and the index just past its end (text after
+    it is not read): where a signature covers the exact text of one value inside a document."""
+    try:
+        return json.JSONDecoder(parse_constant=_not_json).raw_decode(raw, start)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None

@@ -8,19 +8,20 @@ from urllib.parse import urlsplit
 
 from adapters import registry
 from adapters.config import ConfigError
+from adapters.transport import HttpxTransport
 from service import store
 from service.settings import Settings
 
 
 async def problems(settings: Settings, *, reach_redis: bool) -> list[ConfigError]:
     found: list[ConfigError] = []
+    transport = HttpxTransport()
     for kind, config in settings.gateways.items():
         try:
-            adapter = registry.BY_TYPE[kind].build(config, settings.public_url)
+            registry.BY_TYPE[kind].build(config, settings.public_url, transport)
         except ConfigError as refused:
             found.append(refused)
-        else:
-            await adapter.aclose()
+    await transport.aclose()
     if reach_redis and settings.redis_url and (unreachable := await _redis_problem(settings.redis_url)):
         found.append(unreachable)
     return found

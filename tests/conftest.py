@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 
+from adapters.transport import HttpxTransport
 from sandbox.base import Emulator
 from sandbox.runner import ServerThread, free_port
 from service.app import create_app
@@ -205,6 +206,14 @@ def start_relay(clean_redis: str) -> Iterator[StartRelay]:
             return Relay(url, settings, app, {e.gateway_type: e for e in emulators}, values)
 
         yield start
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[HttpxTransport]:
+    """An HTTP transport for the adapters a test builds itself, closed after the test."""
+    made = HttpxTransport()
+    yield made
+    await made.aclose()
 
 
 @pytest.fixture

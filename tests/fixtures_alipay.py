@@ -5,12 +5,12 @@ run and the two servers run for the whole session (starting and stopping uvicorn
 most of the run time); each test plugs its own fresh emulator and receiver into them.
 ``alipay_receiver``: a small server standing in for payrelay's /webhooks/alipay; it records each
 notification and answers with ``alipay_adapter.webhook_ok()``.
-``alipay_adapter``: an AlipayAdapter pointed at both.
+``alipay_adapter``: an AlipayAdapter pointed at both, on a transport of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from adapters.alipay.adapter import AlipayAdapter
 from adapters.alipay.config import AlipayConfig
 from adapters.config import Secret
+from adapters.transport import HttpxTransport
 from sandbox.alipay import AlipayEmulator
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
@@ -103,5 +104,7 @@ def alipay_config(emulator: AlipayEmulator) -> AlipayConfig:
 
 
 @pytest.fixture
-def alipay_adapter(alipay_emulator: AlipayEmulator, alipay_receiver: Receiver) -> AlipayAdapter:
-    return AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, timeout=5)
+async def alipay_adapter(alipay_emulator: AlipayEmulator, alipay_receiver: Receiver) -> AsyncIterator[AlipayAdapter]:
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, HttpxTransport(), timeout=5)
+    yield adapter
+    await adapter.aclose()

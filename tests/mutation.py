@@ -103,9 +103,9 @@ TARGETS: dict[str, Target] = {
             "adapters/alipay/adapter.py": ("rsa2_verifies", "AlipayAdapter.parse_webhook", "AlipayAdapter.verifies",
                                            "_form"),
             "adapters/alipay/transformers.py": ("signed_content",),
-            "adapters/wechat/adapter.py": ("WechatAdapter.parse_webhook", "WechatAdapter._verify",
+            "adapters/wechat/adapter.py": ("WechatAdapter.parse_webhook", "WechatAdapter._check_signature",
                                            "WechatAdapter._decrypt"),
-            "adapters/stripe/adapter.py": ("StripeAdapter.parse_webhook", "StripeAdapter._verify"),
+            "adapters/stripe/adapter.py": ("StripeAdapter.parse_webhook", "StripeAdapter._check_signature"),
         },
     ),
     "transition": Target(

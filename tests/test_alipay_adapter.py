@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -24,8 +23,9 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
+from adapters import transport as tp
 from adapters.alipay import transformers as tf
-from adapters.alipay.adapter import PRODUCTION_GATEWAY, AlipayAdapter, point_sdk_at
+from adapters.alipay.adapter import PRODUCTION_GATEWAY, AlipayAdapter, signed_query
 from adapters.alipay.config import AlipayConfig
 from adapters.base import CreateRequest, Money, PaymentRef, Status
 from adapters.config import GatewayConfigError, Secret
@@ -38,6 +38,7 @@ from adapters.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
+from adapters.transport import HttpxTransport, MockTransport, Transport
 from sandbox.alipay import AlipayEmulator, CashierError
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
@@ -131,7 +132,7 @@ async def test_pay_sends_a_notification_that_verifies(alipay_adapter: AlipayAdap
     returned = dict(parse_qsl(urlsplit(landed).query))
     assert returned.pop("order") == "1"  # complete_url's own parameter, not Alipay's: not signed
     sign = returned.pop("sign")
-    assert alipay_adapter._client.verify(returned, sign)
+    assert alipay_adapter._sdk.verify(returned, sign)
     assert returned["out_trade_no"] == request.payment_id and returned["total_amount"] == "89.00"
 
     state = await alipay_adapter.query(ref_of(request))
@@ -187,10 +188,13 @@ async def test_close_after_pay_answers_the_paid_state(alipay_adapter: AlipayAdap
 
 
 async def test_many_concurrent_queries(alipay_emulator: AlipayEmulator, alipay_receiver: Receiver) -> None:
-    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, max_concurrency=4)
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, HttpxTransport(max_connections=4))
     request = make_request()
     await opened(adapter, request)
-    states = await asyncio.gather(*(adapter.query(ref_of(request)) for _ in range(20)))
+    try:
+        states = await asyncio.gather(*(adapter.query(ref_of(request)) for _ in range(20)))
+    finally:
+        await adapter.aclose()
     assert {s.status for s in states} == {Status.WAITING}
 
 
@@ -218,14 +222,15 @@ async def test_forged_answer_signature_is_a_protocol_error(alipay_adapter: Alipa
     (502, "bad gateway", GatewayUnavailable, "HTTP 502"),
 ])
 async def test_odd_answers(alipay_emulator: AlipayEmulator, served: Callable[[Any], ServerThread],
-                           status: int, body: str, error: type[Exception], match: str) -> None:
+                           transport: Transport, status: int, body: str, error: type[Exception],
+                           match: str) -> None:
     async def answer(request: Any) -> Response:
         return Response(body, status_code=status, media_type="text/html;charset=utf-8")
 
     server = served(Starlette(routes=[Route("/gateway.do", answer)]))
     config = alipay_config(alipay_emulator)
     adapter = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key,
-                                         server.url + "/gateway.do"), "http://127.0.0.1:9")
+                                         server.url + "/gateway.do"), "http://127.0.0.1:9", transport)
     with pytest.raises(error, match=match):
         await adapter.query(ref_of(make_request()))
 
@@ -303,30 +308,35 @@ def test_declared_capabilities() -> None:
     assert AlipayAdapter.currencies == frozenset({"CNY"}) and AlipayAdapter.supports_offline is False
 
 
-# -- the SDK's private gateway attribute --------------------------------------------------------------
+# -- where requests go and how they are signed ------------------------------------------------------
 
 
-def test_sdk_keeps_its_gateway_in_the_private_attribute(alipay_keys: dict[str, tuple[str, str]]) -> None:
-    """python-alipay-sdk has no gateway parameter; the adapter sets ``_gateway``. If an upgrade
-    renames the attribute or stops reading it, this fails instead of payrelay calling production."""
-    client = alipay.AliPay(appid="2021000000000000", app_notify_url=None,
-                           app_private_key_string=alipay_keys["app_key"][0],
-                           alipay_public_key_string=alipay_keys["platform_key"][1])
-    assert vars(client).get("_gateway") == PRODUCTION_GATEWAY
-    assert "self._gateway" in inspect.getsource(alipay.AliPay.verified_sync_response)
-    point_sdk_at(client, "http://127.0.0.1:1/gateway.do")
-    assert client._gateway == "http://127.0.0.1:1/gateway.do"
-    with pytest.raises(RuntimeError, match="_gateway"):
-        point_sdk_at(object(), "http://127.0.0.1:1/gateway.do")
+async def test_calls_go_to_the_configured_gateway(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator,
+                                                 alipay_receiver: Receiver) -> None:
+    request = make_request()
+    payment_url = await opened(alipay_adapter, request)
+    assert payment_url.startswith(alipay_emulator.base_url + "/gateway.do?")
+    await alipay_adapter.query(ref_of(request))
+    await alipay_adapter.close(ref_of(request))
+    assert alipay_emulator.calls["query"] == alipay_emulator.calls["close"] == 1
 
 
-def test_adapter_points_the_sdk_at_the_configured_gateway(alipay_adapter: AlipayAdapter,
-                                                          alipay_emulator: AlipayEmulator) -> None:
-    assert alipay_adapter._client._gateway == alipay_emulator.base_url + "/gateway.do"
+async def test_without_a_gateway_url_calls_go_to_production(alipay_emulator: AlipayEmulator) -> None:
+    sent: list[tp.Request] = []
+
+    def production(request: tp.Request) -> tp.Response:
+        sent.append(request)
+        return tp.Response(503, tp.Headers(), b"")
+
     config = alipay_config(alipay_emulator)
-    production = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key, None),
-                               "https://pay.example")
-    assert production.gateway_url == PRODUCTION_GATEWAY == production._client._gateway
+    adapter = AlipayAdapter(AlipayConfig(config.app_id, config.private_key, config.alipay_public_key, None),
+                            "https://pay.example", MockTransport(production))
+    assert adapter.gateway_url == PRODUCTION_GATEWAY
+    created = await adapter.create(make_request())
+    assert (created.payment_url or "").startswith(PRODUCTION_GATEWAY + "?")
+    with pytest.raises(GatewayUnavailable):
+        await adapter.query(ref_of(make_request()))
+    assert [(r.method, r.url.partition("?")[0]) for r in sent] == [("GET", PRODUCTION_GATEWAY)]
 
 
 def plain_sdk(keys: dict[str, tuple[str, str]]) -> Any:
@@ -334,35 +344,52 @@ def plain_sdk(keys: dict[str, tuple[str, str]]) -> Any:
                          alipay_public_key_string=keys["platform_key"][1])
 
 
-def test_openssl_backed_sdk_signs_and_checks_like_the_sdk(alipay_keys: dict[str, tuple[str, str]]) -> None:
-    """The adapter's SDK client does its RSA work through OpenSSL by overriding the SDK's private
-    ``_sign``/``_verify``. If the SDK stops routing through them, or results differ, this fails."""
-    assert "self._sign(" in inspect.getsource(alipay.AliPay.sign_data)
-    assert "self._verify(" in inspect.getsource(alipay.AliPay._verify_and_return_sync_response)
-    assert "self._verify(" in inspect.getsource(alipay.AliPay.verify)
+def test_requests_are_signed_byte_for_byte_like_the_sdk(alipay_keys: dict[str, tuple[str, str]]) -> None:
+    """The adapter signs with OpenSSL what the SDK's public ``sign_data`` signs with pycryptodome:
+    the same string, signature included (PKCS#1 v1.5 is deterministic)."""
     sdk = plain_sdk(alipay_keys)
-    platform = AlipayEmulator(**alipay_keys)
-    adapter = AlipayAdapter(AlipayConfig(platform.app_id, Secret(platform.app_private_key),
-                                         platform.alipay_public_key, None), "http://127.0.0.1:9")
-    for text in ("", "a=1&b=2", "biz_content={\"subject\":\"容量包 & more\"}&charset=utf-8", "x" * 5000):
-        assert adapter._client._sign(text) == sdk._sign(text)
-        answer_sign = platform._sign(text)
-        assert adapter._client._verify(text, answer_sign) is sdk._verify(text, answer_sign) is True
-        assert adapter._client._verify(text + " ", answer_sign) is sdk._verify(text + " ", answer_sign) is False
-    body = sdk.build_body("alipay.trade.query", {"out_trade_no": "pr_1"})
-    assert adapter._client.sign_data(dict(body)) == sdk.sign_data(dict(body))
+    key = serialization.load_pem_private_key(alipay_keys["app_key"][0].encode(), None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    bodies = [
+        sdk.build_body("alipay.trade.query", {"out_trade_no": "pr_1"}),
+        sdk.build_body("alipay.trade.close", {"out_trade_no": "pr_00test" + "9" * 20}),
+        sdk.build_body("alipay.trade.page.pay", {"subject": "容量包 & more <b>=</b> 100%", "out_trade_no": "pr_2",
+                                                 "total_amount": "89.00", "product_code": "FAST_INSTANT_TRADE_PAY"},
+                       return_url="https://shop.example/done?a=1&b=2", notify_url=None),
+        {"a": "", "b": "x" * 5000, "c": "+ /?#"},
+    ]
+    for body in bodies:
+        assert signed_query(key, dict(body)) == sdk.sign_data(dict(body))
+
+
+async def test_the_payment_url_is_the_sdks_page_pay(alipay_adapter: AlipayAdapter,
+                                                   alipay_keys: dict[str, tuple[str, str]]) -> None:
+    """Built from the SDK's ``build_body``: the parameters ``api_alipay_trade_page_pay`` makes,
+    and the very query string its ``sign_data`` writes for them."""
+    request = make_request(description="Pro <plan> & 10 GB 容量包")
+    url = (await alipay_adapter.create(request)).payment_url or ""
+    ours = dict(parse_qsl(urlsplit(url).query))
+    sdk = alipay_adapter._sdk
+    assert urlsplit(url).query == sdk.sign_data({k: v for k, v in ours.items() if k != "sign"})
+    params = tf.page_pay_params(request, "http://127.0.0.1:9/webhooks/alipay", time.time())
+    theirs = dict(parse_qsl(sdk.api_alipay_trade_page_pay(**params)))
+    assert ours.keys() == theirs.keys()
+    for name in ours.keys() - {"timestamp", "sign", "notify_url"}:
+        assert ours[name] == theirs[name], name
 
 
 # -- keys and secrets ---------------------------------------------------------------------------------
 
 
-async def test_bare_base64_keys_from_alipays_console_work(alipay_emulator: AlipayEmulator) -> None:
+async def test_bare_base64_keys_from_alipays_console_work(alipay_emulator: AlipayEmulator,
+                                                         transport: Transport) -> None:
     def bare(pem: str) -> str:
         return "".join(line for line in pem.splitlines() if not line.startswith("-----"))
 
     config = alipay_config(alipay_emulator)
     adapter = AlipayAdapter(AlipayConfig(config.app_id, Secret(bare(config.private_key.reveal())),
-                                         bare(config.alipay_public_key), config.gateway_url), "http://127.0.0.1:9")
+                                         bare(config.alipay_public_key), config.gateway_url), "http://127.0.0.1:9",
+                            transport)
     request = make_request()
     await opened(adapter, request)
     assert (await adapter.query(ref_of(request))).status is Status.WAITING
@@ -373,11 +400,12 @@ def test_a_broken_private_key_is_not_shown(alipay_emulator: AlipayEmulator) -> N
     secret_body = config.private_key.reveal().splitlines()[1]
     broken = "-----BEGIN PRIVATE KEY-----\n" + secret_body + "\n-----END PRIVATE KEY-----\n"
     with pytest.raises(GatewayConfigError) as raised:
-        AlipayAdapter(AlipayConfig(config.app_id, Secret(broken), config.alipay_public_key, None), "x")
+        AlipayAdapter(AlipayConfig(config.app_id, Secret(broken), config.alipay_public_key, None), "x",
+                      HttpxTransport())
     assert secret_body not in str(raised.value) and raised.value.__cause__ is None
     assert raised.value.__suppress_context__
     with pytest.raises(GatewayConfigError, match="PUBLIC_KEY"):
-        AlipayAdapter(AlipayConfig(config.app_id, config.private_key, "not a key", None), "x")
+        AlipayAdapter(AlipayConfig(config.app_id, config.private_key, "not a key", None), "x", HttpxTransport())
 
 
 # -- notifications --------------------------------------------------------------------------------------
@@ -546,7 +574,8 @@ def _verifier_setup(keys: dict[str, tuple[str, str]]) -> tuple[AlipayEmulator, A
         emulator = AlipayEmulator(**keys)
         other = AlipayEmulator(platform_key=rsa_pair(), app_key=keys["app_key"])
         adapter = AlipayAdapter(AlipayConfig(emulator.app_id, Secret(emulator.app_private_key),
-                                             emulator.alipay_public_key, None), "http://127.0.0.1:9")
+                                             emulator.alipay_public_key, None), "http://127.0.0.1:9",
+                                HttpxTransport())  # only parses notifications: never opens a connection
         _setup_cache.update(keys=keys, emulator=emulator, adapter=adapter, other=other, sdk=plain_sdk(keys))
     return _setup_cache["emulator"], _setup_cache["adapter"], _setup_cache["other"]
 
@@ -568,6 +597,6 @@ def test_verifier_takes_the_digest_encoding_without_null_like_the_sdk(
     sign = base64.b64encode(signature).decode()
     sdk = plain_sdk(alipay_keys)
     assert sdk.verify(dict(form), sign) and adapter.verifies(form, sign)
-    assert adapter._client.verify(dict(form), sign)  # the adapter's SDK client, on OpenSSL
+    assert adapter._sdk.verify(dict(form), sign)  # the adapter's SDK client, by its public verify
     tampered = form | {"total_amount": "0.01"}
     assert not sdk.verify(dict(tampered), sign) and not adapter.verifies(tampered, sign)

@@ -1,4 +1,5 @@
-"""WechatAdapter against the WeChat Pay emulator over real HTTP, through the official async SDK."""
+"""WechatAdapter against the WeChat Pay emulator over real HTTP, signed and checked by the official SDK's
+helpers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from adapters import transport as tp
 from adapters.base import CreateRequest, Money, PaymentRef, Status
 from adapters.errors import (
     GatewayProtocolError,
@@ -19,6 +21,7 @@ from adapters.errors import (
     WebhookMismatch,
     WebhookPayloadError,
 )
+from adapters.transport import HttpxTransport, MockTransport
 from adapters.wechat import qr
 from adapters.wechat import transformers as wx
 from adapters.wechat.adapter import WechatAdapter
@@ -260,9 +263,9 @@ async def test_unverified_2xx_answers_are_protocol_errors(
 
 
 async def test_a_wrong_serial_on_an_answer_is_a_protocol_error(wechat_emulator: WechatEmulator) -> None:
-    """An answer naming another key id: the SDK looks for a platform certificate, finds none."""
+    """An answer naming another key id: public key mode has no platform certificate for it."""
     config = replace(wechat_config(wechat_emulator), public_key_id="PUB_KEY_ID_0000000000000000000000000000")
-    adapter = WechatAdapter(config, "http://127.0.0.1:9")
+    adapter = WechatAdapter(config, "http://127.0.0.1:9", HttpxTransport())
     try:
         with pytest.raises(GatewayProtocolError):
             await adapter.create(order())
@@ -386,21 +389,35 @@ def test_the_registry_builds_it(wechat_emulator: WechatEmulator) -> None:
     assert adapter.notify_url == "https://relay.example/webhooks/wechat"
 
 
-# ---- the SDK's private base URL -------------------------------------------------------------------
+# ---- where requests go --------------------------------------------------------------------------
 
 
-def test_sdk_keeps_its_base_url_in_core_gate_way(wechat_emulator: WechatEmulator) -> None:
-    """wechatpayv3 has no parameter for the API host; the adapter sets AsyncCore._gate_way before
-    the client is opened. If an SDK upgrade renames or drops it, this fails (and so does the
-    adapter's constructor, loudly) instead of payrelay quietly talking to the real WeChat Pay."""
-    keys = wechat_emulator.keys
-    sdk = official_sdk(keys)
-    assert sdk._core._gate_way == "https://api.mch.weixin.qq.com"
-    assert sdk._core._client is None  # not opened yet: __aenter__ opens it, after we set the base
-    adapter = WechatAdapter(wechat_config(wechat_emulator), "http://127.0.0.1:9")
-    assert adapter._sdk._core._gate_way == wechat_emulator.base_url
-    default = WechatAdapter(replace(wechat_config(wechat_emulator), api_base=None), "https://relay.example")
-    assert default._sdk._core._gate_way == "https://api.mch.weixin.qq.com"
+async def test_calls_go_to_the_configured_api_base(
+    wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator
+) -> None:
+    request, _ = await created(wechat_adapter)
+    await wechat_adapter.query(ref(request))
+    await wechat_adapter.close(ref(request))
+    assert wechat_emulator.calls == {"create": 1, "query": 2, "close": 1}  # close asks what it is after
+
+
+async def test_without_an_api_base_calls_go_to_wechat_pay(wechat_emulator: WechatEmulator) -> None:
+    sent: list[tp.Request] = []
+
+    def production(request: tp.Request) -> tp.Response:
+        sent.append(request)
+        return tp.Response(500, tp.Headers(), b"")
+
+    adapter = WechatAdapter(replace(wechat_config(wechat_emulator), api_base=None), "https://relay.example",
+                            MockTransport(production))
+    with pytest.raises(GatewayUnavailable):
+        await adapter.query(ref(order("pr_00test00000000000000000042")))
+    assert [(r.method, r.url) for r in sent] == [
+        ("GET", "https://api.mch.weixin.qq.com/v3/pay/transactions/out-trade-no/pr_00test00000000000000000042"
+                f"?mchid={wechat_emulator.keys.mchid}")
+    ]
+    authorization = sent[0].headers["Authorization"]
+    assert authorization.startswith(f'WECHATPAY2-SHA256-RSA2048 mchid="{wechat_emulator.keys.mchid}"')
 
 
 # ---- QR codes ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Everything shaped like Alipay's API: page-pay parameters, the trade-status table, answers of
-``alipay.trade.query`` / ``alipay.trade.close``, error codes and asynchronous notifications.
+``alipay.trade.query`` / ``alipay.trade.close`` (and where in them Alipay's signature lies),
+error codes and asynchronous notifications.
 
 No I/O here; ``adapters.alipay.adapter`` does the calls and the signature checks.
 Verified against python-alipay-sdk 3.4.0 and Alipay's open-platform documentation.
@@ -37,6 +38,11 @@ MIN_FEN, MAX_FEN = 1, 100_000_000_00  # 0.01 … 100,000,000.00 yuan
 # time_expire is only the backstop for when that close cannot get through.
 EXPIRE_MIN_LEAD = 60
 EXPIRE_MAX_LEAD = 15 * 86400
+
+PAGE_PAY = "alipay.trade.page.pay"
+QUERY = "alipay.trade.query"
+CLOSE = "alipay.trade.close"
+PAGE_PAY_PRODUCT = "FAST_INSTANT_TRADE_PAY"
 
 STATUS: Mapping[str, Status] = MappingProxyType({
     "WAIT_BUYER_PAY": Status.WAITING,  # trade created at the cashier, not paid
@@ -95,17 +101,54 @@ def page_pay_params(request: CreateRequest, notify_url: str, now: float) -> dict
     }
 
 
+def page_pay_body(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``page_pay_params`` as alipay.trade.page.pay's (biz_content, other request parameters),
+    in the order python-alipay-sdk's ``api_alipay_trade_page_pay`` hands them to ``build_body``."""
+    biz = {name: params[name] for name in ("subject", "out_trade_no", "total_amount")}
+    biz |= {"product_code": PAGE_PAY_PRODUCT, "time_expire": params["time_expire"]}
+    return biz, {"return_url": params["return_url"], "notify_url": params["notify_url"]}
+
+
 def _amount(value: object) -> Money:
     if not isinstance(value, str):
         raise AmountError("missing")
     return Money(to_minor(value, CURRENCY), CURRENCY)
 
 
-# -- synchronous answers (already signature-checked by the SDK) ---------------------------------
+# -- synchronous answers ----------------------------------------------------------------------------
+
+
+def signed_answer(operation: str, method: str, raw: str) -> tuple[str, str, dict[str, Any]]:
+    """(the text Alipay signed, its signature, the answer object) of a synchronous answer to
+    ``method``: Alipay signs the exact JSON text of ``"<method>_response"``'s value. An answer
+    without a signature (Alipay leaves its gateway-level errors unsigned) raises what it says;
+    anything else unusable raises GatewayProtocolError. The object is trusted only once the
+    caller has verified the signature."""
+    unreadable = GatewayProtocolError(f"Alipay answered the {operation} with something unreadable")
+    try:
+        document = wire.loads(raw)
+    except ValueError:
+        raise unreadable from None
+    if not isinstance(document, dict):
+        raise unreadable
+    if "sign" not in document or "error_response" in document:
+        raise unsigned_error(operation, raw)
+    key = method.replace(".", "_") + "_response"
+    sign = document["sign"]
+    start = raw.find("{", raw.find(f'"{key}"'))
+    if not isinstance(sign, str) or key not in document or start < 0:
+        raise unreadable
+    try:
+        answer, end = wire.value_at(raw, start)
+    except ValueError:
+        raise unreadable from None
+    if not isinstance(answer, dict):
+        raise unreadable
+    return raw[start:end], sign, answer
 
 
 def trade_state(payment_id: str, answer: Mapping[str, Any]) -> GatewayState:
-    """A verified ``alipay_trade_query_response`` as our state; errors raise GatewayError."""
+    """A signature-checked ``alipay_trade_query_response`` as our state; errors raise GatewayError."""
     if answer.get("code") != SUCCESS_CODE:
         if answer.get("code") == BUSINESS_FAILED and answer.get("sub_code") == TRADE_NOT_EXIST:
             return GatewayState(payment_id, None, TRADE_NOT_EXIST)
@@ -128,7 +171,7 @@ def trade_state(payment_id: str, answer: Mapping[str, Any]) -> GatewayState:
 
 
 def close_outcome(payment_id: str, answer: Mapping[str, Any]) -> GatewayState | None:
-    """A verified ``alipay_trade_close_response``: the state after closing, or None when the
+    """A signature-checked ``alipay_trade_close_response``: the state after closing, or None when the
     trade's status forbids closing (paid or closed already: the caller asks what it is)."""
     code, sub_code = answer.get("code"), answer.get("sub_code")
     if code == SUCCESS_CODE:
@@ -153,8 +196,8 @@ def business_error(operation: str, answer: Mapping[str, Any]) -> GatewayError:
 
 
 def unsigned_error(operation: str, raw: str) -> GatewayError:
-    """An answer the SDK refused because it carries no signature (Alipay leaves its gateway-level
-    errors, e.g. isv.invalid-signature, unsigned). Read only to say why; never trusted as state."""
+    """An answer that carries no signature (Alipay leaves its gateway-level errors, e.g.
+    isv.invalid-signature, unsigned). Read only to say why; never trusted as state."""
     try:
         document = wire.loads(raw[raw.index("{"):])
         answer = next(value for value in document.values() if isinstance(value, dict))

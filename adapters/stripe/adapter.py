@@ -1,28 +1,38 @@
 """Stripe Checkout (and off-session PaymentIntents): the mechanics. The SDK client's lifetime, the
 one boundary where its exceptions become ours, and webhook verification.
 
-Checked in the installed SDK (``stripe`` 16.1.0):
+The SDK (``stripe`` 16.1.0) builds, authenticates and reads every call; it sends them through the
+adapter's transport (``adapters.transport``) by its documented extension point for a custom HTTP
+client. What it relies on, all public:
+- ``stripe.StripeClient(key, stripe_account=…, base_addresses=…, max_network_retries=0,
+  http_client=…)`` and its ``v1`` services' ``*_async`` methods: ``checkout.sessions.create /
+  retrieve / expire``, ``customers.list``, ``customers.payment_methods.list``,
+  ``payment_intents.create / retrieve / cancel``; ``StripeObject.to_dict``;
+- ``stripe.HTTPClient``, the base class the SDK names for custom clients: :class:`SdkHttpClient`
+  implements its ``request_async``, ``request_stream_async``, ``sleep_async`` and ``close_async``;
+- ``stripe.WebhookSignature.verify_header``; the exception classes below.
+
+Checked in the installed SDK:
 - ``StripeClient(…, stripe_account=…)`` sends ``Stripe-Account`` on every call (direct charges);
   per-call ``options={"idempotency_key": …}`` sends ``Idempotency-Key`` (else it invents one);
-- its own ``HTTPXClient`` passes the form body to httpx as ``data=<str>``, which httpx 0.28
-  deprecates (a DeprecationWarning on every call); :class:`HttpxClient` sends it as ``content``;
+- it hands the client the form body as a ``str`` and expects the answer's headers to be looked up
+  without regard to case (``Stripe-Should-Retry``);
 - errors: 400/404 ``InvalidRequestError`` (``IdempotencyError`` for a reused key), 401
   ``AuthenticationError``, 402 ``CardError``, 403 ``PermissionError``, 429 ``RateLimitError``,
   anything else (5xx, 409, a body that is not JSON) ``APIError`` with ``http_status``; transport
   failures ``APIConnectionError``;
 - ``WebhookSignature.verify_header`` rejects old timestamps only, never future ones.
+TLS is the transport's: the system's trust store (certifi), not the SDK's own CA bundle file.
 """
 
 from __future__ import annotations
 
 import json
-import ssl
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import httpx
 import stripe
 
 from adapters import registry, wire
@@ -35,6 +45,7 @@ from adapters.errors import (
     WebhookSignatureError,
 )
 from adapters.stripe import transformers as tx
+from adapters.transport import Transport, TransportError
 
 if TYPE_CHECKING:
     from adapters.stripe.config import StripeConfig
@@ -47,30 +58,45 @@ FUTURE_TOLERANCE = WEBHOOK_TOLERANCE - 10
 T = TypeVar("T")
 
 
-class HttpxClient(stripe.HTTPClient):
-    """The SDK's async transport on httpx, sending the encoded form as the request's content."""
+class SdkHttpClient(stripe.HTTPClient):
+    """The SDK's HTTP client on our transport: ``stripe.HTTPClient`` is the SDK's documented base
+    for custom clients (``StripeClient(http_client=…)``). The SDK builds and authenticates the
+    requests and reads the answers; this only carries them. Async only. (Its own attributes are
+    named so as not to meet the base class's private ones.)"""
 
-    name = "httpx"
+    name = "payrelay"
 
-    def __init__(self, timeout: float = TIMEOUT) -> None:
+    def __init__(self, transport: Transport, timeout: float = TIMEOUT) -> None:
         super().__init__()
-        self._http = httpx.AsyncClient(timeout=timeout, verify=ssl.create_default_context(cafile=stripe.ca_bundle_path))
+        self.transport = transport
+        self.timeout = timeout
 
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
+        content = post_data.encode() if isinstance(post_data, str) else post_data
         try:
-            answer = await self._http.request(method, url, headers=headers, content=post_data)
-        except httpx.HTTPError as exc:
-            raise stripe.APIConnectionError(f"could not reach Stripe ({type(exc).__name__})",
-                                            should_retry=True) from exc
-        return answer.content, answer.status_code, answer.headers
+            answer = await self.transport.request(method.upper(), url, headers=headers, content=content,
+                                                  timeout=self.timeout)
+        except TransportError as exc:
+            raise stripe.APIConnectionError(f"could not reach Stripe ({exc})", should_retry=True) from exc
+        return answer.body, answer.status, answer.headers
+
+    async def request_stream_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[AsyncIterator[bytes], int, Mapping[str, str]]:
+        body, status, answer_headers = await self.request_async(method, url, headers, post_data)
+        return _chunks(body), status, answer_headers
 
     def sleep_async(self, secs: float) -> Awaitable[None]:
         return anyio.sleep(secs)
 
     async def close_async(self) -> None:
-        await self._http.aclose()
+        """The transport is the adapter's: ``StripeAdapter.aclose`` closes it."""
+
+
+async def _chunks(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
 def _code(exc: stripe.StripeError) -> str | None:
@@ -96,22 +122,22 @@ class StripeAdapter(Adapter):
     requires_https_redirects = True
     customer_must_be_email = True
 
-    def __init__(self, config: StripeConfig, public_url: str) -> None:
+    def __init__(self, config: StripeConfig, public_url: str, transport: Transport) -> None:
         self._config = config
         self._key = config.secret_key.reveal()
-        self._http = HttpxClient()
+        self._transport = transport
         self._client = stripe.StripeClient(
             self._key,
             stripe_account=config.connect_account,
             base_addresses={"api": config.api_base} if config.api_base else None,
             max_network_retries=0,  # payrelay retries, with the same idempotency key
-            http_client=self._http,
+            http_client=SdkHttpClient(transport),
         )
         # the endpoint to register at Stripe (Stripe takes it from the dashboard, not per request)
         self.webhook_url = f"{public_url.rstrip('/')}/webhooks/{self.webhook_name}"
 
     async def aclose(self) -> None:
-        await self._http.close_async()
+        await self._transport.aclose()
 
     # -- the boundary -----------------------------------------------------------------------------
 
@@ -224,14 +250,14 @@ class StripeAdapter(Adapter):
         header = next((value for name, value in headers.items() if name.lower() == "stripe-signature"), "")
         if not header:
             raise WebhookSignatureError("no Stripe-Signature header")
-        self._verify(body, header)
+        self._check_signature(body, header)
         try:
             event = wire.loads(body)
         except ValueError:
             raise WebhookPayloadError("the event is not JSON") from None
         return tx.event_state(event, self._config.connect_account)
 
-    def _verify(self, body: bytes, header: str) -> None:
+    def _check_signature(self, body: bytes, header: str) -> None:
         """Signed by one of the configured secrets (rotation), within the tolerance either way."""
         for secret in self._config.webhook_secrets:
             try:

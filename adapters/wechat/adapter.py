@@ -1,31 +1,36 @@
-"""WeChat Pay v3 Native: the mechanics. The SDK client's lifetime, the boundary where its and
-httpx's exceptions become ours, and callback verification (WeChat's scheme, with ``cryptography``).
+"""WeChat Pay v3 Native: the mechanics. Requests signed and answers checked with wechatpayv3's
+public helpers and sent through the adapter's transport (``adapters.transport``), the boundary
+where failures become ours, and callback verification (WeChat's scheme, with ``cryptography``).
 
-Request signing and answer verification are the SDK's (``wechatpayv3`` 2.0.4, async client, public
-key mode: no certificate download). Its facts, checked in its source:
-- it raises a bare ``Exception`` when a 2xx answer fails verification (bad signature, missing or
-  unknown ``Wechatpay-Signature-Type``, a ``Wechatpay-Serial`` that is not our public key id:
-  after one extra ``GET /v3/certificates``) and lets httpx's exceptions through; non-2xx answers
-  come back unverified as ``(status, text)`` (text when JSON, else bytes);
-- its base URL is the private ``AsyncCore._gate_way``, read on every request (see ``_sdk_client``).
+wechatpayv3 2.0.4's async client cannot send through another HTTP client (it opens its own httpx
+client in ``__aenter__``) nor to another host (its base URL is a private attribute), so the
+adapter sends the three calls itself, as the SDK's ``pay`` / ``query`` / ``close`` would in public
+key mode (paths and bodies in ``transformers``). What it relies on in the SDK, all public
+(``wechatpayv3.utils``):
+- ``load_private_key(pem)``: the merchant key, as the SDK takes it (bare base64 or PEM);
+- ``build_authorization(path, method, mchid, serial_no, private_key, data=body)``: the
+  ``Authorization`` header (RSA-SHA256 over "METHOD\\npath?query\\ntimestamp\\nnonce\\nbody\\n");
+- ``rsa_verify(timestamp, nonce, body, signature, public_key)``: a 2xx answer's signature.
+Answers are checked as the SDK checks them: a 2xx must carry ``Wechatpay-Signature-Type``
+WECHATPAY2-SHA256-RSA2048, a ``Wechatpay-Serial`` that is our public key id (the SDK would then
+download ``/v3/certificates`` to look for a certificate that public key mode never has) and a
+signature that verifies; any other status comes back unverified, for ``transformers.failure``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
+from wechatpayv3.utils import build_authorization, load_private_key, rsa_verify
 
 from adapters import registry, wire
 from adapters.base import (
@@ -47,6 +52,7 @@ from adapters.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
+from adapters.transport import Response, Transport, TransportError, TransportTimeout
 from adapters.wechat import transformers as wx
 
 if TYPE_CHECKING:
@@ -54,8 +60,9 @@ if TYPE_CHECKING:
 
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 WEBHOOK_TOLERANCE = 300  # seconds a callback's timestamp may be off, either way
-TIMEOUT = (5, 10)  # (connect, read) seconds; the SDK's None would wait forever
-SDK_DEFAULT_GATEWAY = "https://api.mch.weixin.qq.com"
+TIMEOUT = 10.0  # seconds per call
+PRODUCTION_BASE = "https://api.mch.weixin.qq.com"
+USER_AGENT = "payrelay"  # WeChat Pay refuses requests without a User-Agent
 _HEADERS = (
     "wechatpay-timestamp",
     "wechatpay-nonce",
@@ -63,36 +70,6 @@ _HEADERS = (
     "wechatpay-serial",
     "wechatpay-signature-type",
 )
-
-Answer = tuple[int, Any]  # the SDK's (status code, text or bytes)
-
-
-def _sdk_client(config: WechatConfig, notify_url: str, timeout: tuple[float, float]) -> AsyncWeChatPay:
-    client = AsyncWeChatPay(
-        wechatpay_type=WeChatPayType.NATIVE,
-        mchid=config.mchid,
-        private_key=config.private_key.reveal(),
-        cert_serial_no=config.cert_serial_no,
-        appid=config.appid,
-        apiv3_key=config.apiv3_key.reveal(),
-        notify_url=notify_url,
-        public_key=config.public_key,
-        public_key_id=config.public_key_id,
-        timeout=timeout,
-    )
-    # The SDK has no parameter for its API host: AsyncCore keeps it in `_gate_way` and prefixes it
-    # to every request path; the httpx client itself is only opened by `__aenter__`. This is the
-    # one place that points it elsewhere (the sandbox, a proxy). Guarded by
-    # tests/test_wechat_adapter.py::test_sdk_keeps_its_base_url_in_core_gate_way.
-    core = client._core
-    if getattr(core, "_gate_way", None) != SDK_DEFAULT_GATEWAY:
-        raise RuntimeError(
-            "wechatpayv3 no longer keeps its base URL in AsyncCore._gate_way: "
-            "adapters/wechat/adapter.py must learn the new way to set it"
-        )
-    if config.api_base:
-        core._gate_way = config.api_base.rstrip("/")
-    return client
 
 
 def _public_key(text: str) -> rsa.RSAPublicKey:
@@ -117,7 +94,8 @@ class WechatAdapter(Adapter):
     currencies = frozenset({"CNY"})
     supports_offline = False
 
-    def __init__(self, config: WechatConfig, public_url: str, timeout: tuple[float, float] = TIMEOUT) -> None:
+    def __init__(self, config: WechatConfig, public_url: str, transport: Transport,
+                 timeout: float = TIMEOUT) -> None:
         self.config = config
         self.notify_url = public_url.rstrip("/") + "/webhooks/" + self.webhook_name
         if config.api_base is None and not self.notify_url.startswith("https://"):
@@ -128,47 +106,64 @@ class WechatAdapter(Adapter):
         self._platform_key = _public_key(config.public_key)
         self._aead = AESGCM(config.apiv3_key.reveal().encode())
         try:
-            self._sdk = _sdk_client(config, self.notify_url, timeout)
-        except RuntimeError:
-            raise
-        except Exception as exc:  # the SDK says only "failed to load private key." and the like
+            self._merchant_key = load_private_key(config.private_key.reveal())
+        except Exception as exc:  # the SDK says only "failed to load private key."
             raise GatewayConfigError(f"WeChat Pay settings rejected by the SDK: {exc}",
                                      variable="PAYRELAY_WECHAT_PRIVATE_KEY") from None
-        self._opened = False
-        self._open_lock = asyncio.Lock()
+        self._base = (config.api_base or PRODUCTION_BASE).rstrip("/")
+        self._transport = transport
+        self._timeout = timeout
 
     def __repr__(self) -> str:
         return f"WechatAdapter(mchid={self.config.mchid!r}, api_base={self.config.api_base!r})"
 
-    # ---- the SDK client: opened once, on first use, shared; closed by aclose() -------------
-
-    async def _client(self) -> AsyncWeChatPay:
-        if not self._opened:
-            async with self._open_lock:
-                if not self._opened:
-                    await self._sdk.__aenter__()
-                    self._opened = True
-        return self._sdk
-
     async def aclose(self) -> None:
-        async with self._open_lock:
-            if self._opened:
-                self._opened = False
-                await self._sdk.__aexit__(None, None, None)
+        await self._transport.aclose()
 
-    async def _call(self, operation: str, call: Callable[[AsyncWeChatPay], Awaitable[Answer]]) -> Answer:
-        """The one boundary where the SDK's and httpx's exceptions become ours."""
-        client = await self._client()
+    # ---- the boundary ------------------------------------------------------------------------
+
+    async def _call(self, operation: str, method: str, path: str,
+                    body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+        """One signed request; a 2xx answer only once its signature is checked. (status, body)."""
+        content = None if body is None else json.dumps(body)  # the SDK's encoding, signed as sent
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+            "Wechatpay-Serial": self.config.public_key_id,
+            "Authorization": build_authorization(path, method, self.config.mchid, self.config.cert_serial_no,
+                                                 self._merchant_key, data=content),
+        }
         try:
-            return await call(client)
-        except httpx.TimeoutException as exc:
+            answer = await self._transport.request(method, self._base + path, headers=headers,
+                                                   content=None if content is None else content.encode(),
+                                                   timeout=self._timeout)
+        except TransportTimeout as exc:
             raise GatewayUnavailable(f"{wx.GATEWAY} {operation}: timed out") from exc
-        except httpx.HTTPError as exc:
-            raise GatewayUnavailable(f"{wx.GATEWAY} {operation}: {type(exc).__name__}") from exc
-        except Exception as exc:  # the SDK's bare Exception: a 2xx answer that failed verification
-            raise GatewayProtocolError(
-                f"{wx.GATEWAY} {operation}: the answer failed signature verification ({exc})"
-            ) from exc
+        except TransportError as exc:
+            raise GatewayUnavailable(f"{wx.GATEWAY} {operation}: {exc}") from exc
+        if 200 <= answer.status < 300:
+            self._check_answer(operation, answer)
+        return answer.status, answer.body
+
+    def _check_answer(self, operation: str, answer: Response) -> None:
+        headers = answer.headers
+        if headers.get("wechatpay-signature-type") != SIGNATURE_TYPE:
+            problem = "no WECHATPAY2-SHA256-RSA2048 signature"
+        elif headers.get("wechatpay-serial") != self.config.public_key_id:
+            problem = "Wechatpay-Serial is not our WeChat Pay public key id"
+        else:
+            try:
+                text = answer.body.decode()
+            except UnicodeDecodeError:
+                text = None
+            signed = text is not None and rsa_verify(
+                headers.get("wechatpay-timestamp", ""), headers.get("wechatpay-nonce", ""), text,
+                headers.get("wechatpay-signature", ""), self._platform_key)
+            if signed:
+                return
+            problem = "the signature does not verify"
+        raise GatewayProtocolError(f"{wx.GATEWAY} {operation}: the answer failed signature verification ({problem})")
 
     # ---- operations --------------------------------------------------------------------------
 
@@ -182,8 +177,8 @@ class WechatAdapter(Adapter):
             raise UnsupportedOperation(
                 f"WeChat Pay Native takes CNY only, not {request.amount.currency}", param="currency"
             )
-        order = wx.native_order(request, self.notify_url)
-        status, body = await self._call("create", lambda sdk: sdk.pay(**order))
+        order = wx.native_order(request, self.notify_url) | {"appid": self.config.appid, "mchid": self.config.mchid}
+        status, body = await self._call("create", "POST", wx.NATIVE_PATH, order)
         if status != 200:
             raise wx.failure("create", status, body)
         return Created(payment_url=wx.code_url(body), gateway_reference=None)
@@ -201,7 +196,7 @@ class WechatAdapter(Adapter):
                        state.amount)
 
     async def query(self, ref: PaymentRef) -> GatewayState:
-        status, body = await self._call("query", lambda sdk: sdk.query(out_trade_no=ref.payment_id))
+        status, body = await self._call("query", "GET", wx.query_path(ref.payment_id, self.config.mchid))
         if status == 200:
             return wx.queried(ref.payment_id, body)
         if status == 404 and wx.error_code(body)[0] == wx.ORDER_NOT_EXIST:
@@ -209,7 +204,7 @@ class WechatAdapter(Adapter):
         raise wx.failure("query", status, body)
 
     async def close(self, ref: PaymentRef) -> GatewayState:
-        status, body = await self._call("close", lambda sdk: sdk.close(out_trade_no=ref.payment_id))
+        status, body = await self._call("close", "POST", wx.close_path(ref.payment_id), {"mchid": self.config.mchid})
         if status in (200, 204):
             return await self.query(ref)
         code = wx.error_code(body)[0]
@@ -222,7 +217,7 @@ class WechatAdapter(Adapter):
     # ---- callbacks ---------------------------------------------------------------------------
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:
-        self._verify(headers, body)
+        self._check_signature(headers, body)
         try:
             notice = wire.loads(body)
         except ValueError:
@@ -254,7 +249,7 @@ class WechatAdapter(Adapter):
             raise WebhookPayloadError(str(exc)) from exc
         return WebhookEvent(event_id=event_id, state=state)
 
-    def _verify(self, headers: Mapping[str, str], body: bytes) -> None:
+    def _check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
         """WeChat's callback signature: RSA-SHA256 over "ts\\nnonce\\nbody\\n" with the platform key."""
         lowered = {name.lower(): value for name, value in headers.items()}
         missing = [name for name in _HEADERS if not lowered.get(name)]

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import quote
 
 from adapters import wire
 from adapters.base import CreateRequest, GatewayState, Money, Status, map_state
@@ -23,6 +24,7 @@ CHINA = timezone(timedelta(hours=8))
 ORDER_NOT_EXIST = "ORDER_NOT_EXIST"
 ORDERPAID = "ORDERPAID"
 ORDER_CLOSED = "ORDER_CLOSED"
+NATIVE_PATH = "/v3/pay/transactions/native"
 
 # trade_state → ours, keyed by WeChat's exact spelling (DESIGN.md's table).
 TRADE_STATES: Mapping[str, Status] = MappingProxyType(
@@ -56,7 +58,8 @@ def description(text: str, payment_id: str) -> str:
 
 
 def native_order(request: CreateRequest, notify_url: str) -> dict[str, Any]:
-    """Keyword arguments of the SDK's ``pay`` for one Native order (appid, mchid: the SDK's)."""
+    """The body of ``POST /v3/pay/transactions/native`` for one order, but appid and mchid (the
+    merchant's, from the settings)."""
     return {
         "description": description(request.description, request.payment_id),
         "out_trade_no": request.payment_id,
@@ -64,6 +67,15 @@ def native_order(request: CreateRequest, notify_url: str) -> dict[str, Any]:
         "time_expire": rfc3339_china(request.expires_at),
         "notify_url": notify_url,
     }
+
+
+def query_path(out_trade_no: str, mchid: str) -> str:
+    return f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}?mchid={quote(mchid, safe='')}"
+
+
+def close_path(out_trade_no: str) -> str:
+    """Its body is ``{"mchid": …}``; WeChat answers 204 without content."""
+    return f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close"
 
 
 def _object(text: str | bytes) -> dict[str, Any]:
