@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from adapters.errors import GatewayProtocolError
+from adapters.errors import GatewayProtocolError, UnsupportedOperation
 
 
 class Status(enum.StrEnum):
@@ -92,10 +92,58 @@ class GatewayState:
     failure_reason: str | None = None
 
 
+class RefundStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class RefundLimits:
+    """What a gateway takes, as data next to its adapter: refunds outside it are refused before
+    any gateway call, with the reason."""
+
+    window_days: int | None  # refunds accepted this long after the payment (None: the gateway judges)
+    minimum_minor: int  # the smallest refund, in minor units
+    partial: bool  # less than the whole payment
+    max_per_payment: int | None  # refunds one payment can have (None: no limit known)
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """One refund of a paid payment. ``refund_no`` is payrelay's id for it at the gateway (Alipay
+    ``out_request_no``, WeChat ``out_refund_no``, Stripe's idempotency key and ``metadata``): the
+    same ``refund_no`` sent again refunds nothing more, a new one would be a second refund."""
+
+    refund_no: str  # rf_…, 29 characters of [0-9A-Za-z_]
+    payment: PaymentRef  # the payment as the gateway knows it (amount: what it took)
+    amount: Money  # this refund
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundState:
+    """The gateway's word about one refund, from the refund call, a query or a verified webhook.
+    ``payment_id`` is set when the gateway says which payment (webhooks); ``amount`` is what it
+    says is refunded by this refund."""
+
+    refund_no: str
+    status: RefundStatus
+    gateway_state: str
+    gateway_reference: str | None = None  # the gateway's own refund id, once known
+    amount: Money | None = None
+    failure_reason: str | None = None
+    payment_id: str | None = None
+
+
 @dataclass(frozen=True)
 class WebhookEvent:
+    """A verified notification: about a payment (``state``), a refund (``refund``), or both (an
+    Alipay notification of a refunded trade carries the trade's state and the refund)."""
+
     event_id: str  # the gateway's id for this notification, for dedupe
-    state: GatewayState
+    state: GatewayState | None = None
+    refund: RefundState | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +195,19 @@ class Adapter(abc.ABC):
         When the order turns out to be paid already, answer that state (status succeeded)
         instead of raising: the caller applies whatever the gateway says.
         """
+
+    refund_limits: ClassVar[RefundLimits]
+
+    async def refund(self, request: RefundRequest) -> RefundState:
+        """Refund at the gateway, idempotently under ``request.refund_no``. A gateway's refusal
+        (nothing refunded) is GatewayRefused; an unknown outcome (timeout, outage) is
+        GatewayUnavailable, and the caller asks again with ``query_refund``, never a new id."""
+        raise UnsupportedOperation(f"{self.gateway_type} does not refund yet")
+
+    async def query_refund(self, request: RefundRequest) -> RefundState | None:
+        """The gateway's word about the refund; None when it holds no refund under
+        ``request.refund_no`` (the refund call never reached it)."""
+        raise UnsupportedOperation(f"{self.gateway_type} does not refund yet")
 
     @abc.abstractmethod
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:

@@ -340,7 +340,7 @@ class Payments:
             log.warning("webhook rejected: %s", exc, extra={"gateway": adapter.gateway_type,
                                                             "outcome": "rejected"})
             return adapter.webhook_fail(400, str(exc))
-        if event is None:
+        if event is None or event.state is None:
             self.metrics.webhooks.labels(adapter.gateway_type, "ignored").inc()
             return adapter.webhook_ok()
         try:
