@@ -13,12 +13,13 @@ from starlette.routing import Route
 from adapters import wire
 from adapters.wechat import qr
 from service import errors
+from service.clock import now_ms
 from service.model import Payment
-from service.payments import Payments, now_ms
+from service.payments import Payments
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
 from service.validation import parse_transaction
-from service.views import created_view, payment_view
+from service.views import created_view, payment_view, refund_view
 
 
 class ApiKeys:
@@ -81,6 +82,9 @@ class TransactionsApi:
             Route("/api/transactions/{paymentId}", self.get, methods=["GET"]),
             Route("/api/transactions/{paymentId}/close", self.close, methods=["POST"]),
             Route("/api/transactions/{paymentId}/qrcode.{format}", self.qrcode, methods=["GET"]),
+            Route("/api/transactions/{paymentId}/refunds", self.refund, methods=["POST"]),
+            Route("/api/transactions/{paymentId}/refunds", self.refunds, methods=["GET"]),
+            Route("/api/transactions/{paymentId}/refunds/{refundId}", self.get_refund, methods=["GET"]),
         ]
 
     def view(self, payment: Payment) -> JSONResponse:
@@ -120,6 +124,25 @@ class TransactionsApi:
         if status != PaymentState.CLOSED:
             raise errors.Conflict(f"payment_{status}", f"the payment is {status} and cannot be closed")
         return self.view(payment)
+
+    async def refund(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        refund = await self.payments.refunds.create(client, request.path_params["paymentId"],
+                                                    await read_json(request))
+        return JSONResponse(refund_view(refund, self.settings.amount_unit))
+
+    async def refunds(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        payment_id = request.path_params["paymentId"]
+        found = await self.payments.refunds.of_payment(client, payment_id)
+        return JSONResponse({"paymentId": payment_id,
+                             "data": [refund_view(refund, self.settings.amount_unit) for refund in found]})
+
+    async def get_refund(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        refund = await self.payments.refunds.get(client, request.path_params["paymentId"],
+                                                 request.path_params["refundId"])
+        return JSONResponse(refund_view(refund, self.settings.amount_unit))
 
     async def qrcode(self, request: Request) -> Response:
         """WeChat Native's code URL as a ready-made QR code (SVG or PNG)."""

@@ -59,7 +59,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         lease = {"lease_ms": args.lease_seconds * 1000} if args.lease_seconds else {}
-        runtime = Runtime(settings, worker_options={"expiry": lease, "outbox": lease})
+        runtime = Runtime(settings, worker_options={"expiry": lease, "refunds": lease, "outbox": lease})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,10 +15,11 @@ from starlette.routing import Route
 
 from service import keys
 from service.api import ApiKeys
+from service.clock import now_ms
 from service.delivery_store import DeliveryStore
 from service.model import Delivery, DeliveryState
 from service.outbox import event_id
-from service.payments import Payments, now_ms
+from service.payments import Payments
 from service.settings import Settings
 from service.views import iso
 

@@ -4,8 +4,9 @@ Payments are spread over ``BUCKETS`` hash-tagged buckets (``payrelay:{b07}:…``
 atomic script touches (a payment's record, its idempotency index entry, its due entry, its
 outbox entries, its webhook dedupe marks) lives in the payment's bucket, i.e. in one hash slot,
 so the same Lua runs on a single Redis and on Redis Cluster. Workers sweep bucket by bucket.
-A payment's child records (refunds, next) go in its bucket too, under their own name
-(``refund:<paymentId>:<refundId>``), not under ``payment:``, which sweeps and tests scan for payments.
+A payment's child records (its refunds) go in its bucket too, under their own name, not under
+``payment:``, which sweeps and tests scan for payments: a refund's number (``rf_<bucket>…``)
+carries the bucket as a payment id does, so a gateway's refund webhook finds it.
 
 | key                                          | type   | lifetime                                  |
 |----------------------------------------------|--------|-------------------------------------------|
@@ -18,6 +19,9 @@ A payment's child records (refunds, next) go in its bucket too, under their own 
 | payrelay:{bNN}:dead                          | zset   | deliveryId → when it was given up (ms);   |
 |                                              |        | trimmed after the retention               |
 | payrelay:{bNN}:event:<gateway>:<eventId>     | string | webhook dedupe mark; EVENT_TTL            |
+| payrelay:{bNN}:refund:<refundNo>             | hash   | retention, like its payment               |
+| payrelay:{bNN}:refunds:<paymentId>           | hash   | refundId → refundNo; like its payment     |
+| payrelay:{bNN}:refund-due                    | zset   | refundNo → when to ask the gateway (ms)   |
 | payrelay:worker:<name>                       | string | a worker's heartbeat; HEARTBEAT_TTL       |
 """
 
@@ -36,6 +40,9 @@ HEARTBEAT_TTL = 30
 
 _ALPHABET = string.ascii_letters + string.digits
 PAYMENT_ID = re.compile(r"pr_([0-9a-f]{2})[0-9A-Za-z]{24}")  # 29 chars: fits WeChat's 6–32
+# a refund's id at the gateway (out_request_no, out_refund_no, Stripe's idempotency key), in its
+# payment's bucket: 29 characters fit Alipay's 64 and WeChat's 64 of [0-9A-Za-z_-|*@]
+REFUND_NO = re.compile(r"rf_([0-9a-f]{2})[0-9A-Za-z]{24}")
 
 
 def bucket_for(client: str, transaction_id: str) -> int:
@@ -46,8 +53,13 @@ def new_payment_id(bucket: int) -> str:
     return f"pr_{bucket:02x}" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
-def bucket_of(payment_id: str) -> int | None:
-    match = PAYMENT_ID.fullmatch(payment_id)
+def new_refund_no(bucket: int) -> str:
+    return f"rf_{bucket:02x}" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def bucket_of(payment_id: str, pattern: re.Pattern[str] = PAYMENT_ID) -> int | None:
+    """The bucket a payment id (or, with ``REFUND_NO``, a refund number) is in; None: not ours."""
+    match = pattern.fullmatch(payment_id)
     if match is None:
         return None
     bucket = int(match.group(1), 16)
@@ -96,6 +108,25 @@ def delivery(bucket: int, delivery_id: str) -> str:
 
 def deliveries(bucket: int, payment_id: str) -> str:
     return f"{tag(bucket)}deliveries:{payment_id}"
+
+
+def refund(bucket: int, refund_no: str) -> str:
+    """A refund: its own hash in its payment's bucket (``service.model.Refund``)."""
+    return f"{refund_prefix(bucket)}{refund_no}"
+
+
+def refund_prefix(bucket: int) -> str:
+    return f"{tag(bucket)}refund:"
+
+
+def refunds(bucket: int, payment_id: str) -> str:
+    """A payment's refunds: a hash of the storage app's refundId → refund number."""
+    return f"{tag(bucket)}refunds:{payment_id}"
+
+
+def refund_due(bucket: int) -> str:
+    """Refunds whose outcome payrelay still has to learn (zset of refund numbers)."""
+    return f"{tag(bucket)}refund-due"
 
 
 def dead(bucket: int) -> str:

@@ -40,6 +40,16 @@ class Metrics:
         self.late_payments = Counter(
             "payrelay_late_payments_total", "Closed payments found paid afterwards", ["gateway"], registry=r
         )
+        self.refunds = Counter(
+            "payrelay_refunds_total", "Refunds that reached a status", ["gateway", "status"], registry=r
+        )
+        self.refunded_minor = Counter(
+            "payrelay_refunded_minor_units_total", "Money refunded, in minor units of its currency",
+            ["gateway", "currency"], registry=r,
+        )
+        self.refunds_due = Gauge(
+            "payrelay_refunds_due", "Processing refunds due for a look at the gateway now", registry=r
+        )
         self.due_backlog = Gauge(
             "payrelay_due_backlog", "Payments due for expiry or sync now", registry=r
         )

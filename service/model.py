@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
+from adapters.base import Money, PaymentRef, RefundStatus
 from service.states import PaymentState
 
 
@@ -173,12 +174,9 @@ class Payment(_HashModel):
     create's lease, the sweeper's claim and failed looks), so nothing in the hash is unknown.
     ``status`` moves only by ``service.states``' tables, in the Lua scripts.
 
-    Child records (refunds, next) are records of their own, not fields of this one: each its own
-    hash in the payment's bucket (one hash slot, so a script can change a payment and its refund
-    atomically), under a name that does not start with ``payment:`` (say
-    ``payrelay:{bNN}:refund:<paymentId>:<refundId>``), since sweeps and tests scan
-    ``payment:*`` for payments. What a payment shows of them (``refundedAmount``) is counted
-    from them or kept as one more field here.
+    Its refunds are records of their own (``Refund``), each its own hash in the payment's bucket
+    (one hash slot, so a script changes a payment and its refund atomically); what the payment
+    shows of them, the sums ``refunded`` and ``refunding``, is kept here by the same scripts.
     """
 
     KIND: ClassVar[str] = "payment"
@@ -219,6 +217,50 @@ class Payment(_HashModel):
     # the sweeper's
     sweep_attempts: int = _field("sweepAttempts", COUNT, default=0)  # failed looks in a row
     claim: str | None = _field("claim", OPTIONAL, default=None)  # the token of the sweeper holding it
+    # its refunds' sums, kept by the refund scripts in the same writes as the refunds
+    refunded: int = _field("refundedAmount", COUNT, default=0)  # succeeded, minor units
+    refunding: int = _field("refundingAmount", COUNT, default=0)  # in flight, minor units
+
+
+def ref_of(payment: Payment) -> PaymentRef:
+    """What its adapter needs to find the payment at its gateway again."""
+    return PaymentRef(payment_id=payment.payment_id, gateway_reference=payment.gateway_reference,
+                      amount=Money(payment.amount, payment.currency))
+
+
+REFUND_STATUS = _enum(RefundStatus)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refund(_HashModel):
+    """A refund of a payment: ``payrelay:{bNN}:refund:<refundNo>`` in its payment's bucket, found
+    from the payment by ``keys.refunds`` (refundId → refundNo). ``refund_no`` is payrelay's id
+    for it at the gateway; ``refund_id`` the storage app's. Written by ``refund.lua`` (reserved,
+    processing) and ``refund_apply.lua`` (the gateway's word), by ``states.REFUND_MOVES``."""
+
+    KIND: ClassVar[str] = "refund"
+    ID: ClassVar[str] = "refund_no"
+
+    refund_no: str = _field("refundNo", TEXT)
+    refund_id: str = _field("refundId", TEXT)
+    payment_id: str = _field("paymentId", TEXT)
+    client: str = _field("client", TEXT)
+    gateway: str = _field("gateway", TEXT)
+    amount: int = _field("amount", INT)  # minor units of currency
+    currency: str = _field("currency", TEXT)
+    reason: str | None = _field("reason", OPTIONAL, default=None)
+    fingerprint: str = _field("fingerprint", TEXT)  # of the request (same refundId, same request or 409)
+    status: RefundStatus = _field("status", REFUND_STATUS)  # noqa: RUF009 (a dataclasses.field)
+    version: int = _field("version", INT)
+    created_at: int = _field("createdAt", INT)
+    updated_at: int = _field("updatedAt", INT)
+    calling_until: int | None = _field("callingUntil", OPTIONAL_INT, default=None)  # the first call's lease
+    gateway_state: str | None = _field("gatewayState", OPTIONAL, default=None)
+    gateway_reference: str | None = _field("gatewayReference", OPTIONAL, default=None)
+    failure_reason: str | None = _field("failureReason", OPTIONAL, default=None)
+    integrity_error: bool = _field("integrityError", MARK, default=False)  # the gateway said another amount
+    sweep_attempts: int = _field("sweepAttempts", COUNT, default=0)  # failed looks in a row
+    claim: str | None = _field("claim", OPTIONAL, default=None)  # the token of the sweep holding it
 
 
 class DeliveryState(enum.StrEnum):
@@ -242,10 +284,10 @@ class Delivery(_HashModel):
     payment_id: str = _field("paymentId", TEXT)
     kind: str = _field("kind", TEXT)  # generic | cloudreve (a key of states.NOTIFY)
     url: str = _field("url", TEXT)
-    type: str = _field("type", TEXT)  # transaction.<status>
+    type: str = _field("type", TEXT)  # transaction.<status> | refund.<status>
     version: int = _field("version", INT)  # the payment's, as of the change
     created_at: int = _field("createdAt", INT)
-    snapshot: str = _field("snapshot", TEXT)  # the payment's hash as of the change, as JSON
+    snapshot: str = _field("snapshot", TEXT)  # the payment's (refund's) hash as of the change, as JSON
     state: DeliveryState = _field("state", DELIVERY_STATE)  # noqa: RUF009 (a dataclasses.field)
     next_at: int | None = _field("nextAt", BLANK_INT, default=None)  # none once delivered or dead
     attempts: int = _field("attempts", INT)

@@ -20,11 +20,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters import money, registry
-from adapters.base import Adapter, Status, WebhookReply
+from adapters.base import Adapter, RefundStatus, Status, WebhookReply
 from adapters.registry import GATEWAY_TYPES
 from service import keys, states
 from service.settings import Settings
-from service.validation import CONTROLS, CURRENCY, MAX_DESCRIPTION, MAX_TRANSACTION_ID, MAX_URL, TRANSACTION_ID
+from service.validation import (
+    CONTROLS,
+    CURRENCY,
+    MAX_DESCRIPTION,
+    MAX_REASON,
+    MAX_TRANSACTION_ID,
+    MAX_URL,
+    TRANSACTION_ID,
+)
 
 Schema = dict[str, Any]
 
@@ -85,6 +93,12 @@ def _moves() -> str:
             moves.append(f"{state.value} → {' | '.join(targets)}")
     late = f"{states.LATE[0].value} → {states.LATE[1].value} only on verified late payment (latePayment)"
     return "; ".join(moves) + f". {late}."
+
+
+def _refund_moves() -> str:
+    moves = [f"{state.value} → {' | '.join(t.value for t in RefundStatus if t in targets)}"
+             for state, targets in states.REFUND_MOVES.items() if targets]
+    return "; ".join(moves) + " (only on verified evidence that the refund was returned)."
 
 
 def _reply_schema(reply: WebhookReply) -> Schema:
@@ -202,7 +216,8 @@ def _payment(amount_unit: str) -> Schema:
         "additionalProperties": False,
         "required": [*created["required"], "transactionId", "amount", "currency", "paymentGatewayType",
                      "description", "customerIdentifier", "date", "expiresAt", "createdAt", "updatedAt",
-                     "paidAt", "gatewayReference", "failureReason", "latePayment", "integrityError", "version"],
+                     "paidAt", "gatewayReference", "failureReason", "latePayment", "integrityError", "version",
+                     "refundedAmount", "refundingAmount"],
         "properties": {
             **created["properties"],
             "transactionId": {"type": "string"},
@@ -225,6 +240,50 @@ def _payment(amount_unit: str) -> Schema:
             "integrityError": {"type": "boolean", "description": "A verified gateway event disagreed on "
                                                                  "amount or currency."},
             "version": {"type": "integer", "minimum": 0, "description": "Status transitions so far."},
+            "refundedAmount": {**_amount_response(amount_unit), "description": "The sum of its succeeded refunds."},
+            "refundingAmount": {**_amount_response(amount_unit), "description": "The sum of its refunds in flight."},
+        },
+    }
+
+
+def _refund_request(amount_unit: str) -> Schema:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["refundId"],
+        "properties": {
+            "refundId": {"type": "string", "minLength": 1, "maxLength": MAX_TRANSACTION_ID,
+                         "pattern": _whole(TRANSACTION_ID),
+                         "description": "The storage app's id for this refund, unique per payment, and its "
+                                        "idempotency key: the same refundId again answers the same refund "
+                                        "(409 refund_conflict if amount or reason differ)."},
+            "amount": {**_amount_request(amount_unit),
+                       "description": "In the payment's currency, like the payment's amount; absent: what "
+                                      "remains (refunds in flight count)."},
+            "reason": {"type": ["string", "null"], "maxLength": MAX_REASON, "pattern": f"^[^{CONTROLS}]*$"},
+        },
+    }
+
+
+def _refund(amount_unit: str) -> Schema:
+    nullable_text = {"type": ["string", "null"]}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["refundId", "paymentId", "amount", "currency", "reason", "status", "gatewayReference",
+                     "failureReason", "createdAt", "updatedAt"],
+        "properties": {
+            "refundId": {"type": "string"},
+            "paymentId": {"type": "string", "pattern": PAYMENT_ID},
+            "amount": _amount_response(amount_unit),
+            "currency": {"type": "string", "pattern": _whole(CURRENCY)},
+            "reason": nullable_text,
+            "status": {"type": "string", "enum": [status.value for status in RefundStatus],
+                       "description": _refund_moves()},
+            "gatewayReference": {**nullable_text, "description": "The gateway's own id of the refund, once known."},
+            "failureReason": nullable_text,
+            "createdAt": _DATE_TIME,
+            "updatedAt": _DATE_TIME,
         },
     }
 
@@ -255,7 +314,8 @@ def _delivery() -> Schema:
         "properties": {
             "id": {"type": "string"},
             "eventId": {"type": "string", "description": "The notification's id (evt_…); receivers dedupe on it."},
-            "type": {"type": ["string", "null"], "description": "transaction.<status>, or the Cloudreve callback."},
+            "type": {"type": ["string", "null"],
+                     "description": "transaction.<status>, refund.<status>, or the Cloudreve callback."},
             "version": {"type": ["integer", "null"]},
             "state": {"type": ["string", "null"], "enum": ["pending", "delivered", "dead", None]},
             "attempts": {"type": "integer", "minimum": 0},
@@ -278,6 +338,11 @@ def _components(amount_unit: str) -> Schema:
             "Payment": _payment(amount_unit),
             "Problem": _problem(),
             "Delivery": _delivery(),
+            "RefundRequest": _refund_request(amount_unit),
+            "Refund": _refund(amount_unit),
+            "Refunds": {"type": "object", "additionalProperties": False, "required": ["paymentId", "data"],
+                        "properties": {"paymentId": {"type": "string", "pattern": PAYMENT_ID},
+                                       "data": {"type": "array", "items": _ref("Refund")}}},
             "Deliveries": {"type": "object", "additionalProperties": False, "required": ["paymentId", "data"],
                            "properties": {"paymentId": {"type": "string", "pattern": PAYMENT_ID},
                                           "data": {"type": "array", "items": _ref("Delivery")}}},
@@ -369,6 +434,25 @@ def _paths() -> dict[str, Schema]:
             "post": _api("Close a payment now, at the gateway too", _json(_ref("Payment"), "The closed payment"),
                          404, 409, *gateway_errors, operationId="closeTransaction", parameters=[payment_id],
                          description="Asks the gateway first: a paid payment answers 409 payment_succeeded."),
+        },
+        "/api/transactions/{paymentId}/refunds": {
+            "post": _api(
+                "Refund a succeeded payment, fully or in part, or idempotently answer the refund that exists",
+                _json(_ref("Refund"), "The refund: processing until the gateway says how it ended"),
+                400, 404, 409, 413, 415, 503, operationId="createRefund", parameters=[payment_id],
+                description="Refused before any gateway call, and not kept: a payment that is not succeeded, "
+                            "an amount over what remains (refunds in flight count), a refund outside the "
+                            "gateway's limits. A gateway that refuses ends the refund failed; one that does "
+                            "not answer leaves it processing until payrelay learns the outcome.",
+                requestBody={"required": True, "content": {"application/json": {"schema": _ref("RefundRequest")}}},
+            ),
+            "get": _api("The payment's refunds, oldest first", _json(_ref("Refunds")), 404, 503,
+                        operationId="listRefunds", parameters=[payment_id]),
+        },
+        "/api/transactions/{paymentId}/refunds/{refundId}": {
+            "get": _api("A refund", _json(_ref("Refund")), 404, 503, operationId="getRefund",
+                        parameters=[payment_id, {"name": "refundId", "in": "path", "required": True,
+                                                 "schema": {"type": "string"}}]),
         },
         "/api/transactions/{paymentId}/deliveries": {
             "get": _api("The payment's notifications, oldest first", _json(_ref("Deliveries")), 404, 503,

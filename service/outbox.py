@@ -33,13 +33,13 @@ from typing import Any
 import httpx
 
 from service import keys, notify_signature
+from service.clock import now_ms
 from service.delivery_store import DeliveryStore
 from service.metrics import Metrics
-from service.model import Delivery, DeliveryState, Payment
-from service.payments import now_ms
+from service.model import Delivery, DeliveryState, Payment, Refund
 from service.schedule import Claim, Schedule, backoff_ms
 from service.settings import Client, Settings
-from service.views import iso, payment_view
+from service.views import iso, payment_view, refund_view
 from service.workers import Worker
 
 DONE = (DeliveryState.DELIVERED.value, DeliveryState.DEAD.value)
@@ -57,14 +57,27 @@ log = logging.getLogger("payrelay.outbox")
 
 
 
+REFUND_EVENT = "refund."  # the type of a refund's notifications: refund.succeeded, refund.failed
+
+
 def event_id(delivery_id: str) -> str:
     """The event id receivers dedupe on: the same on every attempt of one delivery."""
     return "evt_" + delivery_id.removeprefix("dlv_")
 
 
-def snapshot_of(delivery: Delivery) -> Payment:
-    """The payment as of the change the delivery tells of (``snapshot``: its hash as JSON)."""
-    return Payment.from_hash(json.loads(delivery.snapshot))
+def snapshot_of(delivery: Delivery) -> Payment | Refund:
+    """The payment (or, for refund.<status>, the refund) as of the change the delivery tells of
+    (``snapshot``: its hash as JSON)."""
+    kind = Refund if delivery.type.startswith(REFUND_EVENT) else Payment
+    return kind.from_hash(json.loads(delivery.snapshot))
+
+
+def data_of(delivery: Delivery, amount_unit: str) -> dict[str, Any]:
+    """The notification's ``data``: the GET object of what changed, as of the change."""
+    snapshot = snapshot_of(delivery)
+    if isinstance(snapshot, Refund):
+        return refund_view(snapshot, amount_unit)
+    return payment_view(snapshot, delivery.created_at, amount_unit)
 
 
 def notification_body(delivery: Delivery, amount_unit: str) -> bytes:
@@ -75,7 +88,7 @@ def notification_body(delivery: Delivery, amount_unit: str) -> bytes:
         "type": delivery.type,
         "createdAt": iso(delivery.created_at),
         "version": delivery.version,
-        "data": payment_view(snapshot_of(delivery), delivery.created_at, amount_unit),
+        "data": data_of(delivery, amount_unit),
     }
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

@@ -20,14 +20,16 @@ from adapters.base import (
     CreateRequest,
     GatewayState,
     Money,
-    PaymentRef,
     Status,
     WebhookReply,
 )
 from adapters.errors import GatewayError, GatewayUnavailable, WebhookError, WebhookMismatch
 from service import errors, keys
+from service.clock import now_ms
 from service.metrics import Metrics
-from service.model import Payment
+from service.model import Payment, ref_of
+from service.refund_store import RefundStore
+from service.refunds import Refunds
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
 from service.store import Applied, Store, StoreUnavailable
@@ -43,18 +45,6 @@ WAIT_POLL_S = 0.02
 RESUME_AFTER_MS = 5_000
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def ref_of(payment: Payment) -> PaymentRef:
-    return PaymentRef(
-        payment_id=payment.payment_id,
-        gateway_reference=payment.gateway_reference,
-        amount=Money(payment.amount, payment.currency),
-    )
-
-
 class Payments:
     def __init__(self, settings: Settings, store: Store, adapters: Mapping[str, Adapter],
                  metrics: Metrics) -> None:
@@ -63,6 +53,8 @@ class Payments:
         self.adapters = dict(adapters)
         self.by_webhook = {a.webhook_name: a for a in adapters.values()}
         self.metrics = metrics
+        self.refunds = Refunds(settings, store, RefundStore(store.redis, settings.retention_seconds),
+                               self.adapters, metrics, self.gateway_call)
 
     async def gateway_call(self, adapter: Adapter, operation: str, call: Awaitable[T]) -> T:
         """Every gateway call goes through here: timed, counted and logged by outcome."""
@@ -340,13 +332,17 @@ class Payments:
             log.warning("webhook rejected: %s", exc, extra={"gateway": adapter.gateway_type,
                                                             "outcome": "rejected"})
             return adapter.webhook_fail(400, str(exc))
-        if event is None or event.state is None:
+        if event is None:
             self.metrics.webhooks.labels(adapter.gateway_type, "ignored").inc()
             return adapter.webhook_ok()
         try:
             applied = None
-            if keys.bucket_of(event.state.payment_id) is not None:  # else not one of ours at all
-                applied = await self.apply(event.state, adapter, source="webhook", event_id=event.event_id)
+            if event.refund is not None:
+                applied = await self.refunds.apply_event(adapter, event)
+            state = event.state
+            if state is not None and keys.bucket_of(state.payment_id) is not None:  # else not one of ours
+                paid = await self.apply(state, adapter, source="webhook", event_id=event.event_id)
+                applied = paid if applied is None or applied.outcome == "missing" else applied
         except StoreUnavailable:
             self.metrics.webhooks.labels(adapter.gateway_type, "unavailable").inc()
             log.error("webhook not stored: Redis unavailable", extra={"gateway": adapter.gateway_type,
@@ -354,9 +350,9 @@ class Payments:
             return adapter.webhook_fail(503, "temporarily unable to store the event")
         if applied is None or applied.outcome in ("missing", "foreign"):
             self.metrics.webhooks.labels(adapter.gateway_type, "unknown").inc()
-            log.info("webhook for an unknown payment acknowledged",
-                     extra={"paymentId": event.state.payment_id, "gateway": adapter.gateway_type,
-                            "outcome": "unknown"})
+            about = event.state.payment_id if event.state else event.refund.refund_no if event.refund else ""
+            log.info("webhook for an unknown payment or refund acknowledged",
+                     extra={"paymentId": about, "gateway": adapter.gateway_type, "outcome": "unknown"})
             return adapter.webhook_ok()
         outcome = {"integrity": "integrity_error", "duplicate": "duplicate",
                    "mismatch": "mismatch"}.get(applied.outcome, "verified")

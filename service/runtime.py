@@ -12,6 +12,7 @@ from service.expiry import ExpirySweeper
 from service.metrics import Metrics
 from service.outbox import OutboxSender
 from service.payments import Payments
+from service.refunds import RefundSweeper
 from service.settings import Settings
 from service.store import Store
 from service.workers import Worker, WorkerPool
@@ -37,6 +38,7 @@ class Runtime:
         options = self.worker_options
         return [
             ExpirySweeper(self.redis, self.payments, self.metrics, **options.get("expiry", {})),
+            RefundSweeper(self.redis, self.payments.refunds, self.metrics, **options.get("refunds", {})),
             OutboxSender(self.redis, self.settings, self.metrics, **options.get("outbox", {})),
         ]
 

@@ -14,7 +14,7 @@ import enum
 import types
 from collections.abc import Mapping
 
-from adapters.base import Status
+from adapters.base import RefundStatus, Status
 
 
 class PaymentState(enum.StrEnum):
@@ -55,12 +55,28 @@ NOTIFY: Mapping[str, frozenset[PaymentState]] = types.MappingProxyType({
 })
 
 
+# A refund's moves: processing ends succeeded or failed; a succeeded refund can still fail on
+# verified evidence (Stripe: the customer's bank returned it), the one move back.
+R = RefundStatus
+REFUND_MOVES: Mapping[RefundStatus, frozenset[RefundStatus]] = types.MappingProxyType({
+    R.PROCESSING: frozenset({R.SUCCEEDED, R.FAILED}),
+    R.SUCCEEDED: frozenset({R.FAILED}),
+    R.FAILED: frozenset(),
+})
+REFUND_FINAL = frozenset({R.SUCCEEDED, R.FAILED})  # nothing more to ask the gateway
+# Which refund moves tell the storage app, by its notification kind (Cloudreve's protocol has none)
+REFUND_NOTIFY: Mapping[str, frozenset[RefundStatus]] = types.MappingProxyType({
+    "generic": frozenset({R.SUCCEEDED, R.FAILED}),
+    "cloudreve": frozenset(),
+})
+
+
 def public(state: PaymentState) -> PaymentState:
     """The state as the storage app sees it."""
     return PUBLIC.get(state, state)
 
 
-def _lua_set(states: frozenset[PaymentState]) -> str:
+def _lua_set(states: frozenset[PaymentState] | frozenset[RefundStatus]) -> str:
     return "{" + ", ".join(f"[{state.value!r}] = true" for state in sorted(states)) + "}"
 
 
@@ -68,6 +84,8 @@ def lua_tables() -> str:
     """The tables above as Lua: the prelude of every script (``service.store.load_script``)."""
     moves = ", ".join(f"[{state.value!r}] = {_lua_set(targets)}" for state, targets in MOVES.items())
     notify = ", ".join(f"[{kind!r}] = {_lua_set(states)}" for kind, states in NOTIFY.items())
+    refund_moves = ", ".join(f"[{state.value!r}] = {_lua_set(targets)}" for state, targets in REFUND_MOVES.items())
+    refund_notify = ", ".join(f"[{kind!r}] = {_lua_set(states)}" for kind, states in REFUND_NOTIFY.items())
     return (
         "-- generated from service/states.py\n"
         f"local CREATING, WAITING = {OPENED[0].value!r}, {OPENED[1].value!r}\n"
@@ -76,4 +94,7 @@ def lua_tables() -> str:
         f"local FINAL = {_lua_set(FINAL)}\n"
         f"local REISSUE = {_lua_set(REISSUE)}\n"
         f"local NOTIFY = {{{notify}}}\n"
+        f"local REFUND_PROCESSING, REFUND_SUCCEEDED = {R.PROCESSING.value!r}, {R.SUCCEEDED.value!r}\n"
+        f"local REFUND_MOVES = {{{refund_moves}}}\n"
+        f"local REFUND_NOTIFY = {{{refund_notify}}}\n"
     )

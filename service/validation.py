@@ -226,3 +226,38 @@ def parse_transaction(
         gateway=gateway, complete_url=complete_url, cancel_url=cancel_url, online=online,
         save_method=save_method, customer=customer, description=description, notify_url=notify_url,
     )
+
+
+REFUND_FIELDS = frozenset({"refundId", "amount", "reason"})
+MAX_REASON = 256
+
+
+@dataclass(frozen=True)
+class RefundBody:
+    refund_id: str
+    amount_minor: int | None  # None: what remains
+    reason: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """Of the request: the same refundId with another amount or reason is a conflict."""
+        return hashlib.sha256(json.dumps([self.amount_minor, self.reason]).encode()).hexdigest()[:32]
+
+
+def parse_refund(body: Any, currency: str, *, amount_unit: str) -> RefundBody:
+    """``POST /api/transactions/{paymentId}/refunds``: ``refundId`` by the rules of a
+    transactionId, ``amount`` (optional) in the payment's currency and the client's unit."""
+    if not isinstance(body, dict):
+        raise errors.InvalidRequest("invalid_body", "the body must be a JSON object")
+    unknown = sorted(set(body) - REFUND_FIELDS)
+    if unknown:
+        raise _invalid(unknown[0], "is not a field of a refund request", "unknown_field")
+    refund_id = _string(body, "refundId")
+    assert refund_id is not None
+    if not TRANSACTION_ID.fullmatch(refund_id):
+        raise _invalid("refundId", f"must be 1 to {MAX_TRANSACTION_ID} printable ASCII characters without spaces")
+    amount = None if body.get("amount") is None else _amount(body["amount"], currency, amount_unit)
+    reason = _string(body, "reason", required=False) or None
+    if reason is not None and len(reason) > MAX_REASON:
+        raise _invalid("reason", f"must be at most {MAX_REASON} characters")
+    return RefundBody(refund_id, amount, reason)

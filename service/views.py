@@ -7,7 +7,7 @@ from typing import Any
 
 from adapters import money
 from service import states
-from service.model import Payment
+from service.model import Payment, Refund
 
 
 def iso(ms: int | None) -> str | None:
@@ -22,8 +22,13 @@ def status_of(payment: Payment) -> str:
     return states.public(payment.status).value
 
 
+def amount_in(minor: int, currency: str, amount_unit: str) -> str:
+    """An amount as the storage app writes it (``PAYRELAY_AMOUNT_UNIT``)."""
+    return str(minor) if amount_unit == "minor" else money.to_major(minor, currency)
+
+
 def amount_of(payment: Payment, amount_unit: str) -> str:
-    return str(payment.amount) if amount_unit == "minor" else money.to_major(payment.amount, payment.currency)
+    return amount_in(payment.amount, payment.currency, amount_unit)
 
 
 def expire_time(payment: Payment, now_ms: int) -> int:
@@ -61,4 +66,21 @@ def payment_view(payment: Payment, now_ms: int, amount_unit: str) -> dict[str, A
         "latePayment": payment.late_payment,
         "integrityError": payment.integrity_error,
         "version": payment.version,
+        "refundedAmount": amount_in(payment.refunded, payment.currency, amount_unit),
+        "refundingAmount": amount_in(payment.refunding, payment.currency, amount_unit),
+    }
+
+
+def refund_view(refund: Refund, amount_unit: str) -> dict[str, Any]:
+    return {
+        "refundId": refund.refund_id,
+        "paymentId": refund.payment_id,
+        "amount": amount_in(refund.amount, refund.currency, amount_unit),
+        "currency": refund.currency,
+        "reason": refund.reason,
+        "status": refund.status.value,
+        "gatewayReference": refund.gateway_reference,
+        "failureReason": refund.failure_reason,
+        "createdAt": iso(refund.created_at),
+        "updatedAt": iso(refund.updated_at),
     }

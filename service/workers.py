@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from service import keys
-from service.payments import now_ms
+from service.clock import now_ms
 from service.schedule import Claim, Schedule
 from service.store import StoreUnavailable
 

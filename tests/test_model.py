@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from service import keys
 from service.delivery_store import DeliveryStore
-from service.model import CorruptHash, Delivery, DeliveryState, Payment, name_of, names
+from service.model import CorruptHash, Delivery, DeliveryState, Payment, Refund, name_of, names
 from service.outbox import snapshot_of
 from service.schedule import Schedule
 from service.states import PaymentState
@@ -216,9 +216,12 @@ HASHES: dict[str, dict[str, tuple[type, ...]]] = {
     "release": {"KEYS[1]": (Payment,)},
     "takeover": {"KEYS[1]": (Payment,)},
     "transition": {"KEYS[1]": (Payment,), "key": (Delivery,)},
-    "claim": {"key": (Payment, Delivery)},
-    "reschedule": {"KEYS[2]": (Payment, Delivery)},
+    "claim": {"key": (Payment, Delivery, Refund)},
+    "reschedule": {"KEYS[2]": (Payment, Delivery, Refund)},
+    "refund": {"KEYS[1]": (Payment,), "KEYS[2]": (), "KEYS[3]": (Refund,), "KEYS[5] .. known": (Refund,)},
+    "refund_apply": {"KEYS[1]": (Refund,), "KEYS[2]": (Payment,), "KEYS[6]": (Delivery,)},
 }
+WHOLE = {"transition": Payment, "refund_apply": Refund}  # scripts that read a hash whole into rec
 NAMED_FIELDS = {"HSET": slice(2, None, 2), "HMGET": slice(2, None), "HDEL": slice(2, None), "HGET": slice(2, 3),
                 "HINCRBY": slice(2, 3)}
 LITERAL = re.compile(r"'([^']*)'")
@@ -248,7 +251,7 @@ def calls(source: str) -> list[list[str]]:
 
 
 def test_the_scripts_name_only_fields_of_the_model() -> None:
-    seen: dict[type, set[str]] = {Payment: set(), Delivery: set()}
+    seen: dict[type, set[str]] = {Payment: set(), Delivery: set(), Refund: set()}
     lua = resources.files("service").joinpath("lua")
     assert {path.name.removesuffix(".lua") for path in lua.iterdir()} == set(HASHES)
     for script, hashes in HASHES.items():
@@ -265,16 +268,19 @@ def test_the_scripts_name_only_fields_of_the_model() -> None:
                     for kind in kinds:
                         assert literal.group(1) in names(kind), (script, kind.__name__, literal.group(1))
                         seen[kind].add(literal.group(1))
-        if script == "transition":  # the payment's hash, read whole into rec
+        if script in WHOLE:  # a hash read whole into rec
             for name in re.findall(r"\brec\.(\w+)", source):
-                assert name in names(Payment), (script, name)
-                seen[Payment].add(name)
+                assert name in names(WHOLE[script]), (script, name)
+                seen[WHOLE[script]].add(name)
     # the parse found the names it should (so the loop above is not vacuous)
     assert {"status", "version", "previous", "fingerprint", "creatingUntil", "paymentUrl", "gatewayReference",
             "integrityError", "latePayment", "paidAt", "failureReason", "gatewayState", "claim",
             "notifyUrl", "notifyKind", "amount", "currency", "paymentId", "client", "transactionId"} <= seen[Payment]
     assert {"id", "paymentId", "kind", "url", "type", "version", "createdAt", "snapshot", "attempts", "state",
             "nextAt", "claim"} <= seen[Delivery]
+    assert {"refundNo", "refundId", "paymentId", "amount", "status", "version", "fingerprint", "callingUntil",
+            "gatewayReference", "failureReason", "gatewayState", "integrityError", "claim"} <= seen[Refund]
+    assert {"refundedAmount", "refundingAmount"} <= seen[Payment]
 
 
 def test_the_snapshot_is_a_payment_hash() -> None:

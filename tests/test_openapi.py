@@ -150,6 +150,12 @@ async def test_real_answers_match_their_schemas(relay: Relay, stripe_emulator: A
         closed = c.check("post", "/api/transactions/{paymentId}/close",
                          await client.post(f"/api/transactions/{other['paymentId']}/close"))
         assert closed["status"] == "closed"
+        refunds = "/api/transactions/{paymentId}/refunds"
+        c.check("post", refunds, await client.post(f"/api/transactions/{other['paymentId']}/refunds",
+                                                   json={"refundId": "r1"}))  # 409: a closed payment
+        c.check("post", refunds, await client.post(f"/api/transactions/{pid}/refunds", json={"amount": "1"}))  # 400
+        c.check("get", refunds, await client.get(f"/api/transactions/{pid}/refunds"))
+        c.check("get", refunds + "/{refundId}", await client.get(f"/api/transactions/{pid}/refunds/r1"))  # 404
         deliveries = "/api/transactions/{paymentId}/deliveries"
         c.check("get", deliveries, await client.get(f"/api/transactions/{pid}/deliveries"))
         c.check("get", deliveries, await client.get("/api/transactions/pr_00aaaaaaaaaaaaaaaaaaaaaaaa/deliveries"))

@@ -28,10 +28,10 @@ import redis.asyncio as aioredis
 from sandbox.runner import ServerThread, free_port
 from service import keys
 from service.app import create_app
+from service.clock import now_ms
 from service.model import Payment
 from service.notify_signature import verify
 from service.outbox import LEASE_MS
-from service.payments import now_ms
 from service.settings import Settings
 from service.store import Store
 from tests.receiver import Receiver, Reply

@@ -17,7 +17,7 @@ import pytest
 
 from sandbox.stripe import CheckoutError
 from service import keys
-from service.payments import now_ms
+from service.clock import now_ms
 from service.runtime import Runtime
 from tests.conftest import StartRelay
 from tests.helpers import order

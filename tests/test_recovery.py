@@ -17,7 +17,7 @@ import pytest
 
 from sandbox.base import Emulator
 from service import keys
-from service.payments import now_ms
+from service.clock import now_ms
 from service.runtime import Runtime
 from service.settings import Client
 from service.validation import parse_transaction

@@ -1,0 +1,77 @@
+-- Apply the gateway's word about one refund, atomically, by states.REFUND_MOVES: processing →
+-- succeeded | failed; succeeded → failed on verified evidence (a refund returned later). The
+-- payment's sums move with it, and the storage app's notification is queued, in the same write.
+-- KEYS: 1 refund record, 2 payment record, 3 refund due zset, 4 outbox zset, 5 webhook event mark
+--       (or the refund record itself), 6 the new delivery's hash, 7 the payment's list of deliveries
+-- ARGV: 1 now ms, 2 status, 3 gateway state, 4 gateway reference ('' = none), 5 failure reason,
+--       6 event mark TTL s ('' = no mark), 7 retention ms, 8 id of the new delivery,
+--       9 the gateway whose word this is, 10 next look ms (while processing), 11 amount seen
+--       (minor, '' = none)
+-- Returns {outcome, status before, version}; outcome: missing | foreign | duplicate | integrity |
+--         unchanged | stale | transitioned
+local now = ARGV[1]
+local target = ARGV[2]
+local rec = {}
+local flat = redis.call('HGETALL', KEYS[1])
+if #flat == 0 then return {'missing', '', '0'} end
+for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+if rec.gateway ~= ARGV[9] then return {'foreign', rec.status, rec.version} end
+local current = rec.status
+
+local function mark_event()
+  if ARGV[6] ~= '' then redis.call('SET', KEYS[5], '1', 'EX', ARGV[6]) end
+end
+if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'duplicate', current, rec.version}
+end
+if ARGV[11] ~= '' and ARGV[11] ~= rec.amount then
+  redis.call('HSET', KEYS[1], 'integrityError', '1', 'updatedAt', now)
+  mark_event()
+  return {'integrity', current, rec.version}
+end
+if ARGV[4] ~= '' and (rec.gatewayReference or '') == '' then
+  redis.call('HSET', KEYS[1], 'gatewayReference', ARGV[4])
+  rec.gatewayReference = ARGV[4]
+end
+if target == current then
+  redis.call('HDEL', KEYS[1], 'callingUntil')
+  if current == REFUND_PROCESSING then redis.call('ZADD', KEYS[3], ARGV[10], rec.refundNo) end
+  mark_event()
+  return {'unchanged', current, rec.version}
+elseif not REFUND_MOVES[current][target] then
+  mark_event()
+  return {'stale', current, rec.version}
+end
+
+local amount = tonumber(rec.amount)
+if current == REFUND_PROCESSING then redis.call('HINCRBY', KEYS[2], 'refundingAmount', -amount) end
+if current == REFUND_SUCCEEDED then redis.call('HINCRBY', KEYS[2], 'refundedAmount', -amount) end
+if target == REFUND_SUCCEEDED then redis.call('HINCRBY', KEYS[2], 'refundedAmount', amount) end
+
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+redis.call('HSET', KEYS[1], 'status', target, 'updatedAt', now, 'gatewayState', ARGV[3])
+redis.call('HDEL', KEYS[1], 'callingUntil')
+rec.status, rec.updatedAt, rec.gatewayState, rec.callingUntil = target, now, ARGV[3], nil
+rec.version = string.format('%d', version)
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], 'failureReason', ARGV[5])
+  rec.failureReason = ARGV[5]
+end
+redis.call('ZREM', KEYS[3], rec.refundNo)
+
+local payment = redis.call('HMGET', KEYS[2], 'notifyUrl', 'notifyKind')
+local url, kind = payment[1], payment[2]
+local notify_on = REFUND_NOTIFY[kind or '']
+if url and url ~= '' and notify_on and notify_on[target] then
+  local retention = ARGV[7]
+  local id = ARGV[8]
+  redis.call('HSET', KEYS[6], 'id', id, 'paymentId', rec.paymentId, 'kind', kind, 'url', url,
+    'type', 'refund.' .. target, 'version', rec.version, 'createdAt', now,
+    'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
+  redis.call('PEXPIRE', KEYS[6], retention)
+  redis.call('ZADD', KEYS[4], now, id)
+  redis.call('RPUSH', KEYS[7], id)
+  redis.call('PEXPIRE', KEYS[7], retention)
+end
+mark_event()
+return {'transitioned', current, rec.version}
