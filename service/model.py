@@ -244,6 +244,7 @@ class Refund(_HashModel):
     refund_no: str = _field("refundNo", TEXT)
     refund_id: str = _field("refundId", TEXT)
     payment_id: str = _field("paymentId", TEXT)
+    sequence: int = _field("sequence", INT)  # the payment's first refund is 1, its next 2…
     client: str = _field("client", TEXT)
     gateway: str = _field("gateway", TEXT)
     amount: int = _field("amount", INT)  # minor units of currency

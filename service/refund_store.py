@@ -98,7 +98,7 @@ class RefundStore:
                 pipe.hgetall(keys.refund(bucket, number))
             found = await guarded(pipe.execute())
         refunds = [Refund.from_hash(one) for one in found if one]
-        return sorted(refunds, key=lambda refund: (refund.created_at, refund.refund_no))
+        return sorted(refunds, key=lambda refund: refund.sequence)
 
     async def count_sweep_attempt(self, refund_no: str) -> int:
         bucket = bucket_of(refund_no)

@@ -32,15 +32,14 @@ if ARGV[4] ~= '' then amount = tonumber(ARGV[4]) end
 if amount > remains then return {'over', '', remains} end
 if amount < tonumber(ARGV[7]) then return {'below_minimum', '', tonumber(ARGV[7])} end
 if ARGV[8] ~= '1' and amount ~= total then return {'partial_refused', '', 0} end
-if ARGV[9] ~= '' and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[9]) then
-  return {'too_many', '', tonumber(ARGV[9])}
-end
+local count = redis.call('HLEN', KEYS[2])
+if ARGV[9] ~= '' and count >= tonumber(ARGV[9]) then return {'too_many', '', tonumber(ARGV[9])} end
 
 local lease_until = string.format('%d', now + tonumber(ARGV[10]))
 redis.call('HSET', KEYS[3], 'refundNo', ARGV[3], 'refundId', ARGV[2], 'paymentId', ARGV[12],
   'client', ARGV[11], 'gateway', payment[7], 'amount', string.format('%d', amount),
   'currency', payment[6], 'fingerprint', ARGV[6], 'status', REFUND_PROCESSING, 'version', '0',
-  'createdAt', ARGV[1], 'updatedAt', ARGV[1], 'callingUntil', lease_until)
+  'createdAt', ARGV[1], 'updatedAt', ARGV[1], 'callingUntil', lease_until, 'sequence', count + 1)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'reason', ARGV[5]) end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'refundingAmount', amount)
