@@ -122,8 +122,9 @@ def _check(args: argparse.Namespace) -> int:
 def _report(exc: SettingsError) -> None:
     count = len(exc.problems)
     print(f"payrelay: {count} configuration problem{'s' if count > 1 else ''}:", file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  {problem.variable}: {problem}", file=sys.stderr)
+    for problem in exc.problems:  # each names its variable, first
+        text = str(problem)
+        print(f"  {text if text.startswith(problem.variable) else f'{problem.variable}: {text}'}", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
