@@ -53,8 +53,7 @@ class Payments:
         self.adapters = dict(adapters)
         self.by_webhook = {a.webhook_name: a for a in adapters.values()}
         self.metrics = metrics
-        self.refunds = Refunds(settings, store, RefundStore(store.redis, settings.retention_seconds),
-                               self.adapters, metrics, self.gateway_call)
+        self.refunds = Refunds(self, RefundStore(store.redis, settings.retention_seconds))
 
     async def gateway_call(self, adapter: Adapter, operation: str, call: Awaitable[T]) -> T:
         """Every gateway call goes through here: timed, counted and logged by outcome."""
@@ -207,7 +206,7 @@ class Payments:
         taken = await self.store.take_over(payment_id, now_ms())
         if taken != "taken":
             return await self._must_get(payment_id) if taken else payment
-        adapter = self._adapter_of(payment)
+        adapter = self.adapter_of(payment)
         try:
             created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(payment)))
         except GatewayError as exc:
@@ -277,7 +276,7 @@ class Payments:
                       adapter.gateway_type, state.gateway_reference, extra=extra)
         return applied
 
-    def _adapter_of(self, payment: Payment) -> Adapter:
+    def adapter_of(self, payment: Payment) -> Adapter:
         adapter = self.adapters.get(payment.gateway)
         if adapter is None:
             raise errors.NotConfigured("gateway_not_configured", f"{payment.gateway} is not configured")
@@ -286,7 +285,7 @@ class Payments:
     async def sync(self, payment: Payment) -> Payment:
         """Ask the gateway about one payment and apply its answer (for one still being
         created: what its create made, once no create holds it)."""
-        adapter = self._adapter_of(payment)
+        adapter = self.adapter_of(payment)
         if payment.status == PaymentState.CREATING:
             return await self.recover(payment)
         state = await self.gateway_call(adapter, "query", adapter.query(ref_of(payment)))
@@ -298,7 +297,7 @@ class Payments:
         """Close a payment: ask first, close at the gateway if nobody paid, then mark what the
         gateway says. The same path serves close requests and the expiry sweep. One still being
         created is first resolved; a live create (it holds its lease) cannot be closed yet."""
-        adapter = self._adapter_of(payment)
+        adapter = self.adapter_of(payment)
         if payment.status == PaymentState.CREATING:
             payment = await self.recover(payment)
             if payment.status == PaymentState.CREATING:

@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from adapters import money
 from adapters.base import Adapter, Money, RefundRequest, RefundState, RefundStatus, WebhookEvent
@@ -28,14 +27,15 @@ from service.metrics import Metrics
 from service.model import Payment, Refund, name_of, ref_of
 from service.refund_store import RefundStore
 from service.schedule import Claim, Schedule, backoff_ms
-from service.settings import Client, Settings
-from service.store import Applied, Store
+from service.settings import Client
+from service.store import Applied
 from service.validation import parse_refund
 from service.workers import Worker
 
+if TYPE_CHECKING:
+    from service.payments import Payments
+
 log = logging.getLogger("payrelay.refunds")
-T = TypeVar("T")
-GatewayCall = Callable[[Adapter, str, Awaitable[Any]], Awaitable[Any]]
 
 CALL_LEASE_MS = 30_000  # a refund call's hold on its refund; past it, the sweep asks the gateway
 ASK_AFTER_MS = 5_000  # after a call without an answer, the sweep asks this soon
@@ -58,20 +58,21 @@ def next_look_ms(refund: Refund, now: int) -> int:
 
 
 class Refunds:
-    def __init__(self, settings: Settings, payments: Store, store: RefundStore,
-                 adapters: Mapping[str, Adapter], metrics: Metrics, gateway_call: GatewayCall) -> None:
-        self.settings = settings
+    """The refunds of the payments of ``payments`` (whose store, adapters, metrics and gateway
+    calls they share)."""
+
+    def __init__(self, payments: Payments, store: RefundStore) -> None:
         self.payments = payments
+        self.settings = payments.settings
+        self.metrics = payments.metrics
+        self.gateway_call = payments.gateway_call
         self.store = store
-        self.adapters = adapters
-        self.metrics = metrics
-        self.gateway_call = gateway_call
 
     # -- the API --------------------------------------------------------------------------------
 
     async def create(self, client: Client, payment_id: str, body: Any) -> Refund:
-        payment = await self._payment(client, payment_id)
-        adapter = self._adapter_of(payment)
+        payment = await self.payments.get(client, payment_id)
+        adapter = self.payments.adapter_of(payment)
         request = parse_refund(body, payment.currency, amount_unit=self.settings.amount_unit)
         limits = adapter.refund_limits
         now = now_ms()
@@ -127,7 +128,7 @@ class Refunds:
                                   "of one payment")
 
     async def get(self, client: Client, payment_id: str, refund_id: str) -> Refund:
-        await self._payment(client, payment_id)
+        await self.payments.get(client, payment_id)
         number = await self.store.number_of(payment_id, refund_id)
         refund = await self.store.get(number) if number else None
         if refund is None:
@@ -135,20 +136,8 @@ class Refunds:
         return refund
 
     async def of_payment(self, client: Client, payment_id: str) -> list[Refund]:
-        await self._payment(client, payment_id)
+        await self.payments.get(client, payment_id)
         return await self.store.of_payment(payment_id)
-
-    async def _payment(self, client: Client, payment_id: str) -> Payment:
-        payment = await self.payments.get(payment_id)
-        if payment is None or payment.client != client.name:
-            raise errors.NotFound("payment_not_found", f"no payment {payment_id!r}", "paymentId")
-        return payment
-
-    def _adapter_of(self, payment: Payment) -> Adapter:
-        adapter = self.adapters.get(payment.gateway)
-        if adapter is None:
-            raise errors.NotConfigured("gateway_not_configured", f"{payment.gateway} is not configured")
-        return adapter
 
     async def _must_get(self, refund_no: str) -> Refund:
         refund = await self.store.get(refund_no)
@@ -190,10 +179,10 @@ class Refunds:
         """Learn what became of a processing refund whose call is over: ask the gateway under its
         number; when the gateway holds nothing under it, the call never reached it, and the same
         refund goes out now, under the same number."""
-        payment = await self.payments.get(refund.payment_id)
+        payment = await self.payments.store.get(refund.payment_id)
         if payment is None:
             raise errors.InternalError("payment_vanished", f"the payment of refund {refund.refund_no} vanished")
-        adapter = self._adapter_of(payment)
+        adapter = self.payments.adapter_of(payment)
         state = await self.gateway_call(adapter, "query_refund", adapter.query_refund(refund_request(refund, payment)))
         if state is None:
             return await self._call(adapter, refund, payment, source="resend")

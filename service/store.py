@@ -39,8 +39,11 @@ async def guarded(call: Awaitable[T]) -> T:
 
 
 def load_script(name: str) -> str:
-    """A script of ``service/lua/``, after the state tables it reads (``service.states``)."""
-    return states.lua_tables() + resources.files("service").joinpath(f"lua/{name}.lua").read_text(encoding="utf-8")
+    """A script of ``service/lua/``, after the state tables it reads (``service.states``) and
+    the functions the scripts share (``lib.lua``)."""
+    lua = resources.files("service").joinpath("lua")
+    return states.lua_tables() + lua.joinpath("lib.lua").read_text(encoding="utf-8") + \
+        lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
 def connect(redis_url: str | None) -> Any:

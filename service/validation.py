@@ -59,6 +59,16 @@ def _invalid(param: str, detail: str, code: str = "invalid_field") -> errors.Inv
     return errors.InvalidRequest(code, f"{param} {detail}", param)
 
 
+def _object(body: Any, fields: frozenset[str], what: str) -> dict[str, Any]:
+    """A JSON object with none but these fields."""
+    if not isinstance(body, dict):
+        raise errors.InvalidRequest("invalid_body", "the body must be a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        raise _invalid(unknown[0], f"is not a field of {what}", "unknown_field")
+    return body
+
+
 def _string(body: dict[str, Any], name: str, required: bool = True) -> str | None:
     value = body.get(name)
     if value is None:
@@ -68,6 +78,12 @@ def _string(body: dict[str, Any], name: str, required: bool = True) -> str | Non
     if not isinstance(value, str):
         raise _invalid(name, "must be a string")
     return _text(name, value)
+
+
+def _identifier(name: str, value: str) -> None:
+    """A storage app's own id (transactionId, refundId)."""
+    if not TRANSACTION_ID.fullmatch(value):
+        raise _invalid(name, f"must be 1 to {MAX_TRANSACTION_ID} printable ASCII characters without spaces")
 
 
 def _text(name: str, value: str) -> str:
@@ -155,16 +171,11 @@ def _customer(value: str, adapter: Adapter) -> str:
 def parse_transaction(
     body: Any, adapters: dict[str, Adapter], *, amount_unit: str, allowed_hosts: frozenset[str]
 ) -> TransactionRequest:
-    if not isinstance(body, dict):
-        raise errors.InvalidRequest("invalid_body", "the body must be a JSON object")
-    unknown = sorted(set(body) - FIELDS)
-    if unknown:
-        raise _invalid(unknown[0], "is not a field of a transaction request", "unknown_field")
+    body = _object(body, FIELDS, "a transaction request")
 
     transaction_id = _string(body, "transactionId")
     assert transaction_id is not None
-    if not TRANSACTION_ID.fullmatch(transaction_id):
-        raise _invalid("transactionId", "must be 1 to 64 printable ASCII characters without spaces")
+    _identifier("transactionId", transaction_id)
 
     gateway = _string(body, "paymentGatewayType")
     assert gateway is not None
@@ -247,15 +258,10 @@ class RefundBody:
 def parse_refund(body: Any, currency: str, *, amount_unit: str) -> RefundBody:
     """``POST /api/transactions/{paymentId}/refunds``: ``refundId`` by the rules of a
     transactionId, ``amount`` (optional) in the payment's currency and the client's unit."""
-    if not isinstance(body, dict):
-        raise errors.InvalidRequest("invalid_body", "the body must be a JSON object")
-    unknown = sorted(set(body) - REFUND_FIELDS)
-    if unknown:
-        raise _invalid(unknown[0], "is not a field of a refund request", "unknown_field")
+    body = _object(body, REFUND_FIELDS, "a refund request")
     refund_id = _string(body, "refundId")
     assert refund_id is not None
-    if not TRANSACTION_ID.fullmatch(refund_id):
-        raise _invalid("refundId", f"must be 1 to {MAX_TRANSACTION_ID} printable ASCII characters without spaces")
+    _identifier("refundId", refund_id)
     amount = None if body.get("amount") is None else _amount(body["amount"], currency, amount_unit)
     reason = _string(body, "reason", required=False) or None
     if reason is not None and len(reason) > MAX_REASON:

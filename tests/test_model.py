@@ -219,7 +219,8 @@ HASHES: dict[str, dict[str, tuple[type, ...]]] = {
     "claim": {"key": (Payment, Delivery, Refund)},
     "reschedule": {"KEYS[2]": (Payment, Delivery, Refund)},
     "refund": {"KEYS[1]": (Payment,), "KEYS[2]": (), "KEYS[3]": (Refund,), "KEYS[5] .. known": (Refund,)},
-    "refund_apply": {"KEYS[1]": (Refund,), "KEYS[2]": (Payment,), "KEYS[6]": (Delivery,)},
+    "refund_apply": {"KEYS[1]": (Refund,), "KEYS[2]": (Payment,)},
+    "lib": {"key": (Delivery,)},  # queue_delivery writes a delivery (read_record reads any hash whole)
 }
 WHOLE = {"transition": Payment, "refund_apply": Refund}  # scripts that read a hash whole into rec
 NAMED_FIELDS = {"HSET": slice(2, None, 2), "HMGET": slice(2, None), "HDEL": slice(2, None), "HGET": slice(2, 3),

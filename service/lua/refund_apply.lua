@@ -11,19 +11,14 @@
 --         unchanged | stale | transitioned
 local now = ARGV[1]
 local target = ARGV[2]
-local rec = {}
-local flat = redis.call('HGETALL', KEYS[1])
-if #flat == 0 then return {'missing', '', '0'} end
-for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+local rec, found = read_record(KEYS[1])
+if not found then return {'missing', '', '0'} end
 if rec.gateway ~= ARGV[9] then return {'foreign', rec.status, rec.version} end
 local current = rec.status
 
-local function mark_event()
-  if ARGV[6] ~= '' then redis.call('SET', KEYS[5], '1', 'EX', ARGV[6]) end
-end
-if ARGV[6] ~= '' and redis.call('EXISTS', KEYS[5]) == 1 then
-  return {'duplicate', current, rec.version}
-end
+local function mark_event() mark_event_seen(KEYS[5], ARGV[6]) end
+
+if seen_event(KEYS[5], ARGV[6]) then return {'duplicate', current, rec.version} end
 if ARGV[11] ~= '' and ARGV[11] ~= rec.amount then
   redis.call('HSET', KEYS[1], 'integrityError', '1', 'updatedAt', now)
   mark_event()
@@ -63,15 +58,7 @@ local payment = redis.call('HMGET', KEYS[2], 'notifyUrl', 'notifyKind')
 local url, kind = payment[1], payment[2]
 local notify_on = REFUND_NOTIFY[kind or '']
 if url and url ~= '' and notify_on and notify_on[target] then
-  local retention = ARGV[7]
-  local id = ARGV[8]
-  redis.call('HSET', KEYS[6], 'id', id, 'paymentId', rec.paymentId, 'kind', kind, 'url', url,
-    'type', 'refund.' .. target, 'version', rec.version, 'createdAt', now,
-    'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
-  redis.call('PEXPIRE', KEYS[6], retention)
-  redis.call('ZADD', KEYS[4], now, id)
-  redis.call('RPUSH', KEYS[7], id)
-  redis.call('PEXPIRE', KEYS[7], retention)
+  queue_delivery(KEYS[6], KEYS[4], KEYS[7], ARGV[7], ARGV[8], rec, kind, url, 'refund.' .. target, now)
 end
 mark_event()
 return {'transitioned', current, rec.version}

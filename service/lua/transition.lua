@@ -16,20 +16,14 @@
 local now = ARGV[1]
 local target = ARGV[2]
 
-local rec = {}
-local flat = redis.call('HGETALL', KEYS[1])
-if #flat == 0 then return {'missing', '', '0'} end
-for i = 1, #flat, 2 do rec[flat[i]] = flat[i + 1] end
+local rec, found = read_record(KEYS[1])
+if not found then return {'missing', '', '0'} end
 if rec.gateway ~= ARGV[12] then return {'foreign', rec.status, rec.version} end
 local current = rec.status
 
-local function mark_event()
-  if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[8]) end
-end
+local function mark_event() mark_event_seen(KEYS[4], ARGV[8]) end
 
-if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then
-  return {'duplicate', current, rec.version}
-end
+if seen_event(KEYS[4], ARGV[8]) then return {'duplicate', current, rec.version} end
 -- evidence about another gateway object (another session, trade, transaction) than the one
 -- stored for this payment says nothing about it: before anything else, nothing changes
 local stored_reference = rec.gatewayReference or ''
@@ -90,16 +84,8 @@ end
 local url = rec.notifyUrl
 local notify_on = NOTIFY[rec.notifyKind]
 if url and url ~= '' and notify_on and notify_on[target] then
-  local id = ARGV[11]
-  local key = KEYS[5]
-  redis.call('HSET', key, 'id', id, 'paymentId', rec.paymentId, 'kind', rec.notifyKind, 'url', url,
-    'type', 'transaction.' .. target, 'version', rec.version, 'createdAt', now,
-    'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
-  redis.call('PEXPIRE', key, retention)
-  redis.call('ZADD', KEYS[3], now, id)
-  local list = KEYS[6]
-  redis.call('RPUSH', list, id)
-  redis.call('PEXPIRE', list, retention)
+  queue_delivery(KEYS[5], KEYS[3], KEYS[6], retention, ARGV[11], rec, rec.notifyKind, url,
+    'transaction.' .. target, now)
 end
 mark_event()
 return {outcome, current, rec.version}
