@@ -47,8 +47,10 @@ class Events:
     ) -> tuple[bytes, dict[str, str]]:
         """A webhook as Stripe would send it about this session now (``overrides`` replace session
         fields), signed with the emulator's secret (or ``secret``) at ``timestamp`` (default now).
-        A ``refund.*`` event is about a refund: ``session_id`` is then its id or refund_no."""
-        found = self.find_refund(session_id) if event_type.startswith("refund.") else self.sessions.get(session_id)
+        A ``refund.*`` or ``charge.refund.updated`` event is about a refund: ``session_id`` is then its id
+        or refund_no."""
+        about_refund = event_type.startswith(("refund.", "charge.refund."))
+        found = self.find_refund(session_id) if about_refund else self.sessions.get(session_id)
         if found is None:
             raise KeyError(f"no Checkout Session {session_id!r}")
         return self._sign(self._make_event(event_type, found, overrides), timestamp, secret)
