@@ -69,8 +69,9 @@ class Refunds:
         if params.get("amount") not in (None, ""):
             amount = _amount(params["amount"], intent["currency"], "amount")
         if amount > remaining:
-            # the message is Stripe's; the code its "greater than the maximum amount allowed" one
-            # (docs.stripe.com/error-codes#amount-too-large)
+            # the message is Stripe's as its users report it; the code is Stripe's "greater than the
+            # maximum amount allowed" (docs.stripe.com/error-codes#amount-too-large), which reports
+            # of this answer name but no capture of it here confirms
             raise ApiError(400, f"Refund amount ({display_amount(amount, intent['currency'])}) is greater than "
                                 f"unrefunded amount on charge ({display_amount(remaining, intent['currency'])})",
                            param="amount", code="amount_too_large")
