@@ -7,7 +7,7 @@ client. What it relies on, all public:
 - ``stripe.StripeClient(key, stripe_account=…, base_addresses=…, max_network_retries=0,
   http_client=…)`` and its ``v1`` services' ``*_async`` methods: ``checkout.sessions.create /
   retrieve / expire``, ``customers.list``, ``customers.payment_methods.list``,
-  ``payment_intents.create / retrieve / cancel``; ``StripeObject.to_dict``;
+  ``payment_intents.create / retrieve / cancel``, ``refunds.create / list``; ``StripeObject.to_dict``;
 - ``stripe.HTTPClient``, the base class the SDK names for custom clients: :class:`SdkHttpClient`
   implements its ``request_async``, ``request_stream_async``, ``sleep_async`` and ``close_async``;
 - ``stripe.WebhookSignature.verify_header``; the exception classes below.
@@ -21,7 +21,14 @@ Checked in the installed SDK:
   ``AuthenticationError``, 402 ``CardError``, 403 ``PermissionError``, 429 ``RateLimitError``,
   anything else (5xx, 409, a body that is not JSON) ``APIError`` with ``http_status``; transport
   failures ``APIConnectionError``;
-- ``WebhookSignature.verify_header`` rejects old timestamps only, never future ones.
+- ``WebhookSignature.verify_header`` rejects old timestamps only, never future ones;
+- ``refunds.create_async`` posts ``/v1/refunds``, ``refunds.list_async`` gets ``/v1/refunds`` with the
+  filters as query parameters (``payment_intent``, ``limit`` up to 100, ``starting_after``).
+
+Refunds go on the payment's PaymentIntent (a Checkout Session's ``payment_intent``; an off-session
+payment's reference is the PaymentIntent itself) with ``metadata[refund_no]`` and the refund_no as
+``Idempotency-Key``. Stripe forgets idempotency keys after 24 h, so ``query_refund`` never relies
+on one: it lists the PaymentIntent's refunds and finds ours by that metadata.
 TLS is the transport's: the system's trust store (certifi), not the SDK's own CA bundle file.
 """
 
@@ -34,9 +41,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import stripe
+from stripe.params import RefundListParams
 
-from adapters import registry, wire
-from adapters.base import Adapter, Created, CreateRequest, GatewayState, PaymentRef, Status, WebhookEvent, WebhookReply
+from adapters import money, registry, wire
+from adapters.base import (
+    Adapter,
+    Created,
+    CreateRequest,
+    GatewayState,
+    PaymentRef,
+    RefundRequest,
+    RefundState,
+    Status,
+    WebhookEvent,
+    WebhookReply,
+)
 from adapters.errors import (
     GatewayProtocolError,
     GatewayRefused,
@@ -121,6 +140,7 @@ class StripeAdapter(Adapter):
     supports_offline = True
     requires_https_redirects = True
     customer_must_be_email = True
+    refund_limits = tx.REFUND_LIMITS
 
     def __init__(self, config: StripeConfig, public_url: str, transport: Transport) -> None:
         self._config = config
@@ -237,6 +257,68 @@ class StripeAdapter(Adapter):
                 raise refused
             return state
         return tx.session_state(ref.payment_id, self._plain(session))
+
+    # -- refunds --------------------------------------------------------------------------------
+
+    async def refund(self, request: RefundRequest) -> RefundState:
+        intent = await self._payment_intent(request.payment)
+        if intent is None:
+            raise GatewayRefused(f"payment {request.payment.payment_id} has no PaymentIntent at Stripe: it was "
+                                 "never paid, so there is nothing to refund", code="no_payment_intent")
+        # made already? Stripe's idempotency key covers 24 h only; metadata[refund_no] covers always
+        found = await self._find_refund(intent, request.refund_no)
+        if found is not None:
+            state = tx.refund_state(found)
+            made = state.amount
+            if made != request.amount:
+                shown = f"{money.to_major(made.minor, made.currency)} {made.currency}" if made else "?"
+                raise GatewayRefused(f"refund {request.refund_no} was already made at Stripe for another amount "
+                                     f"({shown}); a refund_no names one refund", code="idempotency_error")
+            return state
+        try:
+            refund = await self._sdk(self._client.v1.refunds.create_async(
+                tx.refund_params(request, intent), {"idempotency_key": request.refund_no}))
+        except GatewayRefused as refused:
+            if refused.code == "idempotency_error":  # the same refund_no in flight with another amount/reason
+                raise GatewayRefused(f"refund {request.refund_no} was already sent to Stripe with another amount "
+                                     f"or reason; Stripe keeps the first ({refused.message})",
+                                     code="idempotency_error") from refused
+            raise
+        state = tx.refund_state(self._plain(refund))
+        if state.refund_no != request.refund_no:
+            raise GatewayProtocolError(f"Stripe answered the refund of another refund_no ({state.refund_no!r})")
+        return state
+
+    async def query_refund(self, request: RefundRequest) -> RefundState | None:
+        intent = await self._payment_intent(request.payment)
+        found = None if intent is None else await self._find_refund(intent, request.refund_no)
+        return None if found is None else tx.refund_state(found)
+
+    async def _find_refund(self, intent: str, refund_no: str) -> Mapping[str, Any] | None:
+        """The PaymentIntent's refund made under ``refund_no``, page by page (newest first: a refund
+        just made is on the first page)."""
+        params: RefundListParams = {"payment_intent": intent, "limit": tx.LIST_LIMIT}
+        while True:
+            listing = self._plain(await self._sdk(self._client.v1.refunds.list_async(params)))
+            found = tx.refund_in(listing, refund_no)
+            ids = tx.ids(listing, "Refund")
+            if found is not None or not listing.get("has_more") or not ids:
+                return found
+            params = {**params, "starting_after": ids[-1]}
+
+    async def _payment_intent(self, ref: PaymentRef) -> str | None:
+        """The PaymentIntent that took the payment: the reference itself for an off-session
+        charge, else the Checkout Session's (None until the customer paid)."""
+        reference = self._reference(ref)
+        if reference.startswith("pi_"):
+            return reference
+        session = self._plain(await self._sdk(self._client.v1.checkout.sessions.retrieve_async(reference)))
+        intent = session.get("payment_intent")
+        if isinstance(intent, Mapping):  # expanded
+            intent = intent.get("id")
+        if intent is not None and not (isinstance(intent, str) and intent.startswith("pi_")):
+            raise GatewayProtocolError(f"Stripe answered a Checkout Session with a payment_intent {intent!r}")
+        return intent
 
     @staticmethod
     def _reference(ref: PaymentRef) -> str:

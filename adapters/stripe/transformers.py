@@ -1,7 +1,8 @@
 """Everything shaped like Stripe's API: request parameters, the status tables, answers and events.
 
 Stripe facts kept here as data: the ``expires_at`` window of a Checkout Session, the product name
-limit, and how session states, PaymentIntent states and ``checkout.session.*`` events map to ours.
+limit, how session states, PaymentIntent states and ``checkout.session.*`` events map to ours, and
+the same for refunds: ``Refund.status`` and the ``refund.*`` events that carry a Refund.
 Objects come in as plain dicts (``StripeObject.to_dict()``, or a verified event's JSON); anything
 without the fields we rely on is a protocol error, never a guess.
 """
@@ -13,11 +14,23 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from stripe.params import PaymentIntentCreateParams
+from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from stripe.params.checkout import SessionCreateParams
 
 from adapters import money
-from adapters.base import Created, CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
+from adapters.base import (
+    Created,
+    CreateRequest,
+    GatewayState,
+    Money,
+    RefundLimits,
+    RefundRequest,
+    RefundState,
+    RefundStatus,
+    Status,
+    WebhookEvent,
+    map_state,
+)
 from adapters.errors import GatewayProtocolError, UnsupportedOperation, WebhookPayloadError
 
 GATEWAY = "Stripe"
@@ -119,6 +132,48 @@ EVENT_STATES: Mapping[str, Status] = types.MappingProxyType({
 })
 EVENT_TYPES = frozenset(key.partition("/")[0] for key in EVENT_STATES)
 
+# Refund.status (docs.stripe.com/api/refunds/object#refund_object-status; the SDK's Refund.status
+# docstring lists the same five). A succeeded refund can still become failed later, when the
+# customer's bank returns it (docs.stripe.com/refunds#failed-refunds): that arrives as an event.
+REFUND_STATES: Mapping[str, RefundStatus] = types.MappingProxyType({
+    "pending": RefundStatus.PROCESSING,
+    "requires_action": RefundStatus.PROCESSING,  # the customer must give refund details (some methods)
+    "succeeded": RefundStatus.SUCCEEDED,
+    "failed": RefundStatus.FAILED,
+    "canceled": RefundStatus.FAILED,  # canceled before it went out: nothing was refunded
+})
+# Events whose data.object is a Refund (docs.stripe.com/api/refunds: "Events"); since API version
+# 2024-10-28.acacia refund.* are sent for every refund (docs.stripe.com/changelog/acacia/2024-10-28/
+# refund-webhook-update). charge.refunded is not among them: its Charge names no refund (its
+# refunds list is not included) and every refund it announces also comes as refund.created.
+REFUND_EVENT_TYPES = frozenset({"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"})
+# Refund.reason values a caller may send; any other reason goes in metadata
+REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+LIST_LIMIT = 100  # the most objects one list call answers (RefundListParams.limit: "between 1 and 100")
+METADATA_VALUE_LIMIT = 500  # characters of one metadata value (docs.stripe.com/api/metadata)
+
+REFUND_LIMITS = RefundLimits(
+    # no general limit in time: Stripe documents refunds of "any successful payment" and judges per
+    # payment method (docs.stripe.com/refunds); a refusal comes back as Stripe's own error
+    window_days=None,
+    # "a positive integer in cents" (docs.stripe.com/api/refunds/create#create_refund-amount)
+    minimum_minor=1,
+    # "You can optionally refund only part of a charge. You can do so multiple times, until the
+    # entire charge has been refunded." (the SDK's RefundService.create docstring, = the API reference)
+    partial=True,
+    # "You can issue more than one refund against a charge, but you can't refund a total greater
+    # than the original charge amount." (docs.stripe.com/refunds): no count is documented
+    max_per_payment=None,
+)
+
+
+def map_refund_state(state: str) -> RefundStatus:
+    """Look a Refund.status up in REFUND_STATES; an unknown one is a protocol error."""
+    try:
+        return REFUND_STATES[state]
+    except KeyError:
+        raise GatewayProtocolError(f"{GATEWAY} answered an unknown refund status {state!r}") from None
+
 
 # -- requests -----------------------------------------------------------------------------------
 
@@ -182,6 +237,18 @@ def off_session_params(request: CreateRequest, customer: str, payment_method: st
         "description": product_name(request.description)[:INTENT_DESCRIPTION_LIMIT],
         "metadata": {"paymentId": request.payment_id},
     }
+
+
+def refund_params(request: RefundRequest, payment_intent: str) -> RefundCreateParams:
+    """A refund on the payment's PaymentIntent, found again by ``metadata[refund_no]``."""
+    metadata = {"refund_no": request.refund_no, "paymentId": request.payment.payment_id}
+    params: RefundCreateParams = {"payment_intent": payment_intent, "amount": stripe_amount(request.amount)}
+    if request.reason in REFUND_REASONS:
+        params["reason"] = request.reason
+    elif request.reason:
+        metadata["reason"] = request.reason[:METADATA_VALUE_LIMIT]
+    params["metadata"] = metadata
+    return params
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -291,6 +358,48 @@ def ids(listing: Mapping[str, Any], what: str) -> list[str]:
     return [_field(item, "id", str, what) for item in data if isinstance(item, Mapping)]
 
 
+# Refund.failure_reason (the SDK's Refund.failure_reason docstring) in words a person can act on
+_REFUND_FAILURES: Mapping[str, str] = types.MappingProxyType({
+    "lost_or_stolen_card": "the card was reported lost or stolen; refund the customer another way",
+    "expired_or_canceled_card": "the card expired or was canceled; refund the customer another way",
+    "charge_for_pending_refund_disputed": "the customer disputed the charge while the refund was pending",
+    "insufficient_funds": "the Stripe balance could not cover the refund",
+    "declined": "the customer's bank declined the refund",
+    "merchant_request": "the refund was canceled on request",
+    "canceled": "the refund was canceled before any money moved",
+    "unknown": "Stripe could not return the money; the amount is back on the Stripe balance",
+})
+
+
+def refund_state(refund: Mapping[str, Any]) -> RefundState:
+    """A Refund as Stripe answers it (create, list, or an event's object)."""
+    metadata = refund.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    refund_no, payment_id = metadata.get("refund_no"), metadata.get("paymentId")
+    if not isinstance(refund_no, str) or not refund_no:
+        raise GatewayProtocolError(f"{GATEWAY} answered a Refund without metadata[refund_no]")
+    key = _field(refund, "status", str, "Refund")
+    status = map_refund_state(key)
+    reason = None
+    if status is RefundStatus.FAILED:
+        code = (refund.get("failure_reason") or "unknown") if key == "failed" else "canceled"
+        reason = f"{code}: {_REFUND_FAILURES.get(code, _REFUND_FAILURES['unknown'])}"
+    return RefundState(refund_no, status, key, _field(refund, "id", str, "Refund"), _money(refund, "amount", "Refund"),
+                       reason, payment_id if isinstance(payment_id, str) and payment_id else None)
+
+
+def refund_in(listing: Mapping[str, Any], refund_no: str) -> Mapping[str, Any] | None:
+    """The Refund in a list answer made under ``refund_no`` (``metadata[refund_no]``)."""
+    data = listing.get("data")
+    if not isinstance(data, list):
+        raise GatewayProtocolError(f"{GATEWAY} answered a Refund list without data")
+    for item in data:
+        metadata = item.get("metadata") if isinstance(item, Mapping) else None
+        if isinstance(metadata, Mapping) and metadata.get("refund_no") == refund_no:
+            return item
+    return None
+
+
 # -- events -------------------------------------------------------------------------------------
 
 def event_state(event: Any, account: str | None) -> WebhookEvent | None:
@@ -302,8 +411,11 @@ def event_state(event: Any, account: str | None) -> WebhookEvent | None:
     event_id, event_type = event.get("id"), event.get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
         raise WebhookPayloadError("the event has no id or type")
-    if event_type not in EVENT_TYPES or (event.get("account") or None) != account:
+    if (event_type not in EVENT_TYPES and event_type not in REFUND_EVENT_TYPES) or (
+            event.get("account") or None) != account:
         return None
+    if event_type in REFUND_EVENT_TYPES:
+        return _refund_event(event_id, event_type, event.get("data"))
     data = event.get("data")
     session = data.get("object") if isinstance(data, Mapping) else None
     if not isinstance(session, Mapping):
@@ -324,3 +436,22 @@ def event_state(event: Any, account: str | None) -> WebhookEvent | None:
         raise WebhookPayloadError(f"{event_type} {event_id}: {exc}") from None
     reason = "the delayed payment failed" if status is Status.FAILED else None
     return WebhookEvent(event_id, GatewayState(payment_id, status, key, reference, amount, reason))
+
+
+def _refund_event(event_id: str, event_type: str, data: Any) -> WebhookEvent | None:
+    """A refund.* event: the Refund it carries is the state (its status, not the event's type,
+    says what happened: refund.updated also reports a succeeded refund that failed later). A
+    refund without our metadata was made elsewhere (the Dashboard): not ours, None."""
+    refund = data.get("object") if isinstance(data, Mapping) else None
+    if not isinstance(refund, Mapping) or refund.get("object") != "refund":
+        raise WebhookPayloadError(f"{event_type} {event_id} carries no Refund")
+    metadata = refund.get("metadata")
+    if not isinstance(metadata, Mapping) or not metadata.get("refund_no"):
+        return None
+    try:
+        state = refund_state(refund)
+    except GatewayProtocolError as exc:
+        raise WebhookPayloadError(f"{event_type} {event_id}: {exc}") from None
+    if state.payment_id is None:
+        raise WebhookPayloadError(f"{event_type} {event_id} names no payment (metadata[paymentId])")
+    return WebhookEvent(event_id, refund=state)

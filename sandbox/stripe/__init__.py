@@ -18,13 +18,22 @@ tell the difference:
 - ``payment_intent_data[setup_future_usage]`` (or ``customer_creation=always``) makes a Customer at
   completion; a card payment with setup_future_usage saves its PaymentMethod on it, which a later
   off-session PaymentIntent (``off_session=true&confirm=true``) can charge;
+- ``Idempotency-Key``s are forgotten after 24 h on the emulator's clock, like Stripe's;
+- Refunds on a PaymentIntent (``POST /v1/refunds``; ``GET /v1/refunds?payment_intent=``, newest first,
+  paged; ``GET /v1/refunds/{id}``): refused like Stripe when the PaymentIntent has no successful
+  charge, when it is refunded already (``charge_already_refunded``) or for more than remains
+  (``amount_too_large``); pending, failed and canceled refunds as Stripe has them, with
+  ``refund.created`` / ``refund.updated`` / ``refund.failed`` and ``charge.refunded`` events;
 - events signed like Stripe's (``Stripe-Signature: t=…,v1=…``) with the ``whsec_…`` secret.
 
 The customer's side is the hosted page ``/c/pay/{id}``: Pay (card), Pay with bank transfer (delayed:
 complete but unpaid until settled on the same page), Decline (card declined, the session stays
-open), Cancel (back to ``cancel_url``). Knobs: ``down`` (503 everywhere), ``off_session_decline``
-(off-session charges decline with that code), ``delay`` (seconds each API call waits before it is
-handled), ``advance()`` (move the emulator's clock).
+open), Cancel (back to ``cancel_url``); once paid, the page chooses what the next refunds do and
+settles or fails each of the payment's refunds. Knobs: ``down`` (503 everywhere),
+``off_session_decline`` (off-session charges decline with that code), ``delay`` (seconds each API
+call waits before it is handled), ``advance()`` (move the emulator's clock); for refunds
+``refund_outcome`` (``REFUND_OUTCOMES``), ``refunds_down``, ``refund_answer_delay`` (the refund is
+made, its answer late) and ``await settle_refund(refund_no_or_id, "succeeded" | "failed")``.
 
 Modules, by what they own:
 - ``emulator``: ``StripeEmulator``, its state, clock, routes and ``env()``;
@@ -32,8 +41,8 @@ Modules, by what they own:
 - ``forms``: Stripe's form-encoded parameters in, and their validation;
 - ``currencies``: Stripe's own currency lists, amount steps and how amounts are shown;
 - ``errors``: ``ApiError`` (an answer in Stripe's error format) and ``CheckoutError``;
-- ``sessions``, ``customers``, ``intents``: the resources (Checkout Sessions; Customers and
-  PaymentMethods; PaymentIntents);
+- ``sessions``, ``customers``, ``intents``, ``refunds``: the resources (Checkout Sessions; Customers
+  and PaymentMethods; PaymentIntents; Refunds, their outcomes and ``settle_refund``);
 - ``checkout``: the hosted page and what the customer's actions on it do;
 - ``events``: events, their signing, sending and ``signed_event``;
 - ``payer``: acting as the customer over HTTP (``pay``, ``settle``) by reading the hosted page.
@@ -48,6 +57,7 @@ from sandbox.stripe.errors import ApiError, CheckoutError
 from sandbox.stripe.forms import parse_params
 from sandbox.stripe.intents import DECLINES
 from sandbox.stripe.payer import PAGE_ACTIONS
+from sandbox.stripe.refunds import REFUND_OUTCOMES, RefundOutcome
 from sandbox.stripe.sessions import MAX_EXPIRY, MIN_EXPIRY
 
 __all__ = [
@@ -58,10 +68,12 @@ __all__ = [
     "MIN_EXPIRY",
     "PAGE_ACTIONS",
     "PAGE_PREFIX",
+    "REFUND_OUTCOMES",
     "THREE_DECIMAL",
     "ZERO_DECIMAL",
     "ApiError",
     "CheckoutError",
+    "RefundOutcome",
     "StripeEmulator",
     "display_amount",
     "parse_params",

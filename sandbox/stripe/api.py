@@ -26,6 +26,9 @@ from sandbox.stripe.errors import ApiError
 from sandbox.stripe.forms import parse_params
 
 API_VERSION = stripe.api_version
+# Stripe removes idempotency keys once they are at least 24 hours old (docs.stripe.com/api/idempotent_requests):
+# the same key later is a new request
+IDEMPOTENCY_TTL = 24 * 3600
 _ID_CHARS = string.ascii_letters + string.digits
 
 
@@ -46,6 +49,7 @@ class _Saved:
     params: list[tuple[str, str]]
     status: int
     body: bytes
+    at: int = 0  # the emulator's clock when it was saved
 
 
 @dataclass
@@ -76,6 +80,9 @@ class Api:
                 if key:
                     headers["Idempotency-Key"] = key
                     saved = self._idempotency.get((account, key))
+                    if saved is not None and self.now() - saved.at >= IDEMPOTENCY_TTL:
+                        del self._idempotency[(account, key)]
+                        saved = None
                     if saved is not None:
                         return self._replay(saved, request, pairs, key, headers)
                     if (account, key) in self._in_flight:
@@ -102,7 +109,8 @@ class Api:
                     self._in_flight.discard(held)
             content = json.dumps(body, indent=2).encode()
             if key:
-                self._idempotency[(account, key)] = _Saved(request.method, request.url.path, pairs, status, content)
+                self._idempotency[(account, key)] = _Saved(request.method, request.url.path, pairs, status, content,
+                                                              self.now())
             # events go out after the answer, as Stripe's do
             background = BackgroundTask(self._flush) if self._outbox else None
             return Response(content, status, headers=headers, media_type="application/json", background=background)

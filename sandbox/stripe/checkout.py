@@ -1,5 +1,7 @@
 """The hosted checkout page ``/c/pay/{id}`` (sandbox/templates/stripe_checkout.html) and what the
-customer's actions on it do: pay by card, start a bank transfer and settle it, decline, cancel."""
+customer's actions on it do: pay by card, start a bank transfer and settle it, decline, cancel.
+Once paid, the page also plays Stripe's side of the payment's refunds (the sandbox's stand-in for
+the Dashboard): choose what the next refunds do, settle a pending refund, fail a succeeded one."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from sandbox.stripe.api import _new_id
 from sandbox.stripe.currencies import display_amount
+from sandbox.stripe.refunds import REFUND_OUTCOMES
 
 PAGE_PREFIX = "/c/pay/"
 _TEMPLATE = Path(__file__).parent.parent / "templates" / "stripe_checkout.html"
+_Button = tuple[str, str, bool, tuple[tuple[str, str], ...]]  # action, label, secondary, more hidden fields
 
 
 class Checkout:
@@ -96,30 +100,45 @@ class Checkout:
             self._settle(session, paid=action == "settle_paid")
             await self._flush()
             return HTMLResponse(self._render(session))
+        if action == "refund_outcome" and form.get("outcome") in REFUND_OUTCOMES:
+            self.refund_outcome = form["outcome"]
+            return HTMLResponse(self._render(session, f"Refunds made from now on: {form['outcome']}."))
+        if action in ("refund_succeeded", "refund_failed"):
+            refund = self.refunds.get(form.get("refund", ""))
+            try:
+                if refund is None or refund["payment_intent"] != session["payment_intent"]:
+                    raise ValueError("This payment has no such refund.")
+                self._settle_refund(refund, action.removeprefix("refund_"), "expired_or_canceled_card")
+            except ValueError as exc:
+                return HTMLResponse(self._render(session, str(exc), True), 400)
+            await self._flush()
+            return HTMLResponse(self._render(session, f"Refund {refund['id']} {refund['status']}."))
         return HTMLResponse(self._render(session, f"Unknown action {action!r}.", True), 400)
 
     def _render(self, session: dict[str, Any], notice: str = "", error: bool = False) -> str:
         action = f"{PAGE_PREFIX}{session['id']}"
         amount = display_amount(session["amount_total"], session["currency"])
-        buttons: list[tuple[str, str, bool]] = []
+        buttons: list[_Button] = []
         intent = self.payment_intents.get(session["payment_intent"] or "")
         if session["status"] == "open":
-            buttons = [("pay", f"Pay {amount}", False), ("delayed", "Pay with bank transfer (delayed)", False),
-                       ("decline", "Decline (card 4000 0000 0000 0002)", True), ("cancel", "Cancel", True)]
+            buttons = [("pay", f"Pay {amount}", False, ()), ("delayed", "Pay with bank transfer (delayed)", False, ()),
+                       ("decline", "Decline (card 4000 0000 0000 0002)", True, ()), ("cancel", "Cancel", True, ())]
         elif self._pending(session):
             notice = notice or "Bank transfer initiated: the payment completes when the funds arrive."
-            buttons = [("settle_paid", "Funds arrive (settle as paid)", False),
-                       ("settle_failed", "Transfer fails (settle as failed)", True)]
+            buttons = [("settle_paid", "Funds arrive (settle as paid)", False, ()),
+                       ("settle_failed", "Transfer fails (settle as failed)", True, ())]
         elif session["status"] == "expired":
             notice, error = notice or "This Checkout Session has expired and can no longer be paid.", True
         elif session["payment_status"] == "paid":
             notice = notice or "Payment complete. Thank you!"
+            buttons = self._refund_buttons(session)
         elif intent is not None and intent["status"] == "requires_payment_method":
             notice, error = notice or "The bank transfer failed.", True
         forms = "\n  ".join(
             f'<form method="post" action="{escape(action)}"><input type="hidden" name="action" value="{name}">'
-            f'<button type="submit"{" class=secondary" if secondary else ""}>{escape(label)}</button></form>'
-            for name, label, secondary in buttons
+            + "".join(f'<input type="hidden" name="{key}" value="{escape(value)}">' for key, value in extra)
+            + f'<button type="submit"{" class=secondary" if secondary else ""}>{escape(label)}</button></form>'
+            for name, label, secondary, extra in buttons
         )
         notice_html = (f'<p class="notice{" error" if error else ""}" role="status">{escape(notice)}</p>'
                        if notice else "")
@@ -129,6 +148,25 @@ class Checkout:
             email=escape(session["customer_email"] or "—"), session_id=escape(session["id"]),
             notice=notice_html, actions=forms,
         )
+
+    def _refund_buttons(self, session: dict[str, Any]) -> list[_Button]:
+        """A paid session's refund controls: the outcome of the next refunds, and each refund's fate."""
+        buttons: list[_Button] = [
+            ("refund_outcome", f"Next refunds: {outcome}{' (chosen)' if outcome == self.refund_outcome else ''}",
+             True, (("outcome", outcome),))
+            for outcome in REFUND_OUTCOMES
+        ]
+        for refund in self.refunds.values():
+            if refund["payment_intent"] != session["payment_intent"]:
+                continue
+            amount = display_amount(refund["amount"], refund["currency"])
+            if refund["status"] == "pending":
+                buttons.append(("refund_succeeded", f"Refund {amount} {refund['id']}: succeeds", False,
+                                (("refund", refund["id"]),)))
+            if refund["status"] in ("pending", "succeeded"):
+                buttons.append(("refund_failed", f"Refund {amount} {refund['id']}: fails", True,
+                                (("refund", refund["id"]),)))
+        return buttons
 
     @staticmethod
     def _render_missing() -> str:

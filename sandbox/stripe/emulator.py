@@ -17,10 +17,11 @@ from sandbox.stripe.customers import Customers
 from sandbox.stripe.events import Events
 from sandbox.stripe.intents import Intents
 from sandbox.stripe.payer import Payer
+from sandbox.stripe.refunds import RefundOutcome, Refunds
 from sandbox.stripe.sessions import Sessions
 
 
-class StripeEmulator(Api, Sessions, Customers, Intents, Checkout, Events, Payer, Emulator):
+class StripeEmulator(Api, Sessions, Customers, Intents, Refunds, Checkout, Events, Payer, Emulator):
     gateway_type = "stripe-connect"
 
     def __init__(self, connect_account: str | None = None) -> None:
@@ -35,6 +36,7 @@ class StripeEmulator(Api, Sessions, Customers, Intents, Checkout, Events, Payer,
         self.customers: dict[str, dict[str, Any]] = {}
         self.payment_methods: dict[str, dict[str, Any]] = {}
         self.payment_intents: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}  # in the order they were made
         self.events: list[dict[str, Any]] = []  # every event made, in order (sent or not)
         self._owner: dict[str, str] = {}  # object id → account ("" = platform)
         self._descriptions: dict[str, str] = {}  # session id → its line item's name, for the page
@@ -43,6 +45,9 @@ class StripeEmulator(Api, Sessions, Customers, Intents, Checkout, Events, Payer,
         self._idempotency: dict[tuple[str, str], _Saved] = {}
         self._in_flight: set[tuple[str, str]] = set()  # idempotency keys of requests being handled
         self.delay = 0.0  # seconds every API call waits before it is handled (a slow Stripe)
+        self.refund_outcome: RefundOutcome = "succeed"  # what refunds made from now on do (sandbox.stripe.refunds)
+        self.refunds_down = False  # refund calls answer 503 and refund nothing
+        self.refund_answer_delay = 0.0  # seconds a refund call waits after refunding, before its answer
         self._outbox: list[dict[str, Any]] = []  # events not yet sent
         self._app = self._build_app()
 
@@ -81,6 +86,9 @@ class StripeEmulator(Api, Sessions, Customers, Intents, Checkout, Events, Payer,
             Route("/v1/payment_intents", api("charge", self._create_intent), methods=["POST"]),
             Route("/v1/payment_intents/{id}", api("query", self._retrieve_intent), methods=["GET"]),
             Route("/v1/payment_intents/{id}/cancel", api("close", self._cancel_intent), methods=["POST"]),
+            Route("/v1/refunds", api("refund", self._create_refund), methods=["POST"]),
+            Route("/v1/refunds", api("refunds", self._list_refunds), methods=["GET"]),
+            Route("/v1/refunds/{id}", api("refund_query", self._retrieve_refund), methods=["GET"]),
             Route("/v1/{rest:path}", api("unknown", self._unknown), methods=["GET", "POST", "DELETE"]),
             Route(PAGE_PREFIX + "{id}", self._page, methods=["GET"]),
             Route(PAGE_PREFIX + "{id}", self._page_action, methods=["POST"]),

@@ -1,4 +1,4 @@
-"""Events: made when a session changes, signed like Stripe's (``Stripe-Signature: t=…,v1=…``
+"""Events: made when a session or a refund changes, signed like Stripe's (``Stripe-Signature: t=…,v1=…``
 with the ``whsec_…`` secret) and sent to the bound webhook URL: by the API after its answer, by
 the hosted page before its own. ``signed_event`` and ``deliver`` let tests make and send their own."""
 
@@ -46,11 +46,14 @@ class Events:
         overrides: dict[str, Any] | None = None,
     ) -> tuple[bytes, dict[str, str]]:
         """A webhook as Stripe would send it about this session now (``overrides`` replace session
-        fields), signed with the emulator's secret (or ``secret``) at ``timestamp`` (default now)."""
-        session = self.sessions.get(session_id)
-        if session is None:
+        fields), signed with the emulator's secret (or ``secret``) at ``timestamp`` (default now).
+        A ``refund.*`` or ``charge.refund.updated`` event is about a refund: ``session_id`` is then its id
+        or refund_no."""
+        about_refund = event_type.startswith(("refund.", "charge.refund."))
+        found = self.find_refund(session_id) if about_refund else self.sessions.get(session_id)
+        if found is None:
             raise KeyError(f"no Checkout Session {session_id!r}")
-        return self._sign(self._make_event(event_type, session, overrides), timestamp, secret)
+        return self._sign(self._make_event(event_type, found, overrides), timestamp, secret)
 
     async def deliver(self, body: bytes, headers: dict[str, str]) -> int:
         """POST a webhook to the bound webhook URL; payrelay's status code (transport errors raise)."""
