@@ -19,6 +19,7 @@ import httpx
 import pytest
 import redis
 
+from adapters import registry
 from adapters.transport import HttpxTransport
 from sandbox.base import Emulator
 from sandbox.runner import ServerThread, free_port
@@ -196,7 +197,7 @@ def start_relay(clean_redis: str) -> Iterator[StartRelay]:
             if not embedded:
                 values["PAYRELAY_REDIS_URL"] = clean_redis
             for emulator in emulators:
-                emulator.bind(emulator.base_url, f"{url}/webhooks/{emulator.gateway_type.split('-')[0]}")
+                emulator.bind(emulator.base_url, f"{url}/webhooks/{registry.BY_TYPE[emulator.gateway_type].webhook}")
                 values.update(emulator.env())
             values.update(env)
             settings = Settings.from_env(values)

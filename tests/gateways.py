@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from adapters import registry
+from adapters import money, registry
 from adapters.alipay import transformers as alipay_tx
 from adapters.alipay.adapter import AlipayAdapter
 from adapters.alipay.config import AlipayConfig
@@ -292,3 +292,43 @@ WECHAT = Gateway(
 _FACTS = {g.gateway_type: g for g in (STRIPE, ALIPAY, WECHAT)}
 assert set(_FACTS) == set(registry.GATEWAY_TYPES), "each gateway of adapters.registry needs its facts here"
 GATEWAYS: Mapping[str, Gateway] = types.MappingProxyType({name: _FACTS[name] for name in registry.GATEWAY_TYPES})
+
+
+# -- refunds (tests/test_refunds.py): how each emulator is made to refund later, slowly or not at all
+
+
+@dataclass(frozen=True)
+class RefundKnobs:
+    """One gateway's refund facts for the refund contract, amounts as payrelay writes them for
+    the test payment of ``helpers.order`` (25.00 USD at Stripe, 89.00 CNY elsewhere)."""
+
+    name: str  # fixture prefix
+    zero: str
+    smallest: str
+    parts: tuple[str, str, str, str]  # two refunds, one over what then remains, and what remains
+    piece: tuple[str, int]  # an amount, and how many of it the payment holds exactly
+    timeout_s: float  # how long the adapter waits for an answer
+    refunded: Callable[[Any, dict[str, Any]], str]  # what the gateway holds as refunded of the payment
+    refunds_made: Callable[[Any], int]  # refunds the gateway made (this test's emulator is fresh)
+    later: Callable[[Any], None]  # the next refunds stay processing at the gateway
+    settle: Callable[[Any, str, bool], Awaitable[None]]  # end one (by refund number) and send its webhook
+    answer_after: Callable[[Any, float], None]  # refund at once, answer this many seconds late
+    down: Callable[[Any, bool], None]  # refund calls fail without refunding
+
+
+def _stripe_refunded(emulator: Any, payment: dict[str, Any]) -> str:
+    intent = emulator.sessions[payment["gatewayReference"]]["payment_intent"]
+    return money.to_major(emulator.refunded(intent), payment["currency"])  # USD: Stripe units are ISO
+
+
+STRIPE_REFUNDS = RefundKnobs(
+    name="stripe", zero="0.00", smallest="1.00", parts=("10.00", "10.00", "10.00", "5.00"), piece=("2.50", 10),
+    timeout_s=stripe_adapter.TIMEOUT,
+    refunded=_stripe_refunded,
+    refunds_made=lambda e: len(e.refunds),
+    later=lambda e: setattr(e, "refund_outcome", "succeed_later"),
+    settle=lambda e, number, ok: e.settle_refund(number, "succeeded" if ok else "failed"),
+    answer_after=lambda e, seconds: setattr(e, "refund_answer_delay", seconds),
+    down=lambda e, down: setattr(e, "refunds_down", down),
+)
+REFUNDS: Mapping[str, RefundKnobs] = types.MappingProxyType({"stripe-connect": STRIPE_REFUNDS})

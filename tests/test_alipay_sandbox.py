@@ -166,10 +166,10 @@ async def test_bad_request_signature_and_unknown_method(merchant: Merchant) -> N
     assert (forged["code"], forged["sub_code"]) == ("40002", "isv.invalid-signature")
     unsigned = answer_of(await get(url.split("&sign=")[0]))
     assert (unsigned["code"], unsigned["sub_code"]) == ("40001", "isv.missing-signature")
-    unknown = await get(merchant.signed_url("alipay.trade.refund", {"out_trade_no": "x"}))
+    unknown = await get(merchant.signed_url("alipay.trade.cancel", {"out_trade_no": "x"}))
     assert answer_of(unknown, "error_response")["sub_code"] == "isv.invalid-method"
     with pytest.raises(UnsignedAnswer):  # gateway-level errors come unsigned: not to be trusted
-        verified_answer(unknown.text, "alipay_trade_refund_response", merchant.alipay_public)
+        verified_answer(unknown.text, "alipay_trade_cancel_response", merchant.alipay_public)
 
 
 async def test_sdk_local_time_stamps_are_accepted(merchant: Merchant) -> None:
