@@ -128,6 +128,13 @@ def _amount(value: object) -> Money:
     return Money(to_minor(value, CURRENCY), CURRENCY)
 
 
+def _answer_amount(answer: Mapping[str, Any], name: str, operation: str) -> Money:
+    try:
+        return _amount(answer.get(name))
+    except AmountError as exc:
+        raise GatewayProtocolError(f"Alipay's {operation} answer has a bad {name}: {exc}") from exc
+
+
 # -- synchronous answers ----------------------------------------------------------------------------
 
 
@@ -170,10 +177,7 @@ def trade_state(payment_id: str, answer: Mapping[str, Any]) -> GatewayState:
     trade_status = answer.get("trade_status")
     if not isinstance(trade_status, str):
         raise GatewayProtocolError("Alipay's query answer has no trade_status")
-    try:
-        amount = _amount(answer.get("total_amount"))
-    except AmountError as exc:
-        raise GatewayProtocolError(f"Alipay's query answer has a bad total_amount: {exc}") from exc
+    amount = _answer_amount(answer, "total_amount", "query")
     return GatewayState(
         payment_id=payment_id,
         status=status_of(trade_status),
@@ -388,10 +392,7 @@ def refund_query_state(request: RefundRequest, answer: Mapping[str, Any]) -> Ref
         raise GatewayProtocolError(f"Alipay answered about refund {out_request_no!r}, not {request.refund_no!r}")
     if not isinstance(refund_status, str):
         raise GatewayProtocolError("Alipay's refund query answer has a refund_amount but no refund_status")
-    try:
-        amount = _amount(answer.get("refund_amount"))
-    except AmountError as exc:
-        raise GatewayProtocolError(f"Alipay's refund query answer has a bad refund_amount: {exc}") from exc
+    amount = _answer_amount(answer, "refund_amount", "refund query")
     return RefundState(
         refund_no=request.refund_no,
         status=refund_status_of(REFUND_STATUS, refund_status),
