@@ -9,6 +9,22 @@ signature and the common parameters, then dispatches on ``method``:
 - ``alipay.trade.query`` and ``alipay.trade.close`` answer JSON signed the way Alipay signs:
   RSA2 over the exact text of ``"<method>_response"``'s object. Gateway-level errors
   (40001/40002, e.g. a bad request signature) come back unsigned, business errors (40004) signed.
+- ``alipay.trade.refund`` refunds a paid trade, in full or in parts, under ``out_request_no``:
+  the same one again refunds nothing more (fund_change N, the same refund answered), with another
+  amount it answers ACQ.DISCORDANT_REPEAT_REQUEST; more than is left ACQ.REFUND_AMT_NOT_EQUAL_TOTAL;
+  a trade not paid or closed ACQ.TRADE_STATUS_ERROR, a finished one ACQ.TRADE_HAS_FINISHED.
+  ``alipay.trade.fastpay.refund.query`` answers ``refund_status`` REFUND_SUCCESS for a refund
+  made, and no refund fields otherwise. A refund made sends the trade's notification: TRADE_SUCCESS
+  with refund_fee (the trade's total refunded), gmt_refund and out_biz_no (= out_request_no) for
+  a partial one, TRADE_CLOSED for the one that refunds the rest. Alipay notifies no failure.
+
+Refund knobs: ``refund_outcome`` — "succeed" (made at once, fund_change Y), "succeed_later" or
+"fail_later" (accepted with fund_change N, the query shows no refund until ``settle_refund``);
+``settle_refund(refund_no, "succeeded" | "failed")`` finishes one (a success sends its
+notification; a failure sends none, and the refund sent again answers
+ACQ.SELLER_BALANCE_NOT_ENOUGH); ``refund_down`` (the refund call answers 503, nothing changes);
+``refund_delay`` (seconds the refund answer waits *after* the refund is applied: a timeout after
+the effect). The same on the sandbox page ``/sandbox/refunds``.
 
 The cashier (``/cashier/{trade_no}``) is a plain HTML page with two forms, Pay and Leave, usable
 by a person or a headless browser. Paying sends the asynchronous notification (form-encoded,
@@ -25,6 +41,7 @@ time on a UTC host), so timestamps are checked for format and a ±1 day window o
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import html
@@ -35,7 +52,7 @@ import string
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -61,7 +78,15 @@ TEMPLATES = Path(__file__).parent / "templates"
 PAGE_PAY = "alipay.trade.page.pay"
 QUERY = "alipay.trade.query"
 CLOSE = "alipay.trade.close"
-METHODS = (PAGE_PAY, QUERY, CLOSE)
+REFUND = "alipay.trade.refund"
+REFUND_QUERY = "alipay.trade.fastpay.refund.query"
+METHODS = (PAGE_PAY, QUERY, CLOSE, REFUND, REFUND_QUERY)
+OPERATIONS = {QUERY: "query", CLOSE: "close", REFUND: "refund", REFUND_QUERY: "refund_query"}  # calls[…]
+RefundOutcome = Literal["succeed", "succeed_later", "fail_later"]
+REFUND_OUTCOMES: tuple[RefundOutcome, ...] = ("succeed", "succeed_later", "fail_later")
+# what a refund that fails later answers when sent again: the error table's "卖家余额不足" — the
+# usual reason a refund Alipay accepted cannot be paid out
+LATER_FAILURE = ("ACQ.SELLER_BALANCE_NOT_ENOUGH", "卖家余额不足")
 REQUIRED = {  # common request parameter → Alipay's sub_code when it is missing
     "app_id": "isv.missing-app-id",
     "method": "isv.missing-method",
@@ -111,6 +136,23 @@ class CashierError(Exception):
 
 
 @dataclass
+class Refund:
+    """One out_request_no of one trade."""
+
+    out_trade_no: str
+    out_request_no: str
+    fen: int
+    reason: str | None
+    outcome: RefundOutcome
+    status: Literal["pending", "succeeded", "failed"] = "pending"
+    gmt_refund: str | None = None  # as notifications write it: yyyy-MM-dd HH:mm:ss.SSS
+
+    @property
+    def amount(self) -> str:
+        return _yuan(self.fen)
+
+
+@dataclass
 class Trade:
     out_trade_no: str
     trade_no: str
@@ -125,7 +167,19 @@ class Trade:
     gmt_close: str | None = None
     buyer_id: str | None = None
     buyer_logon_id: str | None = None
-    refunded_at: str | None = None
+    refunds: dict[str, Refund] = field(default_factory=dict)  # by out_request_no
+
+    @property
+    def refunded_fen(self) -> int:
+        return sum(r.fen for r in self.refunds.values() if r.status == "succeeded")
+
+    def refundable_fen(self) -> int:
+        """What is left to refund; refunds in progress hold their amount."""
+        return _fen(self.total_amount) - sum(r.fen for r in self.refunds.values() if r.status != "failed")
+
+    def last_refund(self) -> Refund | None:
+        made = [r for r in self.refunds.values() if r.status == "succeeded"]
+        return max(made, key=lambda r: r.gmt_refund or "") if made else None
 
 
 @dataclass(frozen=True)
@@ -135,6 +189,14 @@ class SentNotification:
     status_code: int | None  # None: no HTTP answer
     body: str
     acknowledged: bool  # HTTP 200 with the body exactly "success"
+
+
+def _fen(yuan: str) -> int:
+    return int(Decimal(yuan) * 100)
+
+
+def _yuan(fen: int) -> str:
+    return f"{Decimal(fen) / 100:.2f}"
 
 
 def _digits(n: int) -> str:
@@ -168,6 +230,9 @@ class AlipayEmulator(Emulator):
         self.trades: dict[str, Trade] = {}  # by out_trade_no
         self._by_trade_no: dict[str, Trade] = {}
         self.notifications: list[SentNotification] = []
+        self.refund_outcome: RefundOutcome = "succeed"  # what the next new refund does
+        self.refund_down = False  # True: the refund call answers 503 and refunds nothing
+        self.refund_delay = 0.0  # seconds the refund answer waits after the refund is applied
         self._offset = 0.0
         self._lock = threading.Lock()  # the app runs in a server thread; tests call in from theirs
         self._app = Starlette(routes=[
@@ -175,6 +240,9 @@ class AlipayEmulator(Emulator):
             Route("/cashier/{trade_no}", self._cashier, methods=["GET"]),
             Route("/cashier/{trade_no}/pay", self._pay, methods=["POST"]),
             Route("/cashier/{trade_no}/leave", self._leave, methods=["POST"]),
+            Route("/sandbox/refunds", self._refunds_page, methods=["GET"]),
+            Route("/sandbox/refunds/outcome", self._refunds_outcome, methods=["POST"]),
+            Route("/sandbox/refunds/{out_request_no}/settle", self._refunds_settle, methods=["POST"]),
         ])
 
     def __repr__(self) -> str:
@@ -249,13 +317,20 @@ class AlipayEmulator(Emulator):
             biz = self._biz_content(params)
             if method == PAGE_PAY:
                 return await self._open(params, biz)
-            self.calls["query" if method == QUERY else "close"] += 1
-            body = await (self._query(biz) if method == QUERY else self._close(biz))
-            return self._answer(method, body, signed=True)
+            if method == REFUND and self.refund_down:
+                return Response("Service Unavailable", status_code=503, media_type="text/plain")
+            self.calls[OPERATIONS[method]] += 1
+            handler = {QUERY: self._query, CLOSE: self._close, REFUND: self._refund,
+                       REFUND_QUERY: self._refund_query}[method]
+            body = await handler(biz)
+            answer = self._answer(method, body, signed=True)
         except Refusal as refusal:
             if method == PAGE_PAY:
                 return self._message(refusal.body["sub_code"], refusal.body["sub_msg"], refusal.http_status)
-            return self._answer(method, refusal.body, signed=refusal.business)
+            answer = self._answer(method, refusal.body, signed=refusal.business)
+        if method == REFUND and self.refund_delay:
+            await asyncio.sleep(self.refund_delay)  # whatever the call did is done: only its answer is late
+        return answer
 
     def _check(self, params: Mapping[str, str]) -> None:
         for name, sub_code in REQUIRED.items():
@@ -488,7 +563,7 @@ class AlipayEmulator(Emulator):
 
     # -- notifications --------------------------------------------------------------------------
 
-    def _notification(self, trade: Trade, trade_status: str) -> dict[str, str]:
+    def _notification(self, trade: Trade, trade_status: str, refund: Refund | None = None) -> dict[str, str]:
         fields = {
             "notify_time": self._china(),
             "notify_type": "trade_status_sync",
@@ -520,9 +595,11 @@ class AlipayEmulator(Emulator):
             }
         if trade_status == "TRADE_CLOSED":
             fields["gmt_close"] = trade.gmt_close or self._china()
-        if trade.refunded_at:
-            fields |= {"refund_fee": trade.total_amount, "gmt_refund": trade.refunded_at,
-                       "out_biz_no": "refund_" + trade.out_trade_no}
+        refund = refund or trade.last_refund()
+        if refund is not None and refund.gmt_refund:
+            # refund_fee: "总退款金额" — the trade's total refunded; out_biz_no: "退款通知中返回退款申请的流水号"
+            fields |= {"refund_fee": _yuan(trade.refunded_fen), "gmt_refund": refund.gmt_refund,
+                       "out_biz_no": refund.out_request_no}
         return fields
 
     def signed_notification(self, out_trade_no: str, trade_status: str, /, **overrides: str | None) -> dict[str, str]:
@@ -570,18 +647,176 @@ class AlipayEmulator(Emulator):
         self.notifications.append(sent)
         return sent
 
+    # -- refunds --------------------------------------------------------------------------------
+    # alipay.trade.refund's business errors as its documentation lists them (ACQ.TRADE_NOT_EXIST,
+    # ACQ.TRADE_STATUS_ERROR "交易状态非法", ACQ.TRADE_HAS_FINISHED "交易已完结",
+    # ACQ.REFUND_AMT_NOT_EQUAL_TOTAL "退款金额超限", ACQ.DISCORDANT_REPEAT_REQUEST "不一致的请求",
+    # ACQ.SELLER_BALANCE_NOT_ENOUGH "卖家余额不足", ACQ.INVALID_PARAMETER "参数无效").
+
+    async def _refund(self, biz: Mapping[str, Any]) -> dict[str, Any]:
+        trade = self._find(biz)
+        await self._expire_if_due(trade)
+        amount = str(biz.get("refund_amount", ""))
+        if not _AMOUNT.fullmatch(amount):
+            raise _business("ACQ.INVALID_PARAMETER", "参数无效 (refund_amount)")
+        fen = _fen(amount)
+        if fen <= 0:
+            raise _business("ACQ.REASON_TRADE_REFUND_FEE_ERR", "退款金额无效")
+        # "如果在退款请求时未传入，则该值为创建交易时的商户订单号"; a partial refund must pass one
+        out_request_no = str(biz.get("out_request_no") or trade.out_trade_no)
+        if not _OUT_TRADE_NO.fullmatch(out_request_no):
+            raise _business("ACQ.INVALID_PARAMETER", "参数无效 (out_request_no)")
+        if "out_request_no" not in biz and fen != _fen(trade.total_amount):
+            raise _business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "撤销或退款金额与订单金额不一致")
+        reason = biz.get("refund_reason")
+        with self._lock:
+            refund = trade.refunds.get(out_request_no)
+            if refund is not None:  # the same out_request_no again: it refunds nothing more
+                if refund.fen != fen:
+                    raise _business("ACQ.DISCORDANT_REPEAT_REQUEST", "不一致的请求")
+                if refund.status == "failed":
+                    raise _business(*LATER_FAILURE)
+                return self._refund_answer(trade, refund, fund_change="N")
+            if trade.status == "TRADE_FINISHED":
+                raise _business("ACQ.TRADE_HAS_FINISHED", "交易已完结")
+            if trade.status != "TRADE_SUCCESS":  # not paid, or closed (unpaid, or refunded in full)
+                raise _business("ACQ.TRADE_STATUS_ERROR", "交易状态非法")
+            if fen > trade.refundable_fen():
+                raise _business("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+            refund = Refund(trade.out_trade_no, out_request_no, fen, str(reason) if reason else None,
+                            self.refund_outcome)
+            trade.refunds[out_request_no] = refund
+            made = refund.outcome == "succeed" and self._make(trade, refund)
+        if made:
+            await self._send_refund(trade, refund)
+        return self._refund_answer(trade, refund, fund_change="Y" if made else "N")
+
+    def _make(self, trade: Trade, refund: Refund) -> bool:
+        """The refund is paid out (under the lock): the trade closes once refunded in full."""
+        refund.status = "succeeded"
+        refund.gmt_refund = datetime.fromtimestamp(self.now(), CHINA).strftime(TIME_FORMAT + ".%f")[:-3]
+        if trade.refunded_fen >= _fen(trade.total_amount):
+            trade.status, trade.gmt_close = "TRADE_CLOSED", self._china()
+        return True
+
+    async def _send_refund(self, trade: Trade, refund: Refund) -> SentNotification | None:
+        return await self._send(trade, self._notification(trade, trade.status, refund))
+
+    def _refund_answer(self, trade: Trade, refund: Refund, *, fund_change: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": "10000",
+            "msg": "Success",
+            "trade_no": trade.trade_no,
+            "out_trade_no": trade.out_trade_no,
+            "buyer_logon_id": trade.buyer_logon_id,
+            "buyer_user_id": trade.buyer_id,
+            "fund_change": fund_change,
+            "refund_fee": _yuan(trade.refunded_fen),  # "退款总金额": the trade's running total
+        }
+        if refund.gmt_refund:
+            body["gmt_refund_pay"] = refund.gmt_refund[:19]
+        return body
+
+    async def _refund_query(self, biz: Mapping[str, Any]) -> dict[str, Any]:
+        trade = self._find(biz)
+        out_request_no = biz.get("out_request_no")
+        if not isinstance(out_request_no, str) or not out_request_no:
+            raise _business("ACQ.INVALID_PARAMETER", "参数无效 (out_request_no)")
+        body: dict[str, Any] = {"code": "10000", "msg": "Success"}
+        refund = trade.refunds.get(out_request_no)
+        # refund_status: "REFUND_SUCCESS 退款处理成功；未返回该字段表示退款请求未收到或者退款失败"
+        if refund is not None and refund.status == "succeeded":
+            body |= {
+                "trade_no": trade.trade_no,
+                "out_trade_no": trade.out_trade_no,
+                "out_request_no": refund.out_request_no,
+                "total_amount": trade.total_amount,
+                "refund_amount": refund.amount,
+                "refund_status": "REFUND_SUCCESS",
+            }
+            if refund.reason:
+                body["refund_reason"] = refund.reason
+        return body
+
+    def find_refund(self, refund_no: str) -> Refund:
+        """The refund under out_request_no ``refund_no`` (of whichever trade holds it)."""
+        found = [trade.refunds[refund_no] for trade in self.trades.values() if refund_no in trade.refunds]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} refunds under out_request_no {refund_no!r}")
+        return found[0]
+
+    async def settle_refund(self, refund_no: str, outcome: Literal["succeeded", "failed"]) -> dict[str, str] | None:
+        """Finish a refund left pending by "succeed_later" / "fail_later". "succeeded" pays it out
+        and sends the trade's notification (the signed form sent is returned); "failed" sends
+        nothing, as Alipay notifies no failed refund, and the refund sent again answers
+        ACQ.SELLER_BALANCE_NOT_ENOUGH."""
+        if outcome not in ("succeeded", "failed"):
+            raise ValueError(f"{outcome!r}: a refund settles 'succeeded' or 'failed'")
+        refund = self.find_refund(refund_no)
+        trade = self.trades[refund.out_trade_no]
+        with self._lock:
+            if refund.status != "pending":
+                raise ValueError(f"refund {refund_no!r} is {refund.status} already")
+            if outcome == "failed":
+                refund.status = "failed"
+                return None
+            self._make(trade, refund)
+        sent = await self._send_refund(trade, refund)
+        return sent.form if sent is not None else self.sign_fields(self._notification(trade, trade.status, refund))
+
     async def refund(self, out_trade_no: str) -> dict[str, str]:
-        """Refund a paid trade in full: TRADE_CLOSED, with its notification (sent form returned)."""
+        """Refund what is left of a paid trade at once, as the merchant's console would (the trade
+        closes, with its notification; the signed form is returned)."""
         trade = self.trades.get(out_trade_no)
         with self._lock:
             if trade is None or trade.status not in ("TRADE_SUCCESS", "TRADE_FINISHED"):
                 raise ValueError(f"trade {out_trade_no!r} is not paid; only a paid trade can be refunded")
-            trade.status, trade.refunded_at = "TRADE_CLOSED", self._china()
-            trade.gmt_close = trade.refunded_at
-        form = self.sign_fields(self._notification(trade, "TRADE_CLOSED"))
+            refund = Refund(out_trade_no, "console_" + secrets.token_hex(8), trade.refundable_fen(), None, "succeed")
+            trade.refunds[refund.out_request_no] = refund
+            self._make(trade, refund)
+        form = self.sign_fields(self._notification(trade, trade.status, refund))
         if trade.notify_url or self.webhook_url:
             await self._deliver(trade.notify_url or self.webhook_url, form, raise_errors=False)
         return form
+
+    # -- the sandbox page: the refund knobs for the demo (plain forms, like the cashier) --------
+
+    async def _refunds_page(self, request: Request) -> Response:
+        rows = []
+        for trade in list(self.trades.values()):
+            for refund in list(trade.refunds.values()):
+                settle = "".join(
+                    f'<form method="post" action="/sandbox/refunds/{html.escape(refund.out_request_no)}/settle">'
+                    f'<input type="hidden" name="outcome" value="{choice}"><button>{choice}</button></form>'
+                    for choice in ("succeeded", "failed")
+                ) if refund.status == "pending" else ""
+                rows.append(f"<tr><td>{html.escape(refund.out_request_no)}</td><td>{html.escape(trade.out_trade_no)}"
+                            f"</td><td>{refund.amount}</td><td>{refund.status}</td><td>{settle}</td></tr>")
+        options = "".join(f'<option{" selected" if o == self.refund_outcome else ""}>{o}</option>'
+                          for o in REFUND_OUTCOMES)
+        page = string.Template((TEMPLATES / "alipay_refunds.html").read_text(encoding="utf-8"))
+        return HTMLResponse(page.substitute(options=options, outcome=self.refund_outcome, rows="".join(rows)))
+
+    async def _refunds_outcome(self, request: Request) -> Response:
+        async with request.form() as form:
+            outcome = form.get("outcome")
+        if outcome not in REFUND_OUTCOMES:
+            return self._message("invalid-outcome", f"outcome must be one of {', '.join(REFUND_OUTCOMES)}", 400)
+        self.refund_outcome = outcome  # type: ignore[assignment]
+        return RedirectResponse("/sandbox/refunds", status_code=303)
+
+    async def _refunds_settle(self, request: Request) -> Response:
+        async with request.form() as form:
+            outcome = form.get("outcome")
+        if outcome not in ("succeeded", "failed"):
+            return self._message("invalid-outcome", "outcome must be succeeded or failed", 400)
+        try:
+            await self.settle_refund(request.path_params["out_request_no"], outcome)  # type: ignore[arg-type]
+        except KeyError:
+            return self._message("ACQ.REFUND_NOT_EXIST", "no such refund", 404)
+        except ValueError as exc:
+            return self._message("refund-settled", str(exc), 409)
+        return RedirectResponse("/sandbox/refunds", status_code=303)
 
     # -- the customer ---------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from adapters import transport as tp
 from adapters.alipay import transformers as tf
 from adapters.alipay.adapter import PRODUCTION_GATEWAY, AlipayAdapter, signed_query
 from adapters.alipay.config import AlipayConfig
-from adapters.base import CreateRequest, Money, PaymentRef, Status
+from adapters.base import CreateRequest, Money, PaymentRef, RefundLimits, RefundRequest, RefundStatus, Status
 from adapters.config import GatewayConfigError, Secret
 from adapters.errors import (
     GatewayProtocolError,
@@ -500,6 +500,305 @@ async def test_refund_after_success_reports_closed(alipay_adapter: AlipayAdapter
     assert second is not None and second.state.status is Status.CLOSED and second.event_id != first.event_id
     assert second.state.amount == Money(8900, "CNY")
     assert (await alipay_adapter.query(ref_of(request))).status is Status.CLOSED
+
+
+# -- refunds -------------------------------------------------------------------------------------------
+
+
+def refund_of(request: CreateRequest, minor: int | None = None, reason: str | None = "不想要了") -> RefundRequest:
+    return RefundRequest(refund_no=f"rf_{next(_counter):026d}", payment=ref_of(request),
+                         amount=Money(request.amount.minor if minor is None else minor, "CNY"), reason=reason)
+
+
+async def paid(adapter: AlipayAdapter, emulator: AlipayEmulator, minor: int = 8900) -> CreateRequest:
+    request = make_request(minor)
+    created = await adapter.create(request)
+    await emulator.pay(created.payment_url or "", "paid")
+    return request
+
+
+async def events(adapter: AlipayAdapter, receiver: Receiver) -> list[Any]:
+    return [await adapter.parse_webhook({}, body) for body in receiver.bodies]
+
+
+async def test_full_refund_succeeds_and_closes_the_trade(alipay_adapter: AlipayAdapter,
+                                                         alipay_emulator: AlipayEmulator,
+                                                         alipay_receiver: Receiver) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request)
+    state = await alipay_adapter.refund(refund)
+    assert (state.refund_no, state.status, state.gateway_state) == (refund.refund_no, RefundStatus.SUCCEEDED,
+                                                                    "fund_change=Y")
+    assert state.amount == Money(8900, "CNY") and state.payment_id == request.payment_id
+    found = await alipay_adapter.query_refund(refund)
+    assert found is not None and found.status is RefundStatus.SUCCEEDED and found.gateway_state == "REFUND_SUCCESS"
+    assert found.amount == Money(8900, "CNY")
+    # the payment's own state is reported as Alipay says it; the core keeps the payment succeeded
+    assert (await alipay_adapter.query(ref_of(request))).gateway_state == "TRADE_CLOSED"
+    event = (await events(alipay_adapter, alipay_receiver))[-1]
+    assert event.state.gateway_state == "TRADE_CLOSED" and event.state.status is Status.CLOSED
+    assert event.refund.refund_no == refund.refund_no and event.refund.status is RefundStatus.SUCCEEDED
+    assert event.refund.payment_id == request.payment_id and event.refund.amount is None
+
+
+async def test_several_partial_refunds(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator,
+                                       alipay_receiver: Receiver) -> None:
+    request = await paid(alipay_adapter, alipay_emulator, 10000)
+    first, second, rest = refund_of(request, 3000), refund_of(request, 2500, None), refund_of(request, 4500)
+    for refund in (first, second):
+        state = await alipay_adapter.refund(refund)
+        assert state.status is RefundStatus.SUCCEEDED and state.amount == refund.amount
+    assert (await alipay_adapter.query(ref_of(request))).gateway_state == "TRADE_SUCCESS"
+    partial = (await events(alipay_adapter, alipay_receiver))[1:]
+    assert [(e.state.gateway_state, e.refund.refund_no) for e in partial] == [
+        ("TRADE_SUCCESS", first.refund_no), ("TRADE_SUCCESS", second.refund_no)]
+    assert partial[0].event_id != partial[1].event_id
+    assert [dict(parse_qsl(b.decode()))["refund_fee"] for b in alipay_receiver.bodies[1:]] == ["30.00", "55.00"]
+
+    assert (await alipay_adapter.refund(rest)).status is RefundStatus.SUCCEEDED
+    last = (await events(alipay_adapter, alipay_receiver))[-1]
+    assert last.state.gateway_state == "TRADE_CLOSED" and last.refund.refund_no == rest.refund_no
+    for refund in (first, second, rest):
+        found = await alipay_adapter.query_refund(refund)
+        assert found is not None and found.amount == refund.amount
+
+
+async def test_over_refund_is_refused_with_alipays_code(alipay_adapter: AlipayAdapter,
+                                                        alipay_emulator: AlipayEmulator) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    await alipay_adapter.refund(refund_of(request, 5000))
+    too_much = refund_of(request, 4000)
+    with pytest.raises(GatewayRefused, match="more than the payment has left to refund") as refused:
+        await alipay_adapter.refund(too_much)
+    assert refused.value.code == "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL" and not refused.value.retryable
+    assert await alipay_adapter.query_refund(too_much) is None
+
+
+async def test_refund_of_an_unpaid_trade_is_refused(alipay_adapter: AlipayAdapter,
+                                                    alipay_emulator: AlipayEmulator) -> None:
+    request = make_request()
+    await opened(alipay_adapter, request)
+    with pytest.raises(GatewayRefused, match="not paid") as refused:
+        await alipay_adapter.refund(refund_of(request))
+    assert refused.value.code == "ACQ.TRADE_STATUS_ERROR"
+    never = make_request()
+    with pytest.raises(GatewayRefused) as missing:
+        await alipay_adapter.refund(refund_of(never))
+    assert missing.value.code == "ACQ.TRADE_NOT_EXIST"
+
+
+async def test_the_same_refund_no_twice_is_one_refund(alipay_adapter: AlipayAdapter,
+                                                      alipay_emulator: AlipayEmulator,
+                                                      alipay_receiver: Receiver) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request, 1000)
+    first = await alipay_adapter.refund(refund)
+    again = await alipay_adapter.refund(refund)  # fund_change N; the query finds it made
+    assert first.status is again.status is RefundStatus.SUCCEEDED
+    assert again.gateway_state == "REFUND_SUCCESS" and again.amount == Money(1000, "CNY")
+    trade = alipay_emulator.trades[request.payment_id]
+    assert trade.refunded_fen == 1000 and len(trade.refunds) == 1
+    assert len(alipay_receiver.bodies) == 2  # the payment's notification and one refund's
+
+
+async def test_the_same_refund_no_with_another_amount_is_refused(alipay_adapter: AlipayAdapter,
+                                                                 alipay_emulator: AlipayEmulator) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request, 1000)
+    await alipay_adapter.refund(refund)
+    changed = RefundRequest(refund.refund_no, refund.payment, Money(2000, "CNY"))
+    with pytest.raises(GatewayRefused, match="another amount") as refused:
+        await alipay_adapter.refund(changed)
+    assert refused.value.code == "ACQ.DISCORDANT_REPEAT_REQUEST"
+    assert alipay_emulator.trades[request.payment_id].refunded_fen == 1000
+
+
+async def test_query_of_an_unknown_refund_no_is_none(alipay_adapter: AlipayAdapter,
+                                                     alipay_emulator: AlipayEmulator) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    assert await alipay_adapter.query_refund(refund_of(request)) is None
+    assert await alipay_adapter.query_refund(refund_of(make_request())) is None  # no such trade either
+
+
+async def test_timeout_after_the_effect_then_the_query_finds_it(alipay_emulator: AlipayEmulator,
+                                                                alipay_receiver: Receiver) -> None:
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, HttpxTransport(), timeout=0.5)
+    try:
+        request = await paid(adapter, alipay_emulator)
+        refund = refund_of(request)
+        alipay_emulator.refund_delay = 1.5
+        with pytest.raises(GatewayUnavailable, match="did not answer the refund") as unknown:
+            await adapter.refund(refund)
+        assert unknown.value.retryable and unknown.value.outcome_unknown
+        alipay_emulator.refund_delay = 0
+        found = await adapter.query_refund(refund)
+        assert found is not None and found.status is RefundStatus.SUCCEEDED
+        assert (await adapter.refund(refund)).status is RefundStatus.SUCCEEDED  # asked again: nothing more
+        assert alipay_emulator.trades[request.payment_id].refunded_fen == 8900
+    finally:
+        await adapter.aclose()
+
+
+async def test_refund_down_is_unavailable_and_refunds_nothing(alipay_adapter: AlipayAdapter,
+                                                              alipay_emulator: AlipayEmulator) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request)
+    alipay_emulator.refund_down = True
+    with pytest.raises(GatewayUnavailable, match="HTTP 503"):
+        await alipay_adapter.refund(refund)
+    alipay_emulator.refund_down = False
+    assert await alipay_adapter.query_refund(refund) is None
+
+
+async def test_refund_later_succeeded(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator,
+                                      alipay_receiver: Receiver) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request, 2000)
+    alipay_emulator.refund_outcome = "succeed_later"
+    state = await alipay_adapter.refund(refund)
+    assert state.status is RefundStatus.PROCESSING and state.gateway_state == "fund_change=N"
+    assert await alipay_adapter.query_refund(refund) is None  # "未返回该字段表示退款请求未收到或者退款失败"
+    assert len(alipay_receiver.bodies) == 1
+
+    form = await alipay_emulator.settle_refund(refund.refund_no, "succeeded")
+    assert form is not None and form["out_biz_no"] == refund.refund_no
+    event = (await events(alipay_adapter, alipay_receiver))[-1]
+    assert event.state.gateway_state == "TRADE_SUCCESS" and event.state.status is Status.SUCCEEDED
+    assert event.refund.refund_no == refund.refund_no and event.refund.status is RefundStatus.SUCCEEDED
+    found = await alipay_adapter.query_refund(refund)
+    assert found is not None and found.status is RefundStatus.SUCCEEDED
+
+
+async def test_refund_later_failed(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator,
+                                   alipay_receiver: Receiver) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request)
+    alipay_emulator.refund_outcome = "fail_later"
+    assert (await alipay_adapter.refund(refund)).status is RefundStatus.PROCESSING
+    assert await alipay_emulator.settle_refund(refund.refund_no, "failed") is None
+    assert len(alipay_receiver.bodies) == 1  # Alipay notifies no failed refund
+    assert await alipay_adapter.query_refund(refund) is None
+    with pytest.raises(GatewayRefused, match="top it up") as refused:  # sent again, as Alipay asks
+        await alipay_adapter.refund(refund)
+    assert refused.value.code == "ACQ.SELLER_BALANCE_NOT_ENOUGH"
+    assert alipay_emulator.trades[request.payment_id].refunded_fen == 0
+
+
+async def test_refund_requests_are_the_sdks_refund(alipay_emulator: AlipayEmulator) -> None:
+    """The biz_content holds what python-alipay-sdk's api_alipay_trade_refund(refund_amount,
+    out_trade_no=…, out_request_no=…, refund_reason=…) puts in it; the reason is cut to 256."""
+    sent: list[str] = []
+
+    def handler(request: tp.Request) -> tp.Response:
+        sent.append(request.url)
+        return tp.Response(503, tp.Headers(), b"")
+
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), "https://relay.example", MockTransport(handler))
+    refund = refund_of(make_request(), 1234, "  " + "退" * 300)
+    with pytest.raises(GatewayUnavailable):
+        await adapter.refund(refund)
+    query = dict(parse_qsl(urlsplit(sent[0]).query))
+    assert query["method"] == "alipay.trade.refund"
+    biz = json.loads(query["biz_content"])
+    assert biz == {"refund_amount": "12.34", "out_request_no": refund.refund_no,
+                   "out_trade_no": refund.payment.payment_id, "refund_reason": "退" * 256}
+
+
+@pytest.mark.parametrize(("answer", "error", "code"), [
+    ({"code": "40004", "sub_code": "ACQ.SYSTEM_ERROR", "sub_msg": "系统错误"}, GatewayUnavailable, "ACQ.SYSTEM_ERROR"),
+    ({"code": "40004", "sub_code": "ACQ.TRADE_HAS_FINISHED"}, GatewayRefused, "ACQ.TRADE_HAS_FINISHED"),
+    ({"code": "40004", "sub_code": "ACQ.SOMETHING_NEW", "sub_msg": "新"}, GatewayRefused, "ACQ.SOMETHING_NEW"),
+    ({"code": "10000"}, GatewayProtocolError, None),  # no fund_change
+    ({"code": "10000", "fund_change": "M"}, GatewayProtocolError, None),
+    ({"code": "10000", "fund_change": "Y", "out_trade_no": "someone_else"}, GatewayProtocolError, None),
+])
+def test_refund_answers(answer: dict[str, str], error: type[Exception], code: str | None) -> None:
+    refund = refund_of(make_request())
+    with pytest.raises(error) as raised:
+        tf.refund_answer(refund, answer)
+    assert getattr(raised.value, "code", None) == code
+
+
+@pytest.mark.parametrize("answer", [
+    {"code": "10000", "refund_amount": "89.00"},  # data without refund_status: not ours to guess
+    {"code": "10000", "refund_amount": "89.00", "refund_status": "REFUND_PROCESSING"},
+    {"code": "10000", "refund_amount": "x", "refund_status": "REFUND_SUCCESS"},
+    {"code": "10000", "refund_amount": "89.00", "refund_status": "REFUND_SUCCESS", "out_request_no": "rf_other"},
+])
+def test_odd_refund_query_answers_are_protocol_errors(answer: dict[str, str]) -> None:
+    with pytest.raises(GatewayProtocolError):
+        tf.refund_query_state(refund_of(make_request()), answer)
+
+
+def test_refund_tables_cover_the_documented_states_and_raise_on_others() -> None:
+    assert dict(tf.FUND_CHANGE) == {"Y": RefundStatus.SUCCEEDED, "N": RefundStatus.PROCESSING}
+    assert dict(tf.REFUND_STATUS) == {"REFUND_SUCCESS": RefundStatus.SUCCEEDED}
+    assert dict(tf.REFUND_NOTIFIED) == {"TRADE_SUCCESS": RefundStatus.SUCCEEDED,
+                                        "TRADE_CLOSED": RefundStatus.SUCCEEDED}
+    for table in (tf.FUND_CHANGE, tf.REFUND_STATUS, tf.REFUND_NOTIFIED):
+        with pytest.raises(TypeError):
+            table["X"] = RefundStatus.FAILED  # type: ignore[index]
+        with pytest.raises(GatewayProtocolError, match="unknown refund state"):
+            tf.refund_status_of(table, "REFUND_FAIL")
+    # the refund error table's codes each have a remedy a person can act on
+    assert set(tf.REFUND_REMEDIES) == {
+        "ACQ.SELLER_BALANCE_NOT_ENOUGH", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.REASON_TRADE_REFUND_FEE_ERR",
+        "ACQ.REASON_TRADE_BEEN_FREEZEN", "ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_HAS_FINISHED", "ACQ.TRADE_STATUS_ERROR",
+        "ACQ.DISCORDANT_REPEAT_REQUEST", "ACQ.TRADE_NOT_ALLOW_REFUND", "ACQ.INVALID_PARAMETER"}
+
+
+def test_refund_limits_are_data() -> None:
+    assert AlipayAdapter.refund_limits == RefundLimits(window_days=None, minimum_minor=1, partial=True,
+                                                       max_per_payment=None)
+
+
+@pytest.mark.parametrize(("amount", "param"), [(Money(100, "USD"), "currency"), (Money(0, "CNY"), "amount")])
+async def test_unsupported_refunds(alipay_adapter: AlipayAdapter, amount: Money, param: str) -> None:
+    refund = RefundRequest("rf_" + "0" * 26, ref_of(make_request()), amount)
+    with pytest.raises(UnsupportedOperation) as raised:
+        await alipay_adapter.refund(refund)
+    assert raised.value.param == param
+
+
+async def test_refund_notifications(alipay_adapter: AlipayAdapter, alipay_emulator: AlipayEmulator) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request, 1000)
+    await alipay_adapter.refund(refund)
+    form = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS")
+    assert form["out_biz_no"] == refund.refund_no and form["refund_fee"] == "10.00"
+    assert len(form["gmt_refund"]) == 23  # yyyy-MM-dd HH:mm:ss.SSS
+    event = await alipay_adapter.parse_webhook({}, urlencode(form).encode())
+    assert event is not None and event.state is not None and event.refund is not None
+    assert event.state.status is Status.SUCCEEDED and event.state.amount == Money(8900, "CNY")
+    assert event.refund.refund_no == refund.refund_no and event.refund.gateway_state == "TRADE_SUCCESS"
+
+    without_id = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS", out_biz_no=None,
+                                                     notify_id=None)
+    plain = await alipay_adapter.parse_webhook({}, urlencode(without_id).encode())
+    assert plain is not None and plain.refund is None  # a refund payrelay did not make (no out_biz_no)
+
+    odd = alipay_emulator.signed_notification(request.payment_id, "TRADE_FINISHED")
+    with pytest.raises(WebhookPayloadError, match="refund notification"):
+        await alipay_adapter.parse_webhook({}, urlencode(odd).encode())
+
+    forged = dict(form, refund_fee="89.00")
+    with pytest.raises(WebhookSignatureError):
+        await alipay_adapter.parse_webhook({}, urlencode(forged).encode())
+    alipay_emulator.forge_signatures = True
+    with pytest.raises(WebhookSignatureError):
+        signed_by_another = alipay_emulator.signed_notification(request.payment_id, "TRADE_CLOSED")
+        await alipay_adapter.parse_webhook({}, urlencode(signed_by_another).encode())
+
+
+async def test_refund_event_id_falls_back_without_notify_id(alipay_adapter: AlipayAdapter,
+                                                            alipay_emulator: AlipayEmulator) -> None:
+    request = await paid(alipay_adapter, alipay_emulator)
+    refund = refund_of(request, 1000)
+    await alipay_adapter.refund(refund)
+    form = alipay_emulator.signed_notification(request.payment_id, "TRADE_SUCCESS", notify_id=None)
+    event = await alipay_adapter.parse_webhook({}, urlencode(form).encode())
+    assert event is not None
+    assert event.event_id == f"{request.payment_id}:TRADE_SUCCESS:{refund.refund_no}:{form['gmt_refund']}"
 
 
 # -- the cryptography verifier accepts exactly what the SDK's verify accepts -----------------------------

@@ -1,6 +1,7 @@
 """Everything shaped like Alipay's API: page-pay parameters, the trade-status table, answers of
 ``alipay.trade.query`` / ``alipay.trade.close`` (and where in them Alipay's signature lies),
-error codes and asynchronous notifications.
+refunds (``alipay.trade.refund``, ``alipay.trade.fastpay.refund.query``, their tables and error
+codes), error codes and asynchronous notifications.
 
 No I/O here; ``adapters.alipay.adapter`` does the calls and the signature checks.
 Verified against python-alipay-sdk 3.4.0 and Alipay's open-platform documentation.
@@ -14,7 +15,17 @@ from types import MappingProxyType
 from typing import Any
 
 from adapters import wire
-from adapters.base import CreateRequest, GatewayState, Money, Status, WebhookEvent, map_state
+from adapters.base import (
+    CreateRequest,
+    GatewayState,
+    Money,
+    RefundRequest,
+    RefundState,
+    RefundStatus,
+    Status,
+    WebhookEvent,
+    map_state,
+)
 from adapters.errors import (
     GatewayError,
     GatewayProtocolError,
@@ -42,6 +53,8 @@ EXPIRE_MAX_LEAD = 15 * 86400
 PAGE_PAY = "alipay.trade.page.pay"
 QUERY = "alipay.trade.query"
 CLOSE = "alipay.trade.close"
+REFUND = "alipay.trade.refund"
+REFUND_QUERY = "alipay.trade.fastpay.refund.query"
 PAGE_PAY_PRODUCT = "FAST_INSTANT_TRADE_PAY"
 
 STATUS: Mapping[str, Status] = MappingProxyType({
@@ -115,6 +128,13 @@ def _amount(value: object) -> Money:
     return Money(to_minor(value, CURRENCY), CURRENCY)
 
 
+def _answer_amount(answer: Mapping[str, Any], name: str, operation: str) -> Money:
+    try:
+        return _amount(answer.get(name))
+    except AmountError as exc:
+        raise GatewayProtocolError(f"Alipay's {operation} answer has a bad {name}: {exc}") from exc
+
+
 # -- synchronous answers ----------------------------------------------------------------------------
 
 
@@ -157,10 +177,7 @@ def trade_state(payment_id: str, answer: Mapping[str, Any]) -> GatewayState:
     trade_status = answer.get("trade_status")
     if not isinstance(trade_status, str):
         raise GatewayProtocolError("Alipay's query answer has no trade_status")
-    try:
-        amount = _amount(answer.get("total_amount"))
-    except AmountError as exc:
-        raise GatewayProtocolError(f"Alipay's query answer has a bad total_amount: {exc}") from exc
+    amount = _answer_amount(answer, "total_amount", "query")
     return GatewayState(
         payment_id=payment_id,
         status=status_of(trade_status),
@@ -247,8 +264,11 @@ def notification_event(fields: Mapping[str, str], app_id: str, seller_id: str | 
         amount = _amount(fields.get("total_amount"))
     except AmountError as exc:
         raise WebhookPayloadError(f"notification has a bad total_amount: {exc}") from exc
+    refund = notified_refund(fields, payment_id, trade_status)
     event_id = fields.get("notify_id") or "{}:{}:{}".format(
-        payment_id, trade_status, fields.get("gmt_payment") or fields.get("gmt_close") or ""
+        payment_id, trade_status,
+        f"{refund.refund_no}:{fields.get('gmt_refund')}" if refund is not None
+        else fields.get("gmt_payment") or fields.get("gmt_close") or "",
     )
     state = GatewayState(
         payment_id=payment_id,
@@ -257,4 +277,152 @@ def notification_event(fields: Mapping[str, str], app_id: str, seller_id: str | 
         gateway_reference=fields.get("trade_no") or None,
         amount=amount,
     )
-    return WebhookEvent(event_id=event_id, state=state)
+    return WebhookEvent(event_id=event_id, state=state, refund=refund)
+
+
+# -- refunds ----------------------------------------------------------------------------------------
+# alipay.trade.refund answers synchronously: 10000 with fund_change, or a business error (nothing
+# refunded). alipay.trade.fastpay.refund.query tells whether one out_request_no was refunded.
+# Sources: Alipay open platform, alipay.trade.refund and alipay.trade.fastpay.refund.query
+# (docs.open.alipay.com/api_1/…), and the asynchronous-notification parameters of page pay.
+
+# fund_change of a 10000 answer to alipay.trade.refund: "本次退款是否发生了资金变化". Y: this call
+# moved the money, the refund is made. N: this call moved nothing — the out_request_no was refunded
+# by an earlier call, or the refund is not done yet; only the refund query can tell which.
+FUND_CHANGE: Mapping[str, RefundStatus] = MappingProxyType({
+    "Y": RefundStatus.SUCCEEDED,
+    "N": RefundStatus.PROCESSING,  # the adapter asks the refund query at once
+})
+# refund_status of alipay.trade.fastpay.refund.query, its one documented value; an answer without
+# it means "退款请求未收到或者退款失败" (not received, or failed): no refund under the out_request_no.
+REFUND_STATUS: Mapping[str, RefundStatus] = MappingProxyType({
+    "REFUND_SUCCESS": RefundStatus.SUCCEEDED,
+})
+# trade_status of a notification that carries refund fields (out_biz_no, refund_fee, gmt_refund):
+# Alipay notifies a refund once it is made — a partial one with the trade still TRADE_SUCCESS, the
+# one that refunds the rest with TRADE_CLOSED ("支付完成后全额退款"). It sends none for a failure.
+REFUND_NOTIFIED: Mapping[str, RefundStatus] = MappingProxyType({
+    "TRADE_SUCCESS": RefundStatus.SUCCEEDED,
+    "TRADE_CLOSED": RefundStatus.SUCCEEDED,
+})
+REFUND_REASON_LIMIT = 256  # refund_reason: String(256)
+# alipay.trade.refund's business errors (sub_code) → what a person can do about it. From the API's
+# error table; ACQ.SYSTEM_ERROR ("use the same parameters to try again") is GatewayUnavailable.
+REFUND_REMEDIES: Mapping[str, str] = MappingProxyType({
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH": "the merchant's Alipay balance cannot cover the refund: top it up, "
+                                     "then send the refund again under the same refund id",
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": "the amount is more than the payment has left to refund",
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR": "the refund amount is invalid (more than is left to refund?)",
+    "ACQ.REASON_TRADE_BEEN_FREEZEN": "Alipay has frozen this trade: ask Alipay support about it",
+    "ACQ.TRADE_NOT_EXIST": "Alipay holds no trade for this payment",
+    "ACQ.TRADE_HAS_FINISHED": "the trade is finished (TRADE_FINISHED: the refund period of the merchant's "
+                              "contract is over): refund outside Alipay",
+    "ACQ.TRADE_STATUS_ERROR": "the trade cannot be refunded in its state (not paid, or refunded in full)",
+    "ACQ.DISCORDANT_REPEAT_REQUEST": "this refund id was used at Alipay with another amount: send the "
+                                     "same amount, or refund under a new id",
+    "ACQ.TRADE_NOT_ALLOW_REFUND": "Alipay does not allow refunds of this trade (check the merchant's "
+                                  "contract)",
+    "ACQ.INVALID_PARAMETER": "Alipay found a parameter invalid",
+})
+
+
+def refund_status_of(table: Mapping[str, RefundStatus], state: str) -> RefundStatus:
+    """Look a refund state up in one of the tables above; an unknown one is a protocol error."""
+    try:
+        return table[state]
+    except KeyError:
+        raise GatewayProtocolError(f"{GATEWAY} answered an unknown refund state {state!r}") from None
+
+
+def refund_biz(request: RefundRequest) -> dict[str, str]:
+    """alipay.trade.refund's biz_content for one refund, as python-alipay-sdk's
+    ``api_alipay_trade_refund(refund_amount, out_trade_no=…, out_request_no=…, refund_reason=…)``
+    builds it."""
+    if request.amount.currency != CURRENCY:
+        raise UnsupportedOperation(f"Alipay refunds {CURRENCY} only, not {request.amount.currency}",
+                                   param="currency")
+    if not MIN_FEN <= request.amount.minor <= MAX_FEN:
+        raise UnsupportedOperation("Alipay refunds 0.01 to 100000000.00 CNY", param="amount")
+    biz = {
+        "refund_amount": to_major(request.amount.minor, CURRENCY),
+        # out_request_no is what makes the call idempotent, and partial refunds need it
+        "out_request_no": request.refund_no,
+        "out_trade_no": request.payment.payment_id,
+    }
+    reason = (request.reason or "").strip()
+    if reason:
+        biz["refund_reason"] = cut_utf16(reason, REFUND_REASON_LIMIT)
+    return biz
+
+
+def refund_answer(request: RefundRequest, answer: Mapping[str, Any]) -> RefundState:
+    """A signature-checked ``alipay_trade_refund_response``: the refund made (fund_change Y) or
+    PROCESSING (N: the caller asks the refund query); a business error raises GatewayRefused with
+    Alipay's sub_code, ACQ.SYSTEM_ERROR GatewayUnavailable."""
+    if answer.get("code") != SUCCESS_CODE:
+        raise refund_refusal(answer)
+    _same_trade(request.payment.payment_id, answer)
+    fund_change = answer.get("fund_change")
+    if not isinstance(fund_change, str):
+        raise GatewayProtocolError("Alipay's refund answer has no fund_change")
+    return RefundState(
+        refund_no=request.refund_no,
+        status=refund_status_of(FUND_CHANGE, fund_change),
+        gateway_state=f"fund_change={fund_change}",
+        # Alipay refunds exactly refund_amount or refuses; the answer's refund_fee is the trade's
+        # running total of refunds, not this one
+        amount=request.amount,
+        payment_id=request.payment.payment_id,
+    )
+
+
+def refund_query_state(request: RefundRequest, answer: Mapping[str, Any]) -> RefundState | None:
+    """A signature-checked ``alipay_trade_fastpay_refund_query_response``: the refund, or None when
+    Alipay holds none under the out_request_no (no refund fields, or no such trade)."""
+    if answer.get("code") != SUCCESS_CODE:
+        if answer.get("code") == BUSINESS_FAILED and answer.get("sub_code") == TRADE_NOT_EXIST:
+            return None
+        raise business_error("refund query", answer)
+    _same_trade(request.payment.payment_id, answer)
+    refund_status = answer.get("refund_status")
+    if refund_status is None and answer.get("refund_amount") is None:
+        return None
+    out_request_no = answer.get("out_request_no")
+    if out_request_no is not None and out_request_no != request.refund_no:
+        raise GatewayProtocolError(f"Alipay answered about refund {out_request_no!r}, not {request.refund_no!r}")
+    if not isinstance(refund_status, str):
+        raise GatewayProtocolError("Alipay's refund query answer has a refund_amount but no refund_status")
+    amount = _answer_amount(answer, "refund_amount", "refund query")
+    return RefundState(
+        refund_no=request.refund_no,
+        status=refund_status_of(REFUND_STATUS, refund_status),
+        gateway_state=refund_status,
+        amount=amount,
+        payment_id=request.payment.payment_id,
+    )
+
+
+def refund_refusal(answer: Mapping[str, Any]) -> GatewayError:
+    """An error answer to alipay.trade.refund, with what a person can do about it."""
+    error = business_error("refund", answer)
+    remedy = REFUND_REMEDIES.get(str(answer.get("sub_code") or ""))
+    if remedy is None or not isinstance(error, GatewayRefused):
+        return error
+    sub_msg = answer.get("sub_msg")
+    said = f"{error.code} {sub_msg}" if sub_msg else str(error.code)
+    return GatewayRefused(f"Alipay refused the refund: {remedy} ({said})", code=error.code)
+
+
+def notified_refund(fields: Mapping[str, str], payment_id: str, trade_status: str) -> RefundState | None:
+    """The refund a verified notification reports, or None when it carries no refund fields (or
+    no out_biz_no: payrelay sends one with every refund, so a refund without is not ours). The
+    notification's refund_fee is the trade's total refunded ("总退款金额"), not this refund's
+    amount, so ``amount`` stays None."""
+    refund_no = fields.get("out_biz_no")
+    if not refund_no or not (fields.get("refund_fee") or fields.get("gmt_refund")):
+        return None
+    try:
+        status = refund_status_of(REFUND_NOTIFIED, trade_status)
+    except GatewayProtocolError as exc:
+        raise WebhookPayloadError(f"refund notification with trade_status {trade_status!r}") from exc
+    return RefundState(refund_no=refund_no, status=status, gateway_state=trade_status, payment_id=payment_id)
