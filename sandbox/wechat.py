@@ -684,11 +684,14 @@ class WechatEmulator(Emulator):
             try:
                 if outcome:
                     self.refund_outcome = outcome  # type: ignore[assignment]  # checked by the setter
+            except ValueError:
+                status = 400
+            try:
                 if settle:
                     await self.settle_refund(form.get("out_refund_no", [""])[0], settle)  # type: ignore[arg-type]
             except KeyError:
                 status = 404
-            except ValueError:
+            except ValueError:  # not in flight (or no such outcome)
                 status = 409
         return HTMLResponse(self._render_refunds(), status)
 

@@ -11,16 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from adapters import errors
 from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, RefundState, RefundStatus, Status
-from adapters.errors import (
-    GatewayProtocolError,
-    GatewayRefused,
-    GatewayUnavailable,
-    UnsupportedOperation,
-    WebhookMismatch,
-    WebhookPayloadError,
-    WebhookSignatureError,
-)
 from adapters.transport import HttpxTransport
 from adapters.wechat import transformers as wx
 from adapters.wechat.adapter import WechatAdapter
@@ -95,7 +87,7 @@ async def test_partial_refunds_until_nothing_is_left(
     assert [s.amount for s in states] == [Money(m, "CNY") for m in (1000, 1000, 499, 1)]
     assert {s.status for s in states} == {RefundStatus.SUCCEEDED}
     assert len({s.gateway_reference for s in states}) == 4
-    with pytest.raises(GatewayRefused) as refused:
+    with pytest.raises(errors.GatewayRefused) as refused:
         await wechat_adapter.refund(asking(payment, 1))
     assert refused.value.code == "INVALID_REQUEST" and "订单已全额退款" in refused.value.message
     assert "more than the order has left" in refused.value.message  # said so a person can act on it
@@ -106,7 +98,7 @@ async def test_refunding_more_than_remains_is_refused_and_refunds_nothing(
     wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator, payment: PaymentRef
 ) -> None:
     await wechat_adapter.refund(asking(payment, 2000))
-    with pytest.raises(GatewayRefused) as refused:
+    with pytest.raises(errors.GatewayRefused) as refused:
         await wechat_adapter.refund(asking(payment, 501))
     assert refused.value.code == "INVALID_REQUEST" and "剩余可退500分" in refused.value.message
     assert not refused.value.retryable and not refused.value.outcome_unknown
@@ -130,7 +122,7 @@ async def test_the_same_refund_no_with_another_amount_is_refused(
 ) -> None:
     request = asking(payment, 1200)
     await wechat_adapter.refund(request)
-    with pytest.raises(GatewayRefused) as refused:
+    with pytest.raises(errors.GatewayRefused) as refused:
         await wechat_adapter.refund(dataclasses.replace(request, amount=Money(1300, "CNY")))
     assert refused.value.code == "INVALID_REQUEST"
     assert wechat_emulator.refunds[request.refund_no].amount == 1200
@@ -144,7 +136,7 @@ async def test_only_a_paid_order_can_be_refunded(
     ref = PaymentRef(request.payment_id if state != "unknown" else "pr_nothingHere", None, request.amount)
     if state == "closed":
         await wechat_adapter.close(ref)
-    with pytest.raises(GatewayRefused) as refused:
+    with pytest.raises(errors.GatewayRefused) as refused:
         await wechat_adapter.refund(asking(ref))
     assert refused.value.code == "RESOURCE_NOT_EXISTS" and "unpaid orders cannot be refunded" in refused.value.message
     assert wechat_emulator.refunds == {}
@@ -161,11 +153,11 @@ async def test_the_reason_is_cut_to_80_bytes_and_an_empty_one_left_out(
 
 
 @pytest.mark.parametrize(("code", "error", "advice"), [
-    ("NOT_ENOUGH", GatewayRefused, "top it up"),
-    ("USER_ACCOUNT_ABNORMAL", GatewayRefused, "another channel"),
-    ("NO_AUTH", GatewayRefused, "no refund permission"),
-    ("FREQUENCY_LIMITED", GatewayUnavailable, ""),  # a 429: not clearly "not accepted"
-    ("SYSTEM_ERROR", GatewayUnavailable, ""),
+    ("NOT_ENOUGH", errors.GatewayRefused, "top it up"),
+    ("USER_ACCOUNT_ABNORMAL", errors.GatewayRefused, "another channel"),
+    ("NO_AUTH", errors.GatewayRefused, "no refund permission"),
+    ("FREQUENCY_LIMITED", errors.GatewayUnavailable, ""),  # a 429: not clearly "not accepted"
+    ("SYSTEM_ERROR", errors.GatewayUnavailable, ""),
 ])
 async def test_the_gateways_refusals_keep_its_code(
     wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator, payment: PaymentRef, code: str,
@@ -174,7 +166,7 @@ async def test_the_gateways_refusals_keep_its_code(
     wechat_emulator.refund_error = code
     with pytest.raises(error) as raised:
         await wechat_adapter.refund(asking(payment))
-    assert isinstance(raised.value, GatewayRefused | GatewayUnavailable)
+    assert isinstance(raised.value, errors.GatewayRefused | errors.GatewayUnavailable)
     assert raised.value.code == code and advice in raised.value.message
     assert wechat_emulator.refunds == {}
 
@@ -184,7 +176,7 @@ async def test_an_outage_is_unknown_and_refunds_nothing(
 ) -> None:
     wechat_emulator.down = True
     request = asking(payment)
-    with pytest.raises(GatewayUnavailable) as raised:
+    with pytest.raises(errors.GatewayUnavailable) as raised:
         await wechat_adapter.refund(request)
     assert raised.value.retryable and raised.value.outcome_unknown
     wechat_emulator.down = False
@@ -199,7 +191,7 @@ async def test_a_timeout_after_the_refund_is_made_is_found_by_query(
     wechat_emulator.refund_delay = 1.0
     request = asking(payment, 700)
     try:
-        with pytest.raises(GatewayUnavailable, match="timed out") as raised:
+        with pytest.raises(errors.GatewayUnavailable, match="timed out") as raised:
             await hasty.refund(request)
     finally:
         await hasty.aclose()
@@ -218,11 +210,11 @@ async def test_the_query_of_an_unknown_refund_no_is_none(wechat_adapter: WechatA
 async def test_unsupported_and_unverified(
     wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator, payment: PaymentRef
 ) -> None:
-    with pytest.raises(UnsupportedOperation):
+    with pytest.raises(errors.UnsupportedOperation):
         await wechat_adapter.refund(dataclasses.replace(asking(payment), amount=Money(100, "USD")))
     assert wechat_emulator.calls["refund"] == 0
     wechat_emulator.unsigned_responses = True
-    with pytest.raises(GatewayProtocolError) as raised:
+    with pytest.raises(errors.GatewayProtocolError) as raised:
         await wechat_adapter.refund(asking(payment))
     assert raised.value.outcome_unknown  # it answered, but nobody can tell what it did
 
@@ -290,14 +282,14 @@ async def test_the_official_sdk_accepts_the_emulators_refund_notification(
 
 
 @pytest.mark.parametrize(("forgery", "error"), [
-    ({"sign_key": "stranger"}, WebhookSignatureError),
-    ({"apiv3_key": "k" * 32}, WebhookSignatureError),
-    ({"timestamp": int(time.time()) - 400}, WebhookSignatureError),
-    ({"overrides": {"mchid": "1900000109"}}, WebhookMismatch),
-    ({"overrides": {"out_refund_no": None}}, WebhookPayloadError),
-    ({"overrides": {"out_trade_no": ""}}, WebhookPayloadError),
-    ({"overrides": {"amount": {"refund": "300"}}}, WebhookPayloadError),
-    ({"refund_status": "REFUNDCLOSE"}, WebhookPayloadError),
+    ({"sign_key": "stranger"}, errors.WebhookSignatureError),
+    ({"apiv3_key": "k" * 32}, errors.WebhookSignatureError),
+    ({"timestamp": int(time.time()) - 400}, errors.WebhookSignatureError),
+    ({"overrides": {"mchid": "1900000109"}}, errors.WebhookMismatch),
+    ({"overrides": {"out_refund_no": None}}, errors.WebhookPayloadError),
+    ({"overrides": {"out_trade_no": ""}}, errors.WebhookPayloadError),
+    ({"overrides": {"amount": {"refund": "300"}}}, errors.WebhookPayloadError),
+    ({"refund_status": "REFUNDCLOSE"}, errors.WebhookPayloadError),
 ], ids=["forged", "wrong-apiv3-key", "stale", "other-merchant", "no-refund-no", "no-trade-no", "no-amount",
         "unknown-status"])
 async def test_a_forged_or_unusable_refund_notification_raises(
@@ -325,7 +317,7 @@ def test_the_refund_status_table_covers_wechats_states_and_raises_on_others() ->
     }
     assert set(wx.REFUND_FAILURES) == {s for s, ours in wx.REFUND_STATES.items() if ours is RefundStatus.FAILED}
     for unknown in ("REFUNDCLOSE", "success", "", "NOTSURE"):
-        with pytest.raises(GatewayProtocolError, match="unknown refund state"):
+        with pytest.raises(errors.GatewayProtocolError, match="unknown refund state"):
             wx.refund_status(unknown)
     with pytest.raises(TypeError):
         wx.REFUND_STATES["NEW"] = RefundStatus.SUCCEEDED  # type: ignore[index]

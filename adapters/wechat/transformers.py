@@ -161,26 +161,16 @@ def refund_path(out_refund_no: str) -> str:
 def refund_state(refund_no: str, data: Mapping[str, Any], state_field: str = "status") -> RefundState:
     """A refund object (refund answer, query answer: ``status``; decrypted notification:
     ``refund_status``) → our view of it."""
-    if data.get("out_refund_no") != refund_no:
-        raise GatewayProtocolError(f"{GATEWAY} answered about another refund")
-    state = data.get(state_field)
-    if not isinstance(state, str):
-        raise GatewayProtocolError(f"{GATEWAY} answered a refund without {state_field}")
+    state = _state_of(data, ("out_refund_no", refund_no), state_field, "refund")
     status = refund_status(state)
-    amount = data.get("amount")
-    money = None
-    if isinstance(amount, Mapping) and isinstance(amount.get("refund"), int):
-        money = Money(amount["refund"], str(amount.get("currency") or "CNY"))  # notifications carry no currency
-    reference = data.get("refund_id")
-    payment_id = data.get("out_trade_no")
     return RefundState(
         refund_no=refund_no,
         status=status,
         gateway_state=state,
-        gateway_reference=str(reference) if reference else None,
-        amount=money,
+        gateway_reference=_text(data, "refund_id"),
+        amount=_money(data, "refund"),
         failure_reason=REFUND_FAILURES.get(state, state) if status is RefundStatus.FAILED else None,
-        payment_id=str(payment_id) if payment_id else None,
+        payment_id=_text(data, "out_trade_no"),
     )
 
 
@@ -215,6 +205,30 @@ def _object(text: str | bytes) -> dict[str, Any]:
     return data
 
 
+def _state_of(data: Mapping[str, Any], ours: tuple[str, str], field: str, what: str) -> str:
+    """``data[field]``, once ``data`` is about ours (``ours``: our id's field and value)."""
+    if data.get(ours[0]) != ours[1]:
+        raise GatewayProtocolError(f"{GATEWAY} answered about another {what}")
+    state = data.get(field)
+    if not isinstance(state, str):
+        raise GatewayProtocolError(f"{GATEWAY} answered a {what} without {field}")
+    return state
+
+
+def _money(data: Mapping[str, Any], field: str) -> Money | None:
+    """``amount.<field>`` (fen) in ``amount.currency`` (or ``payer_currency``; CNY, the only one,
+    when neither is given: refund notifications carry none)."""
+    amount = data.get("amount")
+    if not isinstance(amount, Mapping) or not isinstance(amount.get(field), int):
+        return None
+    return Money(amount[field], str(amount.get("currency") or amount.get("payer_currency") or "CNY"))
+
+
+def _text(data: Mapping[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    return str(value) if value else None
+
+
 def code_url(text: str | bytes) -> str:
     url = _object(text).get("code_url")
     if not isinstance(url, str) or not url.startswith("weixin://"):
@@ -224,24 +238,14 @@ def code_url(text: str | bytes) -> str:
 
 def transaction_state(payment_id: str, data: Mapping[str, Any]) -> GatewayState:
     """A transaction object (query answer or decrypted callback) → our view of it."""
-    if data.get("out_trade_no") != payment_id:
-        raise GatewayProtocolError(f"{GATEWAY} answered about another order")
-    state = data.get("trade_state")
-    if not isinstance(state, str):
-        raise GatewayProtocolError(f"{GATEWAY} answered a transaction without trade_state")
+    state = _state_of(data, ("out_trade_no", payment_id), "trade_state", "order")
     status = trade_status(state)
-    amount = data.get("amount")
-    money = None
-    if isinstance(amount, Mapping) and isinstance(amount.get("total"), int):
-        currency = amount.get("currency") or amount.get("payer_currency") or "CNY"
-        money = Money(amount["total"], str(currency))
-    reference = data.get("transaction_id")
     return GatewayState(
         payment_id=payment_id,
         status=status,
         gateway_state=state,
-        gateway_reference=str(reference) if reference else None,
-        amount=money,
+        gateway_reference=_text(data, "transaction_id"),
+        amount=_money(data, "total"),
         failure_reason=str(data.get("trade_state_desc") or state) if status is Status.FAILED else None,
     )
 
