@@ -1,4 +1,5 @@
-"""WeChat Pay v3 emulator: Native pay (create, query, close), signed answers, callbacks, a QR page.
+"""WeChat Pay v3 emulator: Native pay (create, query, close), refunds (``sandbox.wechat_refunds``),
+signed answers, callbacks, a QR page and a refunds page.
 
 Faithful where payrelay and the official ``wechatpayv3`` SDK can tell the difference:
 - every API call must carry a valid ``WECHATPAY2-SHA256-RSA2048`` Authorization (merchant key,
@@ -7,12 +8,17 @@ Faithful where payrelay and the official ``wechatpayv3`` SDK can tell the differ
   key") private key over ``"ts\\nnonce\\nbody\\n"`` and names the public key id as its serial;
 - callbacks are sent for successful payments only (``TRANSACTION.SUCCESS``), the transaction
   encrypted with AEAD_AES_256_GCM under the APIv3 key; PAYERROR is found by querying;
+- refund notifications (``REFUND.SUCCESS`` / ``REFUND.ABNORMAL`` / ``REFUND.CLOSED``, resource
+  ``original_type`` "refund") are signed and encrypted the same way, sent to the refund's
+  notify_url when it ends;
 - error answers use WeChat's codes: PARAM_ERROR, INVALID_REQUEST (same out_trade_no, different
-  content), ORDERPAID, ORDER_CLOSED, ORDER_NOT_EXIST, SIGN_ERROR, SYSTEM_ERROR.
+  content; a refund breaking a rule), ORDERPAID, ORDER_CLOSED, ORDER_NOT_EXIST,
+  RESOURCE_NOT_EXISTS (refunds), SIGN_ERROR, SYSTEM_ERROR.
 
 Deliberate leniency: notify_url may be plain http (the tests listen on 127.0.0.1).
 The customer's side is a page at ``/qr/{pr}`` (also ``/pay?code_url=…``) showing the QR code with
-buttons to pay, start paying and wait, fail or leave.
+buttons to pay, start paying and wait, fail or leave; the merchant's refunds are at ``/refunds``
+(choose how new refunds end, settle the ones in flight).
 """
 
 from __future__ import annotations
@@ -43,12 +49,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from sandbox.base import Emulator, Outcome
 from sandbox.keys import rsa_pair
+from sandbox.wechat_refunds import (
+    EVENT_TYPES,
+    FORCED_ERRORS,
+    OUTCOMES,
+    STATUS_DESC,
+    SUMMARIES,
+    Refund,
+    RefundLedger,
+    RefundOutcome,
+    RefundRefused,
+    Settlement,
+)
 
 CHINA = timezone(timedelta(hours=8))
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -70,6 +89,7 @@ _OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{6,32}")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)")
 _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _TEMPLATE = Path(__file__).parent / "templates" / "wechat_pay.html"
+_REFUNDS_TEMPLATE = Path(__file__).parent / "templates" / "wechat_refunds.html"
 
 
 class PaymentRefused(Exception):
@@ -165,6 +185,14 @@ class WechatEmulator(Emulator):
     API answer waits, for timeouts), ``advance(seconds)``
     (moves the order clock used for time_expire; request timestamps keep real time).
     ``requests`` holds every accepted create body, ``orders`` the orders by out_trade_no.
+
+    Refunds: ``refund_outcome`` ("succeed": SUCCESS at once, its notification right after the
+    answer; "succeed_later" / "abnormal_later" / "closed_later": PROCESSING until
+    ``await settle_refund(out_refund_no[, outcome])`` ends it and sends its notification);
+    ``refund_error`` (a code of ``wechat_refunds.FORCED_ERRORS``: every refund call answers it,
+    nothing refunded); ``refund_delay`` (seconds a refund answer waits AFTER the refund is made:
+    a timeout after the effect). ``refunds`` holds them by out_refund_no, ``refund(no)`` answers
+    what a query would.
     """
 
     gateway_type = "wechat-pay-native"
@@ -177,6 +205,9 @@ class WechatEmulator(Emulator):
         self.sign_responses_with_wrong_key = False
         self.unsigned_responses = False
         self.delay = 0.0  # seconds every API answer waits first (timeouts)
+        self.refund_delay = 0.0  # seconds a refund answer waits after the refund is made
+        self._ledger = RefundLedger()
+        self._notices_due = 0  # refund notifications scheduled after an answer, not sent yet
         self._by_pr: dict[str, str] = {}
         self._offset = 0.0
         self._lock = threading.Lock()  # the app runs in a server thread, tests drive it from theirs
@@ -209,9 +240,12 @@ class WechatEmulator(Emulator):
                     Route("/v3/pay/transactions/native", self._create, methods=["POST"]),
                     Route("/v3/pay/transactions/out-trade-no/{no}", self._query, methods=["GET"]),
                     Route("/v3/pay/transactions/out-trade-no/{no}/close", self._close, methods=["POST"]),
+                    Route("/v3/refund/domestic/refunds", self._refund, methods=["POST"]),
+                    Route("/v3/refund/domestic/refunds/{no}", self._query_refund, methods=["GET"]),
                     Route("/v3/{rest:path}", self._unknown, methods=["GET", "POST"]),
                     Route("/pay", self._page_by_code_url, methods=["GET"]),
                     Route("/qr/{pr}", self._page, methods=["GET", "POST"]),
+                    Route("/refunds", self._refunds_page, methods=["GET", "POST"]),
                 ]
             )
         return self._app
@@ -225,6 +259,34 @@ class WechatEmulator(Emulator):
     def page_url(self, code_url: str) -> str:
         return f"{self.base_url}/qr/{self._pr_of(code_url)}"
 
+    @property
+    def refund_outcome(self) -> RefundOutcome:
+        return self._ledger.outcome
+
+    @refund_outcome.setter
+    def refund_outcome(self, outcome: RefundOutcome) -> None:
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown refund outcome {outcome!r}: one of {', '.join(OUTCOMES)}")
+        self._ledger.outcome = outcome
+
+    @property
+    def refund_error(self) -> str | None:
+        return self._ledger.error
+
+    @refund_error.setter
+    def refund_error(self, code: str | None) -> None:
+        if code is not None and code not in FORCED_ERRORS:
+            raise ValueError(f"unknown refund error {code!r}: one of {', '.join(FORCED_ERRORS)}")
+        self._ledger.error = code
+
+    @property
+    def refunds(self) -> dict[str, Refund]:
+        return self._ledger.refunds
+
+    @property
+    def refund_requests(self) -> list[dict[str, Any]]:
+        return self._ledger.requests
+
     # ---- API -------------------------------------------------------------------------------
 
     async def _create(self, request: Request) -> Response:
@@ -236,10 +298,18 @@ class WechatEmulator(Emulator):
     async def _close(self, request: Request) -> Response:
         return await self._api(request, "close", self._do_close)
 
+    async def _refund(self, request: Request) -> Response:
+        return await self._api(request, "refund", self._do_refund, late=self.refund_delay)
+
+    async def _query_refund(self, request: Request) -> Response:
+        return await self._api(request, "query_refund", self._do_query_refund)
+
     async def _unknown(self, request: Request) -> Response:
         return self._error(_ApiError(404, "NOT_FOUND", "请求的资源不存在"))
 
-    async def _api(self, request: Request, operation: str, handler: Any) -> Response:
+    async def _api(self, request: Request, operation: str, handler: Any, late: float = 0.0) -> Response:
+        """``handler(request, raw)`` → (status, payload) or (status, payload, what to do after
+        answering); ``late``: seconds the answer waits after the handler acted."""
         self.calls[operation] += 1
         raw = await request.body()  # received whole: a slow WeChat still does what it was asked
         if self.delay:
@@ -249,10 +319,14 @@ class WechatEmulator(Emulator):
             return Response(body, 503, media_type="application/json")
         try:
             self._authenticate(request, raw)
-            status, payload = handler(request, raw)
-        except _ApiError as exc:
+            status, payload, *after = handler(request, raw)
+        except (_ApiError, RefundRefused) as exc:
             return self._error(exc)
-        return self._signed(status, None if payload is None else _json(payload))
+        if late:
+            await asyncio.sleep(late)  # done, but the answer is late: the caller times out after the effect
+        answer = self._signed(status, None if payload is None else _json(payload))
+        answer.background = after[0] if after else None
+        return answer
 
     def _authenticate(self, request: Request, raw: bytes) -> None:
         header = request.headers.get("authorization", "")
@@ -334,6 +408,35 @@ class WechatEmulator(Emulator):
                 self._set(order, "CLOSED")
         return 204, None
 
+    def _do_refund(self, request: Request, raw: bytes) -> tuple[int, dict[str, Any], BackgroundTask | None]:
+        body = _body(raw)
+        with self._lock:
+            order = self._find_order(body)
+            refund, new = self._ledger.apply(body, order, self.now(), rfc3339(self.now()))
+            if new and order is not None and order.trade_state == "SUCCESS":
+                self._set(order, "REFUND")  # 转入退款
+            answer = refund.answer()
+        # a refund that ended at once is notified like any other, after its answer
+        if not new or refund.status == "PROCESSING":
+            return 200, answer, None
+        with self._lock:
+            self._notices_due += 1
+        return 200, answer, BackgroundTask(self._notify_refund, refund.out_refund_no, due=True)
+
+    def _do_query_refund(self, request: Request, raw: bytes) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            return 200, self._ledger.find(request.path_params["no"]).answer()
+
+    def _find_order(self, body: dict[str, Any]) -> Order | None:
+        """The order a refund names by out_trade_no or transaction_id (caller holds the lock)."""
+        if body.get("out_trade_no"):
+            order = self.orders.get(str(body["out_trade_no"]))
+        else:
+            order = next((o for o in self.orders.values() if o.transaction_id == body.get("transaction_id")), None)
+        if order is not None:
+            self._refresh(order)
+        return order
+
     def _order(self, no: str) -> Order:
         order = self.orders.get(no)
         if order is None:
@@ -414,7 +517,7 @@ class WechatEmulator(Emulator):
         media_type = "application/json" if body is not None else None
         return Response(content, status, headers=headers, media_type=media_type)
 
-    def _error(self, exc: _ApiError) -> Response:
+    def _error(self, exc: _ApiError | RefundRefused) -> Response:
         body = _json({"code": exc.code, "message": exc.message})
         return Response(body, exc.status, media_type="application/json", headers={"Request-ID": str(uuid.uuid4())})
 
@@ -459,9 +562,10 @@ class WechatEmulator(Emulator):
         key = _private(sign_key) if sign_key else None
         return body, self._signature_headers(body, key=key, timestamp=timestamp, serial=serial)
 
-    def _callback_body(self, tx: dict[str, Any], event_type: str, apiv3_key: str) -> bytes:
+    def _callback_body(self, tx: dict[str, Any], event_type: str, apiv3_key: str,
+                       original_type: str = "transaction", summary: str = "支付成功") -> bytes:
         nonce = secrets.token_urlsafe(9)[:12]
-        associated_data = _associated_data()
+        associated_data = _associated_data(original_type)
         ciphertext = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), _json(tx), associated_data.encode())
         return _json(
             {
@@ -469,9 +573,9 @@ class WechatEmulator(Emulator):
                 "create_time": rfc3339(self.now()),
                 "resource_type": "encrypt-resource",
                 "event_type": event_type,
-                "summary": "支付成功",
+                "summary": summary,
                 "resource": {
-                    "original_type": "transaction",
+                    "original_type": original_type,
                     "algorithm": "AEAD_AES_256_GCM",
                     "ciphertext": base64.b64encode(ciphertext).decode(),
                     "associated_data": associated_data,
@@ -500,6 +604,122 @@ class WechatEmulator(Emulator):
         body = self._callback_body(tx, "TRANSACTION.SUCCESS", self.keys.apiv3_key)
         with contextlib.suppress(httpx.HTTPError):  # recorded with status None; WeChat would retry
             await self.deliver(body, self._signature_headers(body), url)
+
+    # ---- refunds ---------------------------------------------------------------------------
+
+    def refund(self, out_refund_no: str) -> dict[str, Any]:
+        """What a refund query would answer now (KeyError when there is no such refund)."""
+        with self._lock:
+            return self._ledger.refunds[out_refund_no].answer()
+
+    def signed_refund_callback(
+        self,
+        out_refund_no: str,
+        refund_status: str | None = None,
+        *,
+        timestamp: int | None = None,
+        serial: str | None = None,
+        sign_key: str | None = None,
+        apiv3_key: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        event_type: str | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """A refund notification about one refund (its status now, or ``refund_status``), genuine
+        unless a keyword forges one aspect of it (as :meth:`signed_callback`'s)."""
+        with self._lock:
+            resource = self._ledger.refunds[out_refund_no].notice(self.keys.mchid)
+        status = refund_status or resource["refund_status"]
+        resource["refund_status"] = status
+        for name, value in (overrides or {}).items():
+            if isinstance(value, dict) and isinstance(resource.get(name), dict):
+                resource[name] = {**resource[name], **value}
+            else:
+                resource[name] = value
+        body = self._callback_body(resource, event_type or EVENT_TYPES.get(status, f"REFUND.{status}"),
+                                   apiv3_key or self.keys.apiv3_key, "refund", SUMMARIES.get(status, status))
+        key = _private(sign_key) if sign_key else None
+        return body, self._signature_headers(body, key=key, timestamp=timestamp, serial=serial)
+
+    async def _notify_refund(self, out_refund_no: str, due: bool = False) -> None:
+        """The genuine REFUND.* notification of an ended refund to its notify_url (one attempt;
+        without one, the order's: WeChat falls back to the merchant platform's setting)."""
+        try:
+            with self._lock:
+                refund = self._ledger.refunds[out_refund_no]
+                resource = refund.notice(self.keys.mchid)
+                url = refund.notify_url or self.orders[refund.out_trade_no].notify_url
+            status = resource["refund_status"]
+            body = self._callback_body(resource, EVENT_TYPES[status], self.keys.apiv3_key, "refund", SUMMARIES[status])
+            with contextlib.suppress(httpx.HTTPError):  # recorded with status None; WeChat would retry
+                await self.deliver(body, self._signature_headers(body), url)
+        finally:
+            if due:
+                with self._lock:
+                    self._notices_due -= 1
+
+    async def notified(self, timeout: float = 5.0) -> None:
+        """Wait until the notifications of refunds that ended at once have been sent (they go
+        after the refund's answer, from the emulator's server): before reading ``webhooks_sent``
+        or a receiver, or before a test ends."""
+        deadline = time.monotonic() + timeout
+        while self._notices_due:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self._notices_due} refund notifications still unsent after {timeout:g} s")
+            await asyncio.sleep(0.01)
+
+    async def settle_refund(self, out_refund_no: str, outcome: Settlement | None = None) -> None:
+        """End a PROCESSING refund — "succeed" (SUCCESS), "abnormal" (ABNORMAL) or "closed"
+        (CLOSED); by default the way ``refund_outcome`` said when it was made — and send its
+        notification, signed and encrypted. ValueError when it is not PROCESSING."""
+        with self._lock:
+            self._ledger.settle(out_refund_no, outcome, rfc3339(self.now()))
+        await self._notify_refund(out_refund_no)
+
+    async def _refunds_page(self, request: Request) -> Response:
+        """The merchant's side: how new refunds end, and a button per way to end one in flight."""
+        status = 200
+        if request.method == "POST":
+            form = parse_qs((await request.body()).decode())
+            outcome, settle = form.get("outcome", [""])[0], form.get("settle", [""])[0]
+            try:
+                if outcome:
+                    self.refund_outcome = outcome  # type: ignore[assignment]  # checked by the setter
+            except ValueError:
+                status = 400
+            try:
+                if settle:
+                    await self.settle_refund(form.get("out_refund_no", [""])[0], settle)  # type: ignore[arg-type]
+            except KeyError:
+                status = 404
+            except ValueError:  # not in flight (or no such outcome)
+                status = 409
+        return HTMLResponse(self._render_refunds(), status)
+
+    def _render_refunds(self) -> str:
+        choices = "".join(
+            f'<button name="outcome" value="{o}"{" disabled" if o == self.refund_outcome else ""}>{o}</button>'
+            for o in OUTCOMES
+        )
+        rows = []
+        with self._lock:
+            for refund in self._ledger.refunds.values():
+                actions = ""
+                if refund.status == "PROCESSING":
+                    actions = (
+                        f'<form method="post" action="/refunds"><input type="hidden" name="out_refund_no" '
+                        f'value="{escape(refund.out_refund_no)}">'
+                        + "".join(f'<button name="settle" value="{s}">{s}</button>'
+                                  for s in ("succeed", "abnormal", "closed"))
+                        + "</form>"
+                    )
+                rows.append(
+                    f'<tr data-refund-status="{refund.status}"><td>{escape(refund.out_refund_no)}</td>'
+                    f"<td>{escape(refund.out_trade_no)}</td><td>¥{refund.amount // 100}.{refund.amount % 100:02d}</td>"
+                    f"<td>{refund.status} · {STATUS_DESC[refund.status]}</td><td>{actions}</td></tr>"
+                )
+        return Template(_REFUNDS_TEMPLATE.read_text(encoding="utf-8")).substitute(
+            outcome=self.refund_outcome, choices=choices, rows="".join(rows) or '<tr><td colspan="5">—</td></tr>'
+        )
 
     # ---- the customer ----------------------------------------------------------------------
 
@@ -674,8 +894,10 @@ def _validate_create(body: dict[str, Any], keys: WechatKeys) -> None:
 _ASSOCIATED_DATA = itertools.cycle(["payrelay-ad", "transaction", ""])
 
 
-def _associated_data() -> str:
+def _associated_data(original_type: str = "transaction") -> str:
     value = next(_ASSOCIATED_DATA)
+    if value == "transaction":
+        return original_type  # refund notifications usually carry "refund"
     return f"{value}-{secrets.token_hex(4)}" if value == "payrelay-ad" else value
 
 

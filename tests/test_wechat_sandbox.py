@@ -355,3 +355,159 @@ def test_env_configures_payrelay(wechat_emulator: WechatEmulator) -> None:
     config = wechat_config(wechat_emulator)
     assert (config.mchid, config.api_base) == (wechat_emulator.keys.mchid, wechat_emulator.base_url)
     assert WechatEmulator.gateway_type == "wechat-pay-native"
+
+
+# ---- refunds --------------------------------------------------------------------------------------
+
+REFUNDS = "/v3/refund/domestic/refunds"
+
+
+async def paid_order(api: Api, no: str = "order_0001", total: int = 100) -> dict[str, Any]:
+    code_url = (await api.call("POST", NATIVE, api.order(no, amount={"total": total, "currency": "CNY"}))).json()[
+        "code_url"
+    ]
+    await api.emulator.pay(code_url)
+    return api.emulator.transaction(no)
+
+
+def refund_body(no: str = "rf_0001", refund: int = 100, total: int = 100, **changes: Any) -> dict[str, Any]:
+    body = {"out_trade_no": "order_0001", "out_refund_no": no, "notify_url": "http://127.0.0.1:9/webhooks/wechat",
+            "amount": {"refund": refund, "total": total, "currency": "CNY"}}
+    body.update(changes)
+    return body
+
+
+async def test_a_refund_answers_a_signed_refund_object_and_the_query_the_same(api: Api) -> None:
+    tx = await paid_order(api)
+    answer = await api.call("POST", REFUNDS, refund_body(refund=40, reason="尺码不合适"))
+    assert answer.status_code == 200
+    assert_signed_by_platform(api.emulator, answer)
+    refund = answer.json()
+    assert (refund["out_refund_no"], refund["out_trade_no"], refund["status"]) == ("rf_0001", "order_0001", "SUCCESS")
+    assert refund["transaction_id"] == tx["transaction_id"] and refund["refund_id"].startswith("5030")
+    assert refund["amount"]["refund"] == 40 and refund["amount"]["total"] == 100
+    assert refund["amount"]["currency"] == "CNY" and refund["success_time"].endswith("+08:00")
+    queried = await api.call("GET", f"{REFUNDS}/rf_0001")
+    assert_signed_by_platform(api.emulator, queried)
+    assert queried.json() == refund == api.emulator.refund("rf_0001")
+    assert api.emulator.transaction("order_0001")["trade_state"] == "REFUND"
+    missing = await api.call("GET", f"{REFUNDS}/rf_9999")
+    assert missing.status_code == 404 and error(missing) == (404, "RESOURCE_NOT_EXISTS")
+    await api.emulator.notified()
+
+
+async def test_a_refund_by_transaction_id(api: Api) -> None:
+    tx = await paid_order(api)
+    body = refund_body(transaction_id=tx["transaction_id"])
+    del body["out_trade_no"]
+    assert (await api.call("POST", REFUNDS, body)).json()["out_trade_no"] == "order_0001"
+    await api.emulator.notified()
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"out_refund_no": "rf 0001"}, "out_refund_no"),
+    ({"out_refund_no": "r" * 65}, "out_refund_no"),
+    ({"out_trade_no": None}, "out_trade_no"),
+    ({"amount": None}, "amount"),
+    ({"amount": {"refund": 0, "total": 100, "currency": "CNY"}}, "amount/refund"),
+    ({"amount": {"refund": 10, "total": 100}}, "amount/currency"),
+    ({"reason": "包" * 27}, "reason"),  # 27 characters, 81 bytes
+    ({"reason": ""}, "reason"),
+    ({"notify_url": "https://relay.example/hook?x=1"}, "notify_url"),
+])
+async def test_refund_validates_like_wechat(api: Api, changes: dict[str, Any], field: str) -> None:
+    await paid_order(api)
+    answer = await api.call("POST", REFUNDS, refund_body(**changes))
+    assert error(answer) == (400, "PARAM_ERROR") and f"/body/{field}" in answer.json()["message"]
+    assert api.emulator.refunds == {}
+
+
+async def test_refund_rules(api: Api) -> None:
+    await api.call("POST", NATIVE, api.order())
+    assert error(await api.call("POST", REFUNDS, refund_body())) == (404, "RESOURCE_NOT_EXISTS")  # unpaid
+    await paid_order(api, "order_0002")
+    wrong_total = refund_body(out_trade_no="order_0002", total=99)
+    assert error(await api.call("POST", REFUNDS, wrong_total)) == (400, "INVALID_REQUEST")
+    assert (await api.call("POST", REFUNDS, refund_body(out_trade_no="order_0002", refund=60))).status_code == 200
+    assert error(await api.call("POST", REFUNDS, refund_body("rf_0002", 41, out_trade_no="order_0002"))) == (
+        400, "INVALID_REQUEST")
+    # the same out_refund_no: the same refund; with another amount or order, refused
+    again = await api.call("POST", REFUNDS, refund_body(out_trade_no="order_0002", refund=60, reason="again"))
+    assert again.json() == api.emulator.refund("rf_0001")
+    assert error(await api.call("POST", REFUNDS, refund_body(out_trade_no="order_0002", refund=61))) == (
+        400, "INVALID_REQUEST")
+    assert len(api.emulator.refunds) == 1 and len(api.emulator.refund_requests) == 1
+    await api.emulator.notified()
+
+
+async def test_a_closed_refund_gives_the_amount_back_an_abnormal_one_does_not(api: Api) -> None:
+    await paid_order(api)
+    api.emulator.refund_outcome = "closed_later"
+    assert (await api.call("POST", REFUNDS, refund_body("rf_0001", 100))).json()["status"] == "PROCESSING"
+    await api.emulator.settle_refund("rf_0001")
+    assert api.emulator.refund("rf_0001")["status"] == "CLOSED"
+    api.emulator.refund_outcome = "abnormal_later"
+    assert (await api.call("POST", REFUNDS, refund_body("rf_0002", 100))).status_code == 200
+    await api.emulator.settle_refund("rf_0002")
+    abnormal = api.emulator.refund("rf_0002")
+    assert abnormal["status"] == "ABNORMAL" and "success_time" not in abnormal
+    assert error(await api.call("POST", REFUNDS, refund_body("rf_0003", 1))) == (400, "INVALID_REQUEST")
+    assert [sent for _, sent in api.emulator.webhooks_sent[-2:]] == [None, None]  # nobody listens on port 9
+
+
+async def test_at_most_50_refunds_and_within_a_year(api: Api) -> None:
+    await paid_order(api, total=1000)
+    for n in range(50):
+        assert (await api.call("POST", REFUNDS, refund_body(f"rf_{n:04d}", 1, 1000))).status_code == 200
+    answer = await api.call("POST", REFUNDS, refund_body("rf_0050", 1, 1000))
+    assert error(answer) == (400, "INVALID_REQUEST") and "50" in answer.json()["message"]
+    await paid_order(api, "order_0002")
+    api.emulator.advance(366 * 86400)
+    late = await api.call("POST", REFUNDS, refund_body("rf_late", out_trade_no="order_0002"))
+    assert error(late) == (400, "INVALID_REQUEST") and "一年" in late.json()["message"]
+    await api.emulator.notified()
+
+
+async def test_refund_fault_knobs(api: Api) -> None:
+    await paid_order(api)
+    api.emulator.refund_error = "NOT_ENOUGH"
+    assert error(await api.call("POST", REFUNDS, refund_body())) == (403, "NOT_ENOUGH")
+    api.emulator.refund_error = None
+    api.emulator.down = True
+    assert error(await api.call("POST", REFUNDS, refund_body())) == (503, "SYSTEM_ERROR")
+    assert api.emulator.refunds == {}
+    with pytest.raises(ValueError):
+        api.emulator.refund_error = "NOTENOUGH"
+    with pytest.raises(ValueError):
+        api.emulator.refund_outcome = "later"  # type: ignore[assignment]
+    api.emulator.down = False
+    api.emulator.refund_delay = 0.3
+    started = time.monotonic()
+    assert (await api.call("POST", REFUNDS, refund_body())).status_code == 200
+    assert time.monotonic() - started >= 0.3
+    await api.emulator.notified()
+
+
+async def test_the_refunds_page_chooses_outcomes_and_settles(api: Api, wechat_receiver: CallbackReceiver) -> None:
+    await paid_order(api)
+    page = await api.client.get("/refunds")
+    assert page.status_code == 200 and 'data-refund-outcome="succeed"' in page.text
+    for outcome in ("succeed", "succeed_later", "abnormal_later", "closed_later"):
+        assert f'value="{outcome}"' in page.text
+    assert (await api.client.post("/refunds", data={"outcome": "abnormal_later"})).status_code == 200
+    assert api.emulator.refund_outcome == "abnormal_later"
+    notify_url = f"{wechat_receiver.url}/webhooks/wechat"
+    await api.call("POST", REFUNDS, refund_body(notify_url=notify_url))
+    shown = (await api.client.get("/refunds")).text
+    assert 'data-refund-status="PROCESSING"' in shown and 'value="abnormal"' in shown
+    settled = await api.client.post("/refunds", data={"out_refund_no": "rf_0001", "settle": "abnormal"})
+    assert settled.status_code == 200 and 'data-refund-status="ABNORMAL"' in settled.text
+    [notice] = [r for r in wechat_receiver.received if b"REFUND." in r.body]
+    decrypted = official_sdk(api.emulator.keys).callback(notice.headers, notice.body)
+    assert decrypted is not None and decrypted["event_type"] == "REFUND.ABNORMAL"
+    assert decrypted["resource"]["refund_status"] == "ABNORMAL" and decrypted["summary"] == "退款异常"
+    again = await api.client.post("/refunds", data={"out_refund_no": "rf_0001", "settle": "succeed"})
+    assert again.status_code == 409
+    unknown = await api.client.post("/refunds", data={"out_refund_no": "rf_none", "settle": "succeed"})
+    assert unknown.status_code == 404
+    assert (await api.client.post("/refunds", data={"outcome": "later"})).status_code == 400

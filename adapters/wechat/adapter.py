@@ -4,9 +4,9 @@ where failures become ours, and callback verification (WeChat's scheme, with ``c
 
 wechatpayv3 2.0.4's async client cannot send through another HTTP client (it opens its own httpx
 client in ``__aenter__``) nor to another host (its base URL is a private attribute), so the
-adapter sends the three calls itself, as the SDK's ``pay`` / ``query`` / ``close`` would in public
-key mode (paths and bodies in ``transformers``). What it relies on in the SDK, all public
-(``wechatpayv3.utils``):
+adapter sends the calls itself, as the SDK's ``pay`` / ``query`` / ``close`` / ``refund`` /
+``query_refund`` would in public key mode (paths and bodies in ``transformers``). What it relies
+on in the SDK, all public (``wechatpayv3.utils``):
 - ``load_private_key(pem)``: the merchant key, as the SDK takes it (bare base64 or PEM);
 - ``build_authorization(path, method, mchid, serial_no, private_key, data=body)``: the
   ``Authorization`` header (RSA-SHA256 over "METHOD\\npath?query\\ntimestamp\\nnonce\\nbody\\n");
@@ -15,6 +15,9 @@ Answers are checked as the SDK checks them: a 2xx must carry ``Wechatpay-Signatu
 WECHATPAY2-SHA256-RSA2048, a ``Wechatpay-Serial`` that is our public key id (the SDK would then
 download ``/v3/certificates`` to look for a certificate that public key mode never has) and a
 signature that verifies; any other status comes back unverified, for ``transformers.failure``.
+Refund notifications (``REFUND.SUCCESS`` / ``REFUND.ABNORMAL`` / ``REFUND.CLOSED``, resource
+``original_type`` "refund") come to the same webhook as payment callbacks and are verified and
+decrypted the same way (the SDK's ``callback`` scheme).
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from adapters.base import (
     CreateRequest,
     GatewayState,
     PaymentRef,
+    RefundLimits,
+    RefundRequest,
+    RefundState,
     Status,
     WebhookEvent,
     WebhookReply,
@@ -93,6 +99,13 @@ class WechatAdapter(Adapter):
     webhook_name = registry.WECHAT.webhook
     currencies = frozenset({"CNY"})
     supports_offline = False
+    # 申请退款 (pay.weixin.qq.com/doc/v3/merchant/4012552567, and wechatpay-go's refunddomestic spec)
+    refund_limits = RefundLimits(
+        window_days=365,  # "交易时间超过一年的订单无法提交退款" (one year: 支付成功时间 + 365 days)
+        minimum_minor=1,  # amount.refund: "退款金额，币种的最小单位，只能为整数" — one fen is the least
+        partial=True,  # "微信支付退款支持单笔交易分多次退款"
+        max_per_payment=50,  # "每个支付订单的部分退款次数不能超过50次"
+    )
 
     def __init__(self, config: WechatConfig, public_url: str, transport: Transport,
                  timeout: float = TIMEOUT) -> None:
@@ -214,6 +227,30 @@ class WechatAdapter(Adapter):
             return wx.not_found(ref.payment_id)
         raise wx.failure("close", status, body)
 
+    # ---- refunds -----------------------------------------------------------------------------
+
+    async def refund(self, request: RefundRequest) -> RefundState:
+        """``POST /v3/refund/domestic/refunds`` under ``out_refund_no`` = ``request.refund_no``:
+        WeChat refunds one out_refund_no once ("同一退款单号多次请求只退一笔"), so sending it again
+        answers the same refund. The answer is usually PROCESSING; the outcome arrives by
+        notification or :meth:`query_refund`."""
+        if request.amount.currency not in self.currencies:
+            raise UnsupportedOperation(
+                f"WeChat Pay Native refunds CNY only, not {request.amount.currency}", param="currency"
+            )
+        status, body = await self._call("refund", "POST", wx.REFUND_PATH, wx.refund_body(request, self.notify_url))
+        if status == 200:
+            return wx.refunded(request, body)
+        raise wx.failure("refund", status, body, wx.REFUND_ADVICE)
+
+    async def query_refund(self, request: RefundRequest) -> RefundState | None:
+        status, body = await self._call("query_refund", "GET", wx.refund_path(request.refund_no))
+        if status == 200:
+            return wx.refund_queried(request.refund_no, body)
+        if status == 404 and wx.error_code(body)[0] == wx.RESOURCE_NOT_EXISTS:
+            return None
+        raise wx.failure("query_refund", status, body, wx.REFUND_ADVICE)
+
     # ---- callbacks ---------------------------------------------------------------------------
 
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:
@@ -225,15 +262,14 @@ class WechatAdapter(Adapter):
         if not isinstance(notice, dict):
             raise WebhookPayloadError("the callback body is not a JSON object")
         resource = notice.get("resource")
-        if (
-            not str(notice.get("event_type", "")).startswith("TRANSACTION.")
-            or not isinstance(resource, dict)
-            or resource.get("original_type", "transaction") != "transaction"
-        ):
-            return None  # refunds, complaints…: not about a payment's state
-        event_id = notice.get("id")
-        if not isinstance(event_id, str) or not event_id:
-            raise WebhookPayloadError("the callback has no id")
+        event_type = str(notice.get("event_type", ""))
+        if not isinstance(resource, dict):
+            return None
+        if event_type.startswith("REFUND.") and resource.get("original_type", "refund") == "refund":
+            return self._refund_event(self._event_id(notice), self._decrypt(notice, resource))
+        if not event_type.startswith("TRANSACTION.") or resource.get("original_type", "transaction") != "transaction":
+            return None  # complaints, a refund event about a transaction…: not about our records
+        event_id = self._event_id(notice)
         tx = self._decrypt(notice, resource)
         if tx.get("mchid") != self.config.mchid or tx.get("appid") != self.config.appid:
             raise WebhookMismatch("the callback is about another merchant (mchid/appid differ)")
@@ -248,6 +284,33 @@ class WechatAdapter(Adapter):
         except GatewayProtocolError as exc:  # an unknown trade_state: never guess a status
             raise WebhookPayloadError(str(exc)) from exc
         return WebhookEvent(event_id=event_id, state=state)
+
+    @staticmethod
+    def _event_id(notice: dict[str, Any]) -> str:
+        event_id = notice.get("id")
+        if not isinstance(event_id, str) or not event_id:
+            raise WebhookPayloadError("the callback has no id")
+        return event_id
+
+    def _refund_event(self, event_id: str, refund: dict[str, Any]) -> WebhookEvent:
+        """A decrypted refund notification: mchid, out_trade_no, out_refund_no, refund_id,
+        refund_status, amount {total, refund, payer_total, payer_refund}, success_time (no appid)."""
+        if refund.get("mchid") != self.config.mchid:
+            raise WebhookMismatch("the refund notification is about another merchant (mchid differs)")
+        refund_no = refund.get("out_refund_no")
+        payment_id = refund.get("out_trade_no")
+        amount = refund.get("amount")
+        if not isinstance(refund_no, str) or not refund_no:
+            raise WebhookPayloadError("the refund has no out_refund_no")
+        if not isinstance(payment_id, str) or not payment_id:
+            raise WebhookPayloadError("the refund has no out_trade_no")
+        if not isinstance(amount, dict) or not isinstance(amount.get("refund"), int):
+            raise WebhookPayloadError("the refund has no amount.refund")
+        try:
+            state = wx.refund_state(refund_no, refund, state_field="refund_status")
+        except GatewayProtocolError as exc:  # an unknown refund_status: never guess a status
+            raise WebhookPayloadError(str(exc)) from exc
+        return WebhookEvent(event_id=event_id, refund=state)
 
     def _check_signature(self, headers: Mapping[str, str], body: bytes) -> None:
         """WeChat's callback signature: RSA-SHA256 over "ts\\nnonce\\nbody\\n" with the platform key."""
