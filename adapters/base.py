@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from adapters.errors import GatewayProtocolError, UnsupportedOperation
+from adapters.errors import GatewayProtocolError
 
 
 class Status(enum.StrEnum):
@@ -198,16 +198,17 @@ class Adapter(abc.ABC):
 
     refund_limits: ClassVar[RefundLimits]
 
+    @abc.abstractmethod
     async def refund(self, request: RefundRequest) -> RefundState:
         """Refund at the gateway, idempotently under ``request.refund_no``. A gateway's refusal
         (nothing refunded) is GatewayRefused; an unknown outcome (timeout, outage) is
         GatewayUnavailable, and the caller asks again with ``query_refund``, never a new id."""
-        raise UnsupportedOperation(f"{self.gateway_type} does not refund yet")
 
+    @abc.abstractmethod
     async def query_refund(self, request: RefundRequest) -> RefundState | None:
         """The gateway's word about the refund; None when it holds no refund under
-        ``request.refund_no`` (the refund call never reached it)."""
-        raise UnsupportedOperation(f"{self.gateway_type} does not refund yet")
+        ``request.refund_no`` (the refund call never reached it, or, at Alipay, it failed: the
+        same refund sent again under the same number then says which)."""
 
     @abc.abstractmethod
     async def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent | None:

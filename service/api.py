@@ -142,6 +142,8 @@ class TransactionsApi:
         client = self.keys.client_for(request)
         refund = await self.payments.refunds.get(client, request.path_params["paymentId"],
                                                  request.path_params["refundId"])
+        if _flag(request, "sync"):
+            refund = await self.payments.refunds.sync(refund)
         return JSONResponse(refund_view(refund, self.settings.amount_unit))
 
     async def qrcode(self, request: Request) -> Response:

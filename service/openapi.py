@@ -401,6 +401,9 @@ def _paths() -> dict[str, Schema]:
     payment_id = {"$ref": "#/components/parameters/paymentId"}
     payment = _json(_ref("Payment"), "The payment")
     gateway_errors = (502, 503)
+    sync = {"name": "sync", "in": "query", "required": False,
+            "description": "true: ask the gateway first (true, false, 1, 0; any case).",
+            "schema": {"type": "string", "pattern": "^([tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|0|1)$"}}
     paths: dict[str, Schema] = {
         "/api/transactions": {
             "post": _api(
@@ -422,13 +425,8 @@ def _paths() -> dict[str, Schema]:
             ),
         },
         "/api/transactions/{paymentId}": {
-            "get": _api(
-                "A payment", payment, 400, 404, *gateway_errors, operationId="getTransaction",
-                parameters=[payment_id, {
-                    "name": "sync", "in": "query", "required": False,
-                    "description": "true: ask the gateway first (true, false, 1, 0; any case).",
-                    "schema": {"type": "string", "pattern": "^([tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|0|1)$"}}],
-            ),
+            "get": _api("A payment", payment, 400, 404, *gateway_errors, operationId="getTransaction",
+                        parameters=[payment_id, sync]),
         },
         "/api/transactions/{paymentId}/close": {
             "post": _api("Close a payment now, at the gateway too", _json(_ref("Payment"), "The closed payment"),
@@ -450,9 +448,9 @@ def _paths() -> dict[str, Schema]:
                         operationId="listRefunds", parameters=[payment_id]),
         },
         "/api/transactions/{paymentId}/refunds/{refundId}": {
-            "get": _api("A refund", _json(_ref("Refund")), 404, 503, operationId="getRefund",
+            "get": _api("A refund", _json(_ref("Refund")), 400, 404, *gateway_errors, operationId="getRefund",
                         parameters=[payment_id, {"name": "refundId", "in": "path", "required": True,
-                                                 "schema": {"type": "string"}}]),
+                                                 "schema": {"type": "string"}}, sync]),
         },
         "/api/transactions/{paymentId}/deliveries": {
             "get": _api("The payment's notifications, oldest first", _json(_ref("Deliveries")), 404, 503,

@@ -175,6 +175,12 @@ class Refunds:
         await self.apply(state, adapter, source=source)
         return await self._must_get(refund.refund_no)
 
+    async def sync(self, refund: Refund) -> Refund:
+        """``?sync=true``: a processing refund whose call is over is resolved now."""
+        if refund.status is not RefundStatus.PROCESSING or (refund.calling_until or 0) > now_ms():
+            return refund
+        return await self.resolve(refund)
+
     async def resolve(self, refund: Refund) -> Refund:
         """Learn what became of a processing refund whose call is over: ask the gateway under its
         number; when the gateway holds nothing under it, the call never reached it, and the same

@@ -314,6 +314,9 @@ class RefundKnobs:
     settle: Callable[[Any, str, bool], Awaitable[None]]  # end one (by refund number) and send its webhook
     answer_after: Callable[[Any, float], None]  # refund at once, answer this many seconds late
     down: Callable[[Any, bool], None]  # refund calls fail without refunding
+    names_refunds: bool = True  # the gateway gives each refund an id of its own (Alipay: none)
+    notifies_failure: bool = True  # a refund that fails later is told by webhook (Alipay: only a query
+    # that finds nothing, and the same refund sent again refused, say so)
 
 
 def _stripe_refunded(emulator: Any, payment: dict[str, Any]) -> str:
@@ -331,4 +334,46 @@ STRIPE_REFUNDS = RefundKnobs(
     answer_after=lambda e, seconds: setattr(e, "refund_answer_delay", seconds),
     down=lambda e, down: setattr(e, "refunds_down", down),
 )
-REFUNDS: Mapping[str, RefundKnobs] = types.MappingProxyType({"stripe-connect": STRIPE_REFUNDS})
+CNY_AMOUNTS: dict[str, Any] = {"zero": "0.00", "smallest": "1.00", "parts": ("30.00", "30.00", "30.00", "29.00"),
+                               "piece": ("8.90", 10)}  # of 89.00 CNY
+
+
+def _alipay_refunded(emulator: Any, payment: dict[str, Any]) -> str:
+    return money.to_major(emulator.trades[payment["paymentId"]].refunded_fen, "CNY")
+
+
+ALIPAY_REFUNDS = RefundKnobs(
+    name="alipay", **CNY_AMOUNTS, timeout_s=10.0,
+    refunded=_alipay_refunded,
+    refunds_made=lambda e: sum(len(trade.refunds) for trade in e.trades.values()),
+    later=lambda e: setattr(e, "refund_outcome", "succeed_later"),
+    settle=lambda e, number, ok: e.settle_refund(number, "succeeded" if ok else "failed"),
+    answer_after=lambda e, seconds: setattr(e, "refund_delay", seconds),
+    down=lambda e, down: setattr(e, "refund_down", down),
+    names_refunds=False,
+    notifies_failure=False,
+)
+
+
+def _wechat_refunded(emulator: Any, payment: dict[str, Any]) -> str:
+    refunded = sum(r.amount for r in emulator.refunds.values()
+                   if r.out_trade_no == payment["paymentId"] and r.status == "SUCCESS")
+    return money.to_major(refunded, "CNY")
+
+
+async def _wechat_settle(emulator: Any, number: str, ok: bool) -> None:
+    await emulator.settle_refund(number, "succeed" if ok else "abnormal")
+
+
+WECHAT_REFUNDS = RefundKnobs(
+    name="wechat", **CNY_AMOUNTS, timeout_s=10.0,
+    refunded=_wechat_refunded,
+    refunds_made=lambda e: len(e.refunds),
+    later=lambda e: setattr(e, "refund_outcome", "succeed_later"),
+    settle=_wechat_settle,
+    answer_after=lambda e, seconds: setattr(e, "refund_delay", seconds),
+    down=lambda e, down: setattr(e, "down", down),
+)
+REFUNDS: Mapping[str, RefundKnobs] = types.MappingProxyType(
+    {"stripe-connect": STRIPE_REFUNDS, "alipay-page": ALIPAY_REFUNDS, "wechat-pay-native": WECHAT_REFUNDS})
+assert set(REFUNDS) == set(registry.GATEWAY_TYPES), "each gateway of adapters.registry needs its refund knobs"
