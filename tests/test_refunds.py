@@ -22,6 +22,7 @@ from tests.receiver import Receiver
 from tests.relay_process import RelayProcess
 
 SECRET = "whsec_refunds_test"
+LOST = "http://127.0.0.1:9"  # nobody listens there
 FAST_SWEEP = {"refunds": {"lease_ms": 2_000}}
 
 
@@ -35,14 +36,22 @@ def emulator(request: pytest.FixtureRequest, knobs: RefundKnobs) -> Emulator:
     return request.getfixturevalue(f"{knobs.name}_emulator")  # type: ignore[no-any-return]
 
 
-def start(start_relay: StartRelay, emulator: Emulator, receiver: Receiver, **env: str) -> Relay:
-    return start_relay(emulator, PAYRELAY_NOTIFY_URL=receiver.url + "/hook", PAYRELAY_NOTIFY_SECRET=SECRET, **env)
+def start(start_relay: StartRelay, emulator: Emulator, receiver: Receiver, *, lose_webhooks: bool = False,
+          **env: str) -> Relay:
+    """payrelay on the emulator, telling the storage app at ``receiver``; with ``lose_webhooks``
+    every webhook the gateway sends goes nowhere (gateways are given a public URL nobody serves)."""
+    if lose_webhooks:
+        env["PAYRELAY_PUBLIC_URL"] = LOST
+    relay = start_relay(emulator, PAYRELAY_NOTIFY_URL=receiver.url + "/hook", PAYRELAY_NOTIFY_SECRET=SECRET, **env)
+    if lose_webhooks:
+        emulator.bind(emulator.base_url, LOST + "/webhooks")
+    return relay
 
 
 async def paid(relay: Relay, emulator: Emulator) -> dict[str, Any]:
     created = await create(relay, order(emulator))
     await emulator.pay(created["paymentUrl"], "paid")
-    payment = await status_of(relay, created["paymentId"])
+    payment = await status_of(relay, created["paymentId"], sync=True)  # also when its webhook was lost
     assert payment["status"] == "succeeded"
     return payment
 
@@ -228,9 +237,8 @@ async def test_an_answer_that_never_comes_is_resolved_by_asking_never_by_refundi
         start_relay: StartRelay, emulator: Emulator, knobs: RefundKnobs, receiver: Receiver) -> None:
     """The refund is made at the gateway, its webhook lost, its answer later than payrelay waits:
     the refund stays processing, and the sweep asks the gateway under the same number."""
-    relay = start(start_relay, emulator, receiver)
+    relay = start(start_relay, emulator, receiver, lose_webhooks=True)
     payment = await paid(relay, emulator)
-    emulator.bind(emulator.base_url, "http://127.0.0.1:9/lost")  # its webhooks go nowhere
     knobs.answer_after(emulator, knobs.timeout_s + 2)
     answer = await refund(relay, payment["paymentId"], "r1")
     assert answer.status_code == 200 and answer.json()["status"] == "processing"
@@ -249,12 +257,11 @@ async def test_a_process_killed_during_the_refund_call_leaves_it_to_the_sweep(
     """A real ``payrelay serve`` SIGKILLed while the gateway holds its refund call: the refund
     stays processing under its lease; once the lease is over, another process's sweep asks the
     gateway and finds it made (once)."""
-    relay = start(start_relay, emulator, receiver, PAYRELAY_LOG_LEVEL="WARNING")
+    relay = start(start_relay, emulator, receiver, lose_webhooks=True, PAYRELAY_LOG_LEVEL="WARNING")
     payment = await paid(relay, emulator)
     pid = payment["paymentId"]
-    emulator.bind(emulator.base_url, "http://127.0.0.1:9/lost")
     knobs.answer_after(emulator, 5)
-    process = RelayProcess({**relay.env, "PAYRELAY_PUBLIC_URL": relay.url}).wait_ready()
+    process = RelayProcess(relay.env).wait_ready()
     try:
         async with relay.client() as client:
             client.base_url = process.url
