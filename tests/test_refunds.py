@@ -309,3 +309,38 @@ async def test_a_refund_that_never_reached_the_gateway_is_sent_by_the_sweep_unde
 
     await eventually(resolved, timeout=20)
     assert knobs.refunds_made(emulator) == 1 and knobs.refunded(emulator, payment) == payment["amount"]
+
+
+async def test_a_late_payment_is_refunded_like_any_other(start_relay: StartRelay, alipay_emulator: Emulator,
+                                                         receiver: Receiver) -> None:
+    """Paid after payrelay closed it (Alipay: the signed URL still worked): the storage app refunds it."""
+    relay = start(start_relay, alipay_emulator, receiver)
+    created = await create(relay, order(alipay_emulator))
+    async with relay.client() as client:
+        await client.post(f"/api/transactions/{created['paymentId']}/close")
+    await alipay_emulator.pay(created["paymentUrl"], "paid")
+    late = await status_of(relay, created["paymentId"])
+    assert (late["status"], late["latePayment"]) == ("succeeded", True)
+    answer = await refund(relay, created["paymentId"], "late-1")
+    assert (answer.json()["status"], answer.json()["amount"]) == ("succeeded", late["amount"])
+    after = await status_of(relay, created["paymentId"])
+    assert (after["status"], after["latePayment"], after["refundedAmount"]) == ("succeeded", True, late["amount"])
+
+
+async def test_a_stripe_refund_returned_after_it_succeeded_ends_failed(
+        start_relay: StartRelay, stripe_emulator: Emulator, receiver: Receiver) -> None:
+    """The customer's bank returns a refund Stripe had reported succeeded: verified evidence moves
+    it to failed, the money counts as not refunded again, and the storage app is told."""
+    relay = start(start_relay, stripe_emulator, receiver)
+    payment = await paid(relay, stripe_emulator)
+    pid = payment["paymentId"]
+    stripe_emulator.refund_outcome = "fail_after_success"  # type: ignore[attr-defined]
+    assert (await refund(relay, pid, "r1")).json()["status"] == "succeeded"
+    assert (await status_of(relay, pid))["refundedAmount"] == payment["amount"]
+    await stripe_emulator.settle_refund(refund_no(relay, pid, "r1"), "failed")  # type: ignore[attr-defined]
+    (failed,) = await notified(receiver, "refund.failed")
+    assert failed["data"]["refundId"] == "r1" and failed["data"]["failureReason"]
+    after = await status_of(relay, pid)
+    assert (after["refundedAmount"], after["refundingAmount"]) == ("0.00", "0.00")
+    again = await refund(relay, pid, "r2")  # what was returned can be refunded again
+    assert (again.json()["status"], again.json()["amount"]) == ("succeeded", payment["amount"])
