@@ -12,7 +12,7 @@ import enum
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from adapters.errors import GatewayProtocolError
 
@@ -155,12 +155,16 @@ class WebhookReply:
     media_type: str | None = None
 
 
-def map_state(table: Mapping[str, Status], state: str, gateway: str) -> Status:
-    """Look a gateway state up in an adapter's table; an unknown state is a protocol error."""
+S = TypeVar("S", "Status", "RefundStatus")
+
+
+def map_state(table: Mapping[str, S], state: str, gateway: str, what: str = "state") -> S:
+    """Look a gateway state up in an adapter's table (of payment or refund statuses); an
+    unknown state is a protocol error, never a guess."""
     try:
         return table[state]
     except KeyError:
-        raise GatewayProtocolError(f"{gateway} answered an unknown state {state!r}") from None
+        raise GatewayProtocolError(f"{gateway} answered an unknown {what} {state!r}") from None
 
 
 class Adapter(abc.ABC):

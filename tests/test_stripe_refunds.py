@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, RefundState, RefundStatus
+from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, RefundState, RefundStatus, map_state
 from adapters.errors import GatewayProtocolError, GatewayRefused, GatewayUnavailable, WebhookSignatureError
 from adapters.stripe import transformers as tx
 from adapters.stripe.adapter import StripeAdapter
@@ -365,13 +365,13 @@ async def test_another_accounts_refund_events_are_none(make_stripe_adapter: Make
 def test_refund_table_covers_stripes_documented_states_and_refuses_others() -> None:
     assert isinstance(tx.REFUND_STATES, types.MappingProxyType)
     assert set(tx.REFUND_STATES) == {"pending", "requires_action", "succeeded", "failed", "canceled"}
-    assert {state: tx.map_refund_state(state) for state in tx.REFUND_STATES} == {
+    assert {state: map_state(tx.REFUND_STATES, state, "Stripe", "refund status") for state in tx.REFUND_STATES} == {
         "pending": RefundStatus.PROCESSING, "requires_action": RefundStatus.PROCESSING,
         "succeeded": RefundStatus.SUCCEEDED, "failed": RefundStatus.FAILED, "canceled": RefundStatus.FAILED}
     with pytest.raises(TypeError):
         tx.REFUND_STATES["new"] = RefundStatus.PROCESSING  # type: ignore[index]
     with pytest.raises(GatewayProtocolError, match="unknown refund status 'reversed'"):
-        tx.map_refund_state("reversed")
+        map_state(tx.REFUND_STATES, "reversed", "Stripe", "refund status")
     refund = {"id": "re_1", "object": "refund", "status": "reversed", "amount": 1, "currency": "usd",
               "metadata": {"refund_no": "rf_1", "paymentId": "pr_1"}}
     with pytest.raises(GatewayProtocolError):

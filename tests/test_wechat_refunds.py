@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters import errors
-from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, RefundState, RefundStatus, Status
+from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, RefundState, RefundStatus, Status, map_state
 from adapters.transport import HttpxTransport
 from adapters.wechat import transformers as wx
 from adapters.wechat.adapter import WechatAdapter
@@ -318,7 +318,7 @@ def test_the_refund_status_table_covers_wechats_states_and_raises_on_others() ->
     assert set(wx.REFUND_FAILURES) == {s for s, ours in wx.REFUND_STATES.items() if ours is RefundStatus.FAILED}
     for unknown in ("REFUNDCLOSE", "success", "", "NOTSURE"):
         with pytest.raises(errors.GatewayProtocolError, match="unknown refund state"):
-            wx.refund_status(unknown)
+            map_state(wx.REFUND_STATES, unknown, "WeChat Pay", "refund state")
     with pytest.raises(TypeError):
         wx.REFUND_STATES["NEW"] = RefundStatus.SUCCEEDED  # type: ignore[index]
 

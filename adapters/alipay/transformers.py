@@ -326,14 +326,6 @@ REFUND_REMEDIES: Mapping[str, str] = MappingProxyType({
 })
 
 
-def refund_status_of(table: Mapping[str, RefundStatus], state: str) -> RefundStatus:
-    """Look a refund state up in one of the tables above; an unknown one is a protocol error."""
-    try:
-        return table[state]
-    except KeyError:
-        raise GatewayProtocolError(f"{GATEWAY} answered an unknown refund state {state!r}") from None
-
-
 def refund_biz(request: RefundRequest) -> dict[str, str]:
     """alipay.trade.refund's biz_content for one refund, as python-alipay-sdk's
     ``api_alipay_trade_refund(refund_amount, out_trade_no=…, out_request_no=…, refund_reason=…)``
@@ -367,7 +359,7 @@ def refund_answer(request: RefundRequest, answer: Mapping[str, Any]) -> RefundSt
         raise GatewayProtocolError("Alipay's refund answer has no fund_change")
     return RefundState(
         refund_no=request.refund_no,
-        status=refund_status_of(FUND_CHANGE, fund_change),
+        status=map_state(FUND_CHANGE, fund_change, GATEWAY, "refund state"),
         gateway_state=f"fund_change={fund_change}",
         # Alipay refunds exactly refund_amount or refuses; the answer's refund_fee is the trade's
         # running total of refunds, not this one
@@ -395,7 +387,7 @@ def refund_query_state(request: RefundRequest, answer: Mapping[str, Any]) -> Ref
     amount = _answer_amount(answer, "refund_amount", "refund query")
     return RefundState(
         refund_no=request.refund_no,
-        status=refund_status_of(REFUND_STATUS, refund_status),
+        status=map_state(REFUND_STATUS, refund_status, GATEWAY, "refund state"),
         gateway_state=refund_status,
         amount=amount,
         payment_id=request.payment.payment_id,
@@ -422,7 +414,7 @@ def notified_refund(fields: Mapping[str, str], payment_id: str, trade_status: st
     if not refund_no or not (fields.get("refund_fee") or fields.get("gmt_refund")):
         return None
     try:
-        status = refund_status_of(REFUND_NOTIFIED, trade_status)
+        status = map_state(REFUND_NOTIFIED, trade_status, GATEWAY, "refund state")
     except GatewayProtocolError as exc:
         raise WebhookPayloadError(f"refund notification with trade_status {trade_status!r}") from exc
     return RefundState(refund_no=refund_no, status=status, gateway_state=trade_status, payment_id=payment_id)

@@ -167,14 +167,6 @@ REFUND_LIMITS = RefundLimits(
 )
 
 
-def map_refund_state(state: str) -> RefundStatus:
-    """Look a Refund.status up in REFUND_STATES; an unknown one is a protocol error."""
-    try:
-        return REFUND_STATES[state]
-    except KeyError:
-        raise GatewayProtocolError(f"{GATEWAY} answered an unknown refund status {state!r}") from None
-
-
 # -- requests -----------------------------------------------------------------------------------
 
 def gateway_expiry(expires_at: int, now: int) -> int:
@@ -379,7 +371,7 @@ def refund_state(refund: Mapping[str, Any]) -> RefundState:
     if not isinstance(refund_no, str) or not refund_no:
         raise GatewayProtocolError(f"{GATEWAY} answered a Refund without metadata[refund_no]")
     key = _field(refund, "status", str, "Refund")
-    status = map_refund_state(key)
+    status = map_state(REFUND_STATES, key, GATEWAY, "refund status")
     reason = None
     if status is RefundStatus.FAILED:
         code = (refund.get("failure_reason") or "unknown") if key == "failed" else "canceled"

@@ -105,14 +105,6 @@ def trade_status(trade_state: str) -> Status:
     return map_state(TRADE_STATES, trade_state, GATEWAY)
 
 
-def refund_status(state: str) -> RefundStatus:
-    """Like :func:`adapters.base.map_state`, for refunds: an unknown state raises, never guesses."""
-    try:
-        return REFUND_STATES[state]
-    except KeyError:
-        raise GatewayProtocolError(f"{GATEWAY} answered an unknown refund state {state!r}") from None
-
-
 def rfc3339_china(unix: int) -> str:
     """1795316096 → '2026-11-21T10:34:56+08:00' (WeChat's time_expire format)."""
     return datetime.fromtimestamp(unix, CHINA).isoformat(timespec="seconds")
@@ -162,7 +154,7 @@ def refund_state(refund_no: str, data: Mapping[str, Any], state_field: str = "st
     """A refund object (refund answer, query answer: ``status``; decrypted notification:
     ``refund_status``) → our view of it."""
     state = _state_of(data, ("out_refund_no", refund_no), state_field, "refund")
-    status = refund_status(state)
+    status = map_state(REFUND_STATES, state, GATEWAY, "refund state")
     return RefundState(
         refund_no=refund_no,
         status=status,
