@@ -89,6 +89,13 @@ Create a payment (Stripe Checkout sandbox):
 Open the paymentUrl it answers in a browser and press Pay; then see the payment succeeded:
   curl -s {url}/api/transactions/<paymentId> -H 'Authorization: Bearer {api_key}'
 
+Refund part of it, then the rest, and list the refunds:
+  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {api_key}' \\
+    -H 'Content-Type: application/json' -d '{{"refundId": "refund-1", "amount": "10.00"}}'
+  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {api_key}' \\
+    -H 'Content-Type: application/json' -d '{{"refundId": "refund-2"}}'
+  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {api_key}'
+
 For Alipay or WeChat Pay use "paymentGatewayType": "alipay-page" or "wechat-pay-native" with
 "currency": "CNY". WeChat's paymentUrl is a weixin:// code for a QR code: see it at
 {url}/api/transactions/<paymentId>/qrcode.svg, and "scan" it on the WeChat sandbox's page

@@ -39,7 +39,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[str]]]:
     process.wait(20)
 
 
-def test_demo_from_create_to_succeeded(demo: tuple[str, Path, subprocess.Popen[str]]) -> None:
+def test_demo_from_create_to_succeeded_then_refunded(demo: tuple[str, Path, subprocess.Popen[str]]) -> None:
     url, env_path, _ = demo
     env = read_env_file(env_path)
     settings = Settings.from_env(env)  # the written configuration is a usable one
@@ -60,6 +60,13 @@ def test_demo_from_create_to_succeeded(demo: tuple[str, Path, subprocess.Popen[s
     assert paid.status_code == 303 and paid.headers["location"].startswith("https://example.com/done")
     payment = httpx.get(f"{url}/api/transactions/{created['paymentId']}", headers=headers).json()
     assert payment["status"] == "succeeded"
+    refunds = f"{url}/api/transactions/{created['paymentId']}/refunds"  # as the demo prints it
+    part = httpx.post(refunds, headers=headers, json={"refundId": "refund-1", "amount": "10.00"}).json()
+    rest = httpx.post(refunds, headers=headers, json={"refundId": "refund-2"}).json()
+    assert [(r["status"], r["amount"]) for r in (part, rest)] == [("succeeded", "10.00"), ("succeeded", "15.00")]
+    assert httpx.get(refunds, headers=headers).json()["data"] == [part, rest]
+    after = httpx.get(f"{url}/api/transactions/{created['paymentId']}", headers=headers).json()
+    assert (after["refundedAmount"], after["refundingAmount"]) == ("25.00", "0.00")
 
 
 def test_demo_env_file_passes_check(demo: tuple[str, Path, subprocess.Popen[str]]) -> None:
