@@ -142,6 +142,13 @@ def _amount_response(amount_unit: str) -> Schema:
     return {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$", "description": "In the currency's major unit."}
 
 
+def _sum_response(amount_unit: str) -> Schema:
+    """A sum of amounts, which may be nothing yet."""
+    if amount_unit == "minor":
+        return {"type": "string", "pattern": "^(0|[1-9][0-9]*)$", "description": "Integer minor units."}
+    return _amount_response(amount_unit)
+
+
 def _transaction_request(amount_unit: str) -> Schema:
     url = {"type": "string", "maxLength": MAX_URL, "pattern": _URL}
     return {
@@ -240,8 +247,8 @@ def _payment(amount_unit: str) -> Schema:
             "integrityError": {"type": "boolean", "description": "A verified gateway event disagreed on "
                                                                  "amount or currency."},
             "version": {"type": "integer", "minimum": 0, "description": "Status transitions so far."},
-            "refundedAmount": {**_amount_response(amount_unit), "description": "The sum of its succeeded refunds."},
-            "refundingAmount": {**_amount_response(amount_unit), "description": "The sum of its refunds in flight."},
+            "refundedAmount": {**_sum_response(amount_unit), "description": "The sum of its succeeded refunds."},
+            "refundingAmount": {**_sum_response(amount_unit), "description": "The sum of its refunds in flight."},
         },
     }
 

@@ -154,8 +154,16 @@ async def test_real_answers_match_their_schemas(relay: Relay, stripe_emulator: A
         c.check("post", refunds, await client.post(f"/api/transactions/{other['paymentId']}/refunds",
                                                    json={"refundId": "r1"}))  # 409: a closed payment
         c.check("post", refunds, await client.post(f"/api/transactions/{pid}/refunds", json={"amount": "1"}))  # 400
-        c.check("get", refunds, await client.get(f"/api/transactions/{pid}/refunds"))
         c.check("get", refunds + "/{refundId}", await client.get(f"/api/transactions/{pid}/refunds/r1"))  # 404
+        made = c.check("post", refunds, await client.post(f"/api/transactions/{pid}/refunds",
+                                                          json={"refundId": "r1", "amount": "5.00"}))
+        assert made["status"] == "succeeded"
+        c.check("post", refunds, await client.post(f"/api/transactions/{pid}/refunds",
+                                                   json={"refundId": "r2", "amount": "25.00"}))  # 409: 20.00 left
+        c.check("get", refunds, await client.get(f"/api/transactions/{pid}/refunds"))
+        c.check("get", refunds + "/{refundId}", await client.get(f"/api/transactions/{pid}/refunds/r1",
+                                                                 params={"sync": "true"}))
+        c.check("get", pid_path, await client.get(f"/api/transactions/{pid}"))  # refundedAmount 5.00
         deliveries = "/api/transactions/{paymentId}/deliveries"
         c.check("get", deliveries, await client.get(f"/api/transactions/{pid}/deliveries"))
         c.check("get", deliveries, await client.get("/api/transactions/pr_00aaaaaaaaaaaaaaaaaaaaaaaa/deliveries"))
