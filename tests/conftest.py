@@ -112,7 +112,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     module = metafunc.module.__name__.rpartition(".")[2]
     name = f"{module}::{metafunc.function.__name__}"
     if "clean_redis" in metafunc.fixturenames and (module in CLUSTER_MODULES or name.startswith(CLUSTER_TESTS)):
-        metafunc.parametrize("clean_redis", ["single", "cluster"], indirect=True)
+        # on the cluster the store's own tests stay in the fast loop; the rest run in the full one
+        cluster = "cluster" if module == "test_store" else pytest.param("cluster", marks=pytest.mark.slow)
+        metafunc.parametrize("clean_redis", ["single", cluster], indirect=True)
 
 
 @pytest.fixture(scope="session")

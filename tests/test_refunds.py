@@ -292,6 +292,7 @@ async def test_a_process_killed_during_the_refund_call_leaves_it_to_the_sweep(
     assert knobs.refunds_made(emulator) == 1
 
 
+@pytest.mark.slow  # the sweep asks 5 s after the call failed
 async def test_a_refund_that_never_reached_the_gateway_is_sent_by_the_sweep_under_its_number(
         start_relay: StartRelay, emulator: Emulator, knobs: RefundKnobs, receiver: Receiver) -> None:
     """Reserved, then the process died before its call left: the gateway holds nothing under the

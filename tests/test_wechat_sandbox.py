@@ -455,6 +455,7 @@ async def test_a_closed_refund_gives_the_amount_back_an_abnormal_one_does_not(ap
     assert [sent for _, sent in api.emulator.webhooks_sent[-2:]] == [None, None]  # nobody listens on port 9
 
 
+@pytest.mark.slow  # 51 refunds, signed and verified one by one
 async def test_at_most_50_refunds_and_within_a_year(api: Api) -> None:
     await paid_order(api, total=1000)
     for n in range(50):
