@@ -178,6 +178,7 @@ class Adapter(abc.ABC):
     supports_offline: ClassVar[bool]
     requires_https_redirects: ClassVar[bool] = False
     customer_must_be_email: ClassVar[bool] = False
+    payment_url_is_a_code: ClassVar[bool] = False  # paymentUrl is a code to show as a QR code (weixin://)
 
     @abc.abstractmethod
     async def create(self, request: CreateRequest) -> Created: ...

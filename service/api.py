@@ -154,8 +154,10 @@ class TransactionsApi:
             request.path_params["format"])
         if render is None:
             raise errors.NotFound("not_found", "QR codes come as qrcode.svg or qrcode.png")
-        if payment.gateway != "wechat-pay-native" or payment.payment_url is None:
-            raise errors.NotFound("no_qr_code", "only WeChat Pay Native payments have a QR code")
+        adapter = self.payments.adapters.get(payment.gateway)
+        if adapter is None or not adapter.payment_url_is_a_code or payment.payment_url is None:
+            raise errors.NotFound("no_qr_code", "only payments whose paymentUrl is a code (WeChat Pay Native) "
+                                  "have a QR code")
         encode, media_type = render
         return Response(encode(payment.payment_url), media_type=media_type,
                         headers={"Cache-Control": "private, max-age=300"})

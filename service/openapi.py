@@ -472,7 +472,8 @@ def _paths() -> dict[str, Schema]:
     }
     for extension, media_type in (("svg", "image/svg+xml"), ("png", "image/png")):
         paths[f"/api/transactions/{{paymentId}}/qrcode.{extension}"] = {"get": _api(
-            f"WeChat Pay Native's code URL as a QR code ({extension.upper()})",
+            f"The payment's code URL as a QR code ({extension.upper()}): "
+            f"{_which(lambda a: a.payment_url_is_a_code)}",
             {"description": "The QR code", "headers": _TRACE,
              "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}},
             404, operationId=f"qrcode{extension.title()}", parameters=[payment_id],

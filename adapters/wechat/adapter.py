@@ -99,6 +99,7 @@ class WechatAdapter(Adapter):
     webhook_name = registry.WECHAT.webhook
     currencies = frozenset({"CNY"})
     supports_offline = False
+    payment_url_is_a_code = True
     # 申请退款 (pay.weixin.qq.com/doc/v3/merchant/4012552567, and wechatpay-go's refunddomestic spec)
     refund_limits = RefundLimits(
         window_days=365,  # "交易时间超过一年的订单无法提交退款" (one year: 支付成功时间 + 365 days)
