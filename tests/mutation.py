@@ -110,7 +110,11 @@ TARGETS: dict[str, Target] = {
     ),
     "transition": Target(
         tests=("tests/test_transition.py", "tests/test_store.py", "tests/test_outbox.py"),
-        lua=("service/lua/transition.lua",),
+        lua=("service/lua/transition.lua", "service/lua/lib.lua"),
+    ),
+    "refunds": Target(
+        tests=("tests/test_refund_store.py", "tests/test_model.py"),
+        lua=("service/lua/refund.lua", "service/lua/refund_apply.lua"),
     ),
 }
 
@@ -142,8 +146,8 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
        "a callback without event_type is ignored either way: the default only has to not start with "
        "TRANSACTION., and str(None) = 'None' does not"
        for default in ("None", "", '"XXXX"')},
-    ("service/lua/transition.lua", "if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '1', 'EX', ARGV[8]) end",
-     "if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '2', 'EX', ARGV[8]) end"):
+    ("service/lua/lib.lua", "if ttl ~= '' then redis.call('SET', mark, '1', 'EX', ttl) end",
+     "if ttl ~= '' then redis.call('SET', mark, '2', 'EX', ttl) end"):
         "the event mark's value is never read, only whether it EXISTS",
     ("service/lua/transition.lua", "if ARGV[5] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then",
      "if ARGV[6] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then"):

@@ -18,6 +18,16 @@ local function mark_event_seen(mark, ttl)
   if ttl ~= '' then redis.call('SET', mark, '1', 'EX', ttl) end
 end
 
+-- the record at key, to apply the word of gateway about it: nil and the script's answer when it
+-- is not there, is another gateway's, or the webhook event (mark, ttl) was applied before
+local function record_for(key, gateway, mark, ttl)
+  local rec, found = read_record(key)
+  if not found then return nil, {'missing', '', '0'} end
+  if rec.gateway ~= gateway then return nil, {'foreign', rec.status, rec.version} end
+  if seen_event(mark, ttl) then return nil, {'duplicate', rec.status, rec.version} end
+  return rec
+end
+
 -- a notification of rec's change (rec as of the change is its snapshot), due now, in the outbox
 -- and the payment's list of deliveries, kept the retention
 local function queue_delivery(key, outbox, list, retention, id, rec, kind, url, kind_of_change, now)

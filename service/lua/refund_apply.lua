@@ -11,14 +11,10 @@
 --         unchanged | stale | transitioned
 local now = ARGV[1]
 local target = ARGV[2]
-local rec, found = read_record(KEYS[1])
-if not found then return {'missing', '', '0'} end
-if rec.gateway ~= ARGV[9] then return {'foreign', rec.status, rec.version} end
+local rec, refused = record_for(KEYS[1], ARGV[9], KEYS[5], ARGV[6])
+if not rec then return refused end
 local current = rec.status
-
 local function mark_event() mark_event_seen(KEYS[5], ARGV[6]) end
-
-if seen_event(KEYS[5], ARGV[6]) then return {'duplicate', current, rec.version} end
 if ARGV[11] ~= '' and ARGV[11] ~= rec.amount then
   redis.call('HSET', KEYS[1], 'integrityError', '1', 'updatedAt', now)
   mark_event()

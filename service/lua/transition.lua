@@ -16,14 +16,10 @@
 local now = ARGV[1]
 local target = ARGV[2]
 
-local rec, found = read_record(KEYS[1])
-if not found then return {'missing', '', '0'} end
-if rec.gateway ~= ARGV[12] then return {'foreign', rec.status, rec.version} end
+local rec, refused = record_for(KEYS[1], ARGV[12], KEYS[4], ARGV[8])
+if not rec then return refused end
 local current = rec.status
-
 local function mark_event() mark_event_seen(KEYS[4], ARGV[8]) end
-
-if seen_event(KEYS[4], ARGV[8]) then return {'duplicate', current, rec.version} end
 -- evidence about another gateway object (another session, trade, transaction) than the one
 -- stored for this payment says nothing about it: before anything else, nothing changes
 local stored_reference = rec.gatewayReference or ''
