@@ -19,7 +19,7 @@ from service.store import Applied, guarded, load_script
 class RefundReservation:
     outcome: str  # see refund.lua: new | existing | conflict | missing | not_refundable | exhausted | …
     refund_no: str
-    number: int  # new: the refund's amount; over: what remains; below_minimum, too_many: the limit
+    number: int  # new: the refund's amount; over: what remains; below_minimum, too_many: the limit; else 0
     status: str = ""  # not_refundable: the payment's status
 
 
@@ -39,7 +39,7 @@ class RefundStore:
                       now_ms: int, lease_ms: int) -> RefundReservation:
         bucket = keys.bucket_of(payment_id)
         assert bucket is not None and bucket_of(refund_no) == bucket
-        outcome, found, number = await guarded(self._reserve(
+        outcome, found, *number = await guarded(self._reserve(
             keys=[keys.payment(bucket, payment_id), keys.refunds(bucket, payment_id),
                   keys.refund(bucket, refund_no), keys.refund_due(bucket), keys.refund_prefix(bucket)],
             args=[now_ms, refund_id, refund_no, "" if amount is None else amount, reason or "", fingerprint,
@@ -49,7 +49,7 @@ class RefundStore:
         ))
         if outcome == "not_refundable":
             return RefundReservation(outcome, "", 0, status=str(found))
-        return RefundReservation(str(outcome), str(found), int(number))
+        return RefundReservation(str(outcome), str(found), int(number[0]) if number else 0)
 
     async def apply(self, refund_no: str, *, gateway: str, now_ms: int, status: str, gateway_state: str,
                     reference: str | None = None, failure_reason: str | None = None,

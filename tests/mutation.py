@@ -157,6 +157,14 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      "if ARGV[4] ~= '' or stored_reference == '' then"):
         "the only case the mutant adds is no reference seen and none stored: it writes '' where there was "
         "'' or nothing, which every reader takes as no reference",
+    ("service/lua/refund.lua", "if not payment[1] or payment[2] ~= ARGV[11] then return {'missing', ''} end",
+     "if not payment[2] or payment[2] ~= ARGV[11] then return {'missing', ''} end"):
+        "status and client are both in every payment hash (written together by create.lua), or the hash "
+        "is not there at all",
+    ("service/lua/refund_apply.lua", "if ARGV[4] ~= '' and (rec.gatewayReference or '') == '' then",
+     "if ARGV[4] ~= '' or (rec.gatewayReference or '') == '' then"):
+        "the only case the mutant adds is no reference seen and none stored: it writes '' where there was "
+        "nothing, which every reader takes as no reference",
     ("adapters/wechat/adapter.py", "if skew > WEBHOOK_TOLERANCE:", "if skew >= WEBHOOK_TOLERANCE:"):
         "skew is a float from time.time(): the two differ at one instant only, which no test can hit "
         "without replacing the clock",

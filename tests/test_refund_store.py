@@ -16,14 +16,18 @@ from service.model import Payment, Refund
 from service.refund_store import RefundStore
 from service.store import Store
 from tests.conftest import RETENTION_S
-from tests.helpers import NOW, apply, opened
+from tests.helpers import NOW, apply, opened, record
 
 GATEWAY = "stripe-connect"  # the records of tests.helpers are stripe-connect's
 ANY = RefundLimits(window_days=None, minimum_minor=1, partial=True, max_per_payment=None)
 
 
-async def paid(store: Store) -> str:
-    pid = await opened(store)
+async def paid(store: Store, transaction_id: str = "t1", **fields: str) -> str:
+    """A succeeded stripe-connect payment of 2500 USD cents."""
+    bucket = keys.bucket_for("shop", transaction_id)
+    pid = keys.new_payment_id(bucket)
+    await store.reserve(record(pid, transactionId=transaction_id, **fields), now_ms=NOW)
+    await store.finalize(pid, "https://pay.example/x", "cs_1", NOW)
     await apply(store, pid, now_ms=NOW, status="succeeded", gateway_state="paid")
     return pid
 
@@ -44,7 +48,7 @@ async def reserve(refunds: RefundStore, pid: str, refund_id: str, amount: int | 
 
 async def settle(refunds: RefundStore, refund_no: str, status: str, **changes: Any) -> Any:
     return await refunds.apply(refund_no, gateway=GATEWAY, now_ms=NOW + 1, status=status,
-                               gateway_state=status, **changes)
+                               gateway_state=f"gw-{status}", **changes)
 
 
 async def sums(store: Store, pid: str) -> tuple[int, int]:
@@ -72,6 +76,7 @@ async def test_a_refund_is_reserved_against_what_remains_and_settles_into_the_su
     refund = await refunds.get(first.refund_no)
     assert refund is not None and (refund.status, refund.gateway_reference, refund.version) == \
         ("succeeded", "re_1", 1)
+    assert (refund.gateway_state, refund.calling_until, refund.failure_reason) == ("gw-succeeded", None, None)
     assert [r.refund_id for r in await refunds.of_payment(pid)] == ["r1", "r2", "r4"]
     assert await refunds.number_of(pid, "r2") == rest.refund_no
 
@@ -80,10 +85,11 @@ async def test_refusals_keep_nothing(store: Store) -> None:
     refunds = refunds_of(store)
     pid = await opened(store)  # waiting: nothing to refund yet
     assert (await reserve(refunds, pid, "r1", 100)).status == "waiting"
-    paid_pid = await paid(store)
+    paid_pid = await paid(store, "t2")
     assert (await reserve(refunds, paid_pid, "r1", 100, client="blog")).outcome == "missing"
     limits = RefundLimits(window_days=None, minimum_minor=100, partial=False, max_per_payment=1)
-    assert (await reserve(refunds, paid_pid, "r1", 99, limits=limits)).outcome == "below_minimum"
+    below = await reserve(refunds, paid_pid, "r1", 99, limits=limits)
+    assert (below.outcome, below.number) == ("below_minimum", 100)
     assert (await reserve(refunds, paid_pid, "r1", 100, limits=limits)).outcome == "partial_refused"
     assert await refunds.of_payment(paid_pid) == [] and await sums(store, paid_pid) == (0, 0)
     assert await store.redis.zcard(keys.refund_due(keys.bucket_of(paid_pid))) == 0
@@ -194,3 +200,78 @@ async def test_no_sequence_of_requests_and_outcomes_refunds_more_than_was_paid(s
         assert payment.refunded == sum(r.amount for r in stored if r.status == "succeeded")
         assert payment.refunding == sum(r.amount for r in stored if r.status == "processing")
         assert 0 <= payment.refunded + payment.refunding <= payment.amount
+
+
+async def test_a_reserved_refund_is_stored_whole_due_at_its_call_lease_and_kept_the_retention(store: Store) -> None:
+    pid = await paid(store)
+    refunds = refunds_of(store)
+    bucket = keys.bucket_of(pid)
+    first = await reserve(refunds, pid, "r1", 1)
+    second = await reserve(refunds, pid, "r2", 2498)  # what remains is exactly 1 now
+    last = await reserve(refunds, pid, "r3", 1)
+    assert [first.outcome, second.outcome, last.outcome] == ["new", "new", "new"]
+    stored = await refunds.of_payment(pid)
+    assert [(r.refund_id, r.sequence, r.client, r.currency, r.gateway, r.payment_id) for r in stored] == [
+        ("r1", 1, "shop", "USD", GATEWAY, pid), ("r2", 2, "shop", "USD", GATEWAY, pid),
+        ("r3", 3, "shop", "USD", GATEWAY, pid)]
+    assert all((r.reason, r.calling_until, r.status) == (None, NOW + 30_000, "processing") for r in stored)
+    assert await store.redis.zscore(keys.refund_due(bucket), first.refund_no) == NOW + 30_000
+    for key in (keys.payment(bucket, pid), keys.refunds(bucket, pid), keys.refund(bucket, first.refund_no)):
+        assert RETENTION_S * 1000 - 5_000 <= await store.redis.pttl(key) <= RETENTION_S * 1000
+    assert await store.redis.pttl(keys.refund_due(bucket)) == -1  # the schedule itself never expires
+    other = await paid(store, "t2")
+    explained = await refunds.reserve(client="shop", payment_id=other, refund_id="r1",
+                                      refund_no=keys.new_refund_no(keys.bucket_of(other)), amount=None,
+                                      reason="duplicate charge",
+                                      fingerprint="f", limits=ANY, now_ms=NOW, lease_ms=30_000)
+    refund = await refunds.get(explained.refund_no)
+    assert refund is not None and refund.reason == "duplicate charge"
+
+
+async def test_what_a_settlement_writes_and_tells(store: Store) -> None:
+    pid = await paid(store)
+    refunds = refunds_of(store)
+    bucket = keys.bucket_of(pid)
+    one = await reserve(refunds, pid, "r1", 1000)
+    assert (await settle(refunds, one.refund_no, "succeeded", amount=1000, reference="re_1",
+                         delivery_id="dlv_1")).outcome == "transitioned"  # the right amount: no integrity flag
+    delivery = await store.redis.hgetall(keys.delivery(bucket, "dlv_1"))
+    payment = await store.get(pid)
+    assert payment is not None and delivery["url"] == payment.notify_url and delivery["kind"] == "generic"
+    told = Refund.from_hash(json.loads(delivery["snapshot"]))
+    assert (told.gateway_reference, told.gateway_state, told.failure_reason, told.calling_until) == \
+        ("re_1", "gw-succeeded", None, None)
+    two = await reserve(refunds, pid, "r2", 500)
+    await settle(refunds, two.refund_no, "failed", failure_reason="the bank said no", delivery_id="dlv_2")
+    failed = await refunds.get(two.refund_no)
+    assert failed is not None and (failed.failure_reason, failed.gateway_state) == ("the bank said no", "gw-failed")
+    told = Refund.from_hash(json.loads((await store.redis.hgetall(keys.delivery(bucket, "dlv_2")))["snapshot"]))
+    assert told.failure_reason == "the bank said no"
+    payment = await store.get(pid)
+    assert payment is not None and payment.failure_reason is None  # the refund's reason, not the payment's
+    three = await reserve(refunds, pid, "r3", 1)
+    assert (await settle(refunds, three.refund_no, "processing", next_look_ms=NOW + 5)).outcome == "unchanged"
+    waiting = await refunds.get(three.refund_no)
+    assert waiting is not None and waiting.calling_until is None  # the call is over, the sweep looks next
+
+
+async def test_no_notification_without_a_url_or_for_cloudreve(store: Store) -> None:
+    refunds = refunds_of(store)
+    for fields in ({"notifyUrl": ""}, {"notifyKind": "cloudreve"}):
+        pid = await paid(store, f"t-{fields}", **fields)
+        bucket = keys.bucket_of(pid)
+        one = await reserve(refunds, pid, "r1", 100)
+        await settle(refunds, one.refund_no, "succeeded", delivery_id=f"dlv_{bucket}")
+        assert not await store.redis.exists(keys.delivery(bucket, f"dlv_{bucket}")), fields
+
+
+async def test_every_applied_webhook_is_remembered_whatever_it_changed(store: Store) -> None:
+    pid = await paid(store)
+    refunds = refunds_of(store)
+    one = await reserve(refunds, pid, "r1", 1000)
+    cases = [("processing", {}, "unchanged"), ("succeeded", {"amount": 999}, "integrity"),
+             ("succeeded", {}, "transitioned"), ("processing", {}, "stale")]
+    for index, (status, changes, outcome) in enumerate(cases):
+        event = (GATEWAY, f"refund:evt_{index}")
+        assert (await settle(refunds, one.refund_no, status, event=event, **changes)).outcome == outcome
+        assert (await settle(refunds, one.refund_no, "failed", event=event)).outcome == "duplicate", outcome

@@ -7,31 +7,31 @@
 --       6 fingerprint, 7 the gateway's minimum (minor), 8 partial refunds allowed (1 | 0),
 --       9 the gateway's most refunds per payment ('' = no limit), 10 the call's lease ms,
 --       11 client (the payment must be this client's), 12 paymentId, 13 retention ms
--- Returns {outcome, refundNo or '', number}: missing | existing (its refundNo) | conflict |
+-- Returns {outcome, refundNo or ''[, number]}: missing | existing (its refundNo) | conflict |
 --         not_refundable (the payment's status as 2nd) | exhausted (nothing remains) |
 --         over (remains, as 3rd) | below_minimum (minimum) | partial_refused | too_many (limit) |
---         new (its refundNo, its amount)
+--         new (its refundNo, its amount); only these last four carry a number
 local now = tonumber(ARGV[1])
 local payment = redis.call('HMGET', KEYS[1], 'status', 'client', 'amount', 'refundedAmount',
   'refundingAmount', 'currency', 'gateway', 'notifyKind')
-if not payment[1] or payment[2] ~= ARGV[11] then return {'missing', '', 0} end
+if not payment[1] or payment[2] ~= ARGV[11] then return {'missing', ''} end
 
 local known = redis.call('HGET', KEYS[2], ARGV[2])
 if known then
   local fingerprint = redis.call('HGET', KEYS[5] .. known, 'fingerprint')
-  if fingerprint ~= ARGV[6] then return {'conflict', known, 0} end
-  return {'existing', known, 0}
+  if fingerprint ~= ARGV[6] then return {'conflict', known} end
+  return {'existing', known}
 end
-if payment[1] ~= SUCCEEDED then return {'not_refundable', payment[1], 0} end
+if payment[1] ~= SUCCEEDED then return {'not_refundable', payment[1]} end
 
 local total = tonumber(payment[3])
 local remains = total - tonumber(payment[4] or '0') - tonumber(payment[5] or '0')
-if remains <= 0 then return {'exhausted', '', 0} end
+if remains <= 0 then return {'exhausted', ''} end
 local amount = remains
 if ARGV[4] ~= '' then amount = tonumber(ARGV[4]) end
 if amount > remains then return {'over', '', remains} end
 if amount < tonumber(ARGV[7]) then return {'below_minimum', '', tonumber(ARGV[7])} end
-if ARGV[8] ~= '1' and amount ~= total then return {'partial_refused', '', 0} end
+if ARGV[8] ~= '1' and amount ~= total then return {'partial_refused', ''} end
 local count = redis.call('HLEN', KEYS[2])
 if ARGV[9] ~= '' and count >= tonumber(ARGV[9]) then return {'too_many', '', tonumber(ARGV[9])} end
 
