@@ -161,6 +161,10 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      "if not payment[2] or payment[2] ~= ARGV[11] then return {'missing', ''} end"):
         "status and client are both in every payment hash (written together by create.lua), or the hash "
         "is not there at all",
+    ("service/lua/refund.lua", "if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'reason', ARGV[5]) end",
+     "if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'reason', ARGV[5]) end"):
+        "the fingerprint (ARGV[6]) is never empty, so the mutant also writes an empty reason, which reads as "
+        "no reason (service.model's OPTIONAL spelling)",
     ("service/lua/refund_apply.lua", "if ARGV[4] ~= '' and (rec.gatewayReference or '') == '' then",
      "if ARGV[4] ~= '' or (rec.gatewayReference or '') == '' then"):
         "the only case the mutant adds is no reference seen and none stored: it writes '' where there was "

@@ -206,7 +206,8 @@ async def test_a_reserved_refund_is_stored_whole_due_at_its_call_lease_and_kept_
     pid = await paid(store)
     refunds = refunds_of(store)
     bucket = keys.bucket_of(pid)
-    first = await reserve(refunds, pid, "r1", 1)
+    await store.redis.pexpire(keys.payment(bucket, pid), 60_000)  # near the end of its retention…
+    first = await reserve(refunds, pid, "r1", 1)  # … a refund keeps it the whole retention again
     second = await reserve(refunds, pid, "r2", 2498)  # what remains is exactly 1 now
     last = await reserve(refunds, pid, "r3", 1)
     assert [first.outcome, second.outcome, last.outcome] == ["new", "new", "new"]
