@@ -18,18 +18,18 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from adapters import money
 from adapters.base import Adapter, Money, RefundRequest, RefundState, RefundStatus, WebhookEvent
 from adapters.errors import GatewayError, GatewayRefused
 from service import errors, keys, states
 from service.clock import now_ms
 from service.metrics import Metrics
 from service.model import Payment, Refund, name_of, ref_of
-from service.refund_store import RefundStore
+from service.refund_store import RefundReservation, RefundStore
 from service.schedule import Claim, Schedule, backoff_ms
 from service.settings import Client
 from service.store import Applied
 from service.validation import parse_refund
+from service.views import amount_in
 from service.workers import Worker
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Refunds:
             refund_no=keys.new_refund_no(bucket), amount=request.amount_minor, reason=request.reason,
             fingerprint=request.fingerprint, limits=limits, now_ms=now, lease_ms=CALL_LEASE_MS,
         )
-        self._refuse(reservation.outcome, reservation, payment, adapter)
+        self._refuse(reservation, payment, adapter)
         if reservation.outcome == "existing":
             return await self._await_call(reservation.refund_no)
         refund = await self._must_get(reservation.refund_no)
@@ -96,13 +96,13 @@ class Refunds:
                                            "gateway": adapter.gateway_type})
         return await self._call(adapter, refund, payment, source="refund")
 
-    def _refuse(self, outcome: str, reservation: Any, payment: Payment, adapter: Adapter) -> None:
+    def _refuse(self, reservation: RefundReservation, payment: Payment, adapter: Adapter) -> None:
         """The script's refusals, in words (nothing was kept)."""
 
         def amount(minor: int) -> str:
-            return str(minor) if self.settings.amount_unit == "minor" else money.to_major(minor, payment.currency)
+            return amount_in(minor, payment.currency, self.settings.amount_unit)
 
-        gateway = adapter.gateway_type
+        outcome, gateway = reservation.outcome, adapter.gateway_type
         if outcome == "missing":
             raise errors.NotFound("payment_not_found", f"no payment {payment.payment_id!r}", "paymentId")
         if outcome == "conflict":
