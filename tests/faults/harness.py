@@ -237,15 +237,19 @@ async def claims_held(stack: Stack, of: str, timeout: float = 30) -> int:
 async def wait_resolved(stack: Stack, timeout: float = RESOLVE_TIMEOUT,
                         past_expiry_is_unresolved: bool = False) -> int:
     """Wait until no payment is left creating (nor, when asked, open past its expiry); answer
-    how many still are when the time is up."""
+    how many still are when the time is up. When open payments past their expiry count, an open
+    one whose expiry is not yet a second past is waited for too: it cannot be judged yet."""
     deadline = time.monotonic() + timeout
     with stack.redis.client() as client:
         while True:
             now = time.time() * 1000
-            left = [r for r in payment_records(client) if r.get("status") == "creating" or (
-                past_expiry_is_unresolved and r.get("status") in ("waiting", "processing")
-                and int(r["expiresAt"]) < now - 1000)]
-            if not left or time.monotonic() > deadline:
+            records = payment_records(client)
+            open_ = [r for r in records if r.get("status") in ("waiting", "processing")]
+            left = [r for r in records if r.get("status") == "creating"]
+            if past_expiry_is_unresolved:
+                left += [r for r in open_ if int(r["expiresAt"]) < now - 1000]
+            not_yet = past_expiry_is_unresolved and any(int(r["expiresAt"]) >= now - 1000 for r in open_)
+            if (not left and not not_yet) or time.monotonic() > deadline:
                 return len(left)
             await asyncio.sleep(0.5)
 
