@@ -1,4 +1,4 @@
-"""The `payrelay` command: serve, worker, check, demo."""
+"""The `payrelay` command: serve, worker, check, demo, hash-password."""
 
 from __future__ import annotations
 
@@ -114,6 +114,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"  API clients: {', '.join(c.name for c in settings.clients) or 'none'}")
     print(f"  gateways: {', '.join(g.name for g in registry.GATEWAYS if g.name in settings.gateways)}")
     print(f"  Cloudreve bridge: {'on' if settings.cloudreve_key else 'off (PAYRELAY_CLOUDREVE_KEY unset)'}")
+    users = ", ".join(settings.console_users)
+    print(f"  console: {f'/console for {users}' if users else 'off (PAYRELAY_CONSOLE_USERS unset)'}")
     for note in settings.notes:
         print(f"  note: {note}")
     return 0
@@ -131,6 +133,27 @@ def _demo(args: argparse.Namespace) -> int:
     from service.demo import run_demo
 
     return run_demo(args.host, args.port, args.state_dir)
+
+
+def _hash_password(args: argparse.Namespace) -> int:
+    """A console user's password hash (PAYRELAY_CONSOLE_USERS=name:<hash>) from a password on stdin:
+    asked twice without echo at a terminal, else the first line read."""
+    import getpass
+
+    from service.passwords import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("payrelay: the two passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        print("payrelay: no password given", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8000)
     demo.add_argument("--state-dir", default=".payrelay-demo")
     demo.set_defaults(run=_demo)
+
+    hash_command = commands.add_parser("hash-password", help="read a password on stdin and print the hash "
+                                       "PAYRELAY_CONSOLE_USERS takes (name:<hash>)")
+    hash_command.set_defaults(run=_hash_password)
 
     args = parser.parse_args(argv)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,16 @@ from urllib.parse import urlsplit
 
 from adapters import registry
 from adapters.config import ConfigError, Env, Secret, secrets
+from service import passwords
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")
 T = TypeVar("T")
 _UNREADABLE: Any = object()  # what a value whose variables have a problem is while the rest is read
+CONSOLE_USER = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+# console users are separated by whitespace (newlines in a file), or by a comma where the next
+# entry starts "name:$": an argon2 hash holds commas of its own ($argon2id$v=19$m=65536,t=3,p=4$…)
+_CONSOLE_USERS_SEPARATOR = re.compile(r"\s*,\s*(?=[^\s,:$]+:\$)|\s+")
 
 
 class SettingsError(ValueError):
@@ -59,6 +65,7 @@ class Settings:
     max_body_bytes: int = 256 * 1024  # the cap on every route's body (service.body_limit)
     log_level: str = "INFO"
     gateways: Mapping[str, Any] = field(default_factory=dict)  # paymentGatewayType → its config
+    console_users: Mapping[str, Secret] = field(default_factory=dict)  # name → password hash; none: no console
     notes: tuple[str, ...] = field(default=(), compare=False)  # what `check` reports
 
     @property
@@ -147,6 +154,7 @@ def _parse(env: Env) -> Settings:
         ),
         log_level=problems.attempt(lambda: _choice(env, "PAYRELAY_LOG_LEVEL", LOG_LEVELS, case=str.upper), "INFO"),
         gateways={kind: config for kind, config in configs.items() if config not in (None, _UNREADABLE)},
+        console_users=problems.attempt(lambda: _console_users(env), {}),
         notes=tuple(notes),
     )
     if clients == () and settings.cloudreve_key is None:
@@ -182,6 +190,32 @@ def _public_url(given: str | None) -> str:
         raise ConfigError(f"PAYRELAY_PUBLIC_URL must be an http(s) URL such as https://pay.example.com, "
                           f"not {url!r}", variable="PAYRELAY_PUBLIC_URL")
     return url
+
+
+def _console_users(env: Env) -> dict[str, Secret]:
+    """PAYRELAY_CONSOLE_USERS: ``name:<argon2 or scrypt hash>`` entries (see _CONSOLE_USERS_SEPARATOR)."""
+    variable = "PAYRELAY_CONSOLE_USERS"
+    users: dict[str, Secret] = {}
+    for number, entry in enumerate(_CONSOLE_USERS_SEPARATOR.split(env.get(variable) or ""), 1):
+        if not entry:
+            continue
+        name, sep, hashed = entry.partition(":")
+        if not sep or not CONSOLE_USER.fullmatch(name):
+            raise ConfigError(f"{variable}: entry {number} must look like name:<password hash> (a name of "
+                              "letters, digits and ._@-; make the hash with `payrelay hash-password`)",
+                              variable=variable)
+        if name in users:
+            raise ConfigError(f"{variable}: the user {name!r} is there twice", variable=variable)
+        try:
+            passwords.check_hash(hashed)
+        except ValueError as exc:
+            # a colon is in no hash: the next entry ran into this one (a plain password after a comma)
+            merged = " (or the entry after it is no hash: entries are separated by whitespace, or by a " \
+                     "comma before the next name:$…)" if ":" in hashed else ""
+            raise ConfigError(f"{variable}: the password of {name!r} {exc}{merged}: make one with "
+                              "`payrelay hash-password`", variable=variable) from None
+        users[name] = Secret(hashed)
+    return users
 
 
 def _clients(env: Env) -> tuple[Client, ...]:
