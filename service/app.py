@@ -21,6 +21,7 @@ from service import errors
 from service.api import TransactionsApi
 from service.body_limit import BodyLimit
 from service.cloudreve import CloudreveBridge
+from service.console import Console
 from service.deliveries_api import DeliveriesApi
 from service.delivery_store import DeliveryStore
 from service.metrics import Metrics
@@ -135,6 +136,7 @@ def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = Tru
             Route("/readyz", readyz),
             Route("/metrics", metrics_endpoint),
             openapi_route(settings),
+            *(Console(settings, runtime).routes() if settings.console_users else []),
         ],
         lifespan=lifespan,
         exception_handlers={

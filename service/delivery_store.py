@@ -102,3 +102,21 @@ class DeliveryStore:
             return sum(int(n) for n in replies[1::2])
 
         return await guarded(count())
+
+    async def dead(self, limit: int) -> list[Delivery]:
+        """The ``limit`` deliveries given up last, across every bucket, the latest first."""
+        async def read() -> list[dict[str, str]]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for bucket in range(keys.BUCKETS):
+                    pipe.zrevrange(keys.dead(bucket), 0, limit - 1, withscores=True)
+                replies = await pipe.execute()
+            latest = sorted(((score, bucket, id_) for bucket, entries in enumerate(replies) for id_, score in entries),
+                            reverse=True)[:limit]
+            if not latest:
+                return []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, bucket, id_ in latest:
+                    pipe.hgetall(keys.delivery(bucket, id_))
+                return [found for found in await pipe.execute() if found]
+
+        return [Delivery.from_hash(found) for found in await guarded(read())]

@@ -23,6 +23,10 @@ carries the bucket as a payment id does, so a gateway's refund webhook finds it.
 | payrelay:{bNN}:refunds:<paymentId>           | hash   | refundId → refundNo; like its payment     |
 | payrelay:{bNN}:refund-due                    | zset   | refundNo → when to ask the gateway (ms)   |
 | payrelay:worker:<name>                       | string | a worker's heartbeat; HEARTBEAT_TTL       |
+| payrelay:console:session:<sha256 of token>   | hash   | an operator's session; CONSOLE_SESSION_TTL|
+|                                              |        | idle, renewed by each request             |
+| payrelay:console:signins:<by>:<sha256>       | string | sign-ins by one name (or from one         |
+|                                              |        | address); CONSOLE_SIGNIN_WINDOW           |
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ BUCKETS = 64  # fixed forever: a payment's bucket is written into its id
 EVENT_TTL = 4 * 86400  # gateways retry for up to 3 days (Stripe); remember events a day longer
 CREATING_LEASE_MS = 30_000  # how long a create may hold a payment before a duplicate takes over
 HEARTBEAT_TTL = 30
+CONSOLE_SESSION_TTL = 30 * 60  # an operator's session ends after half an hour without a request
+CONSOLE_SIGNIN_WINDOW = 15 * 60  # sign-in attempts are counted this long from the first
 
 _ALPHABET = string.ascii_letters + string.digits
 PAYMENT_ID = re.compile(r"pr_([0-9a-f]{2})[0-9A-Za-z]{24}")  # 29 chars: fits WeChat's 6–32
@@ -139,3 +145,13 @@ def event(bucket: int, gateway: str, event_id: str) -> str:
 
 def worker(name: str) -> str:
     return f"{PREFIX}worker:{name}"
+
+
+def console_session(token_digest: str) -> str:
+    """An operator's session, under the digest of its cookie's token (Redis never holds the token)."""
+    return f"{PREFIX}console:session:{token_digest}"
+
+
+def console_signins(by: str, digest: str) -> str:
+    """Sign-in attempts by one name (``by`` = "name") or from one address ("address")."""
+    return f"{PREFIX}console:signins:{by}:{digest}"
