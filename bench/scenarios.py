@@ -462,7 +462,7 @@ async def succeed_all(h: Harness, ids: list[tuple[str, str, int]], gateway: str)
     try:
         for pid, _, _ in ids:
             await store.apply(pid, gateway=gateway, now_ms=now, status="succeeded", gateway_state="TRADE_SUCCESS",
-                              event=("alipay", f"evt-{pid}"), delivery_id=f"dlv_{pid[3:]}")
+                              event=("alipay", f"evt-{pid}"), delivery_id=f"dlv_{pid[3:]}", source="webhook")
     finally:
         await client.aclose()
 

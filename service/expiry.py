@@ -56,11 +56,11 @@ class ExpirySweeper(Worker):
         if status == states.S.CREATING:  # its process died, or its gateway call ended without an answer
             payment = await self.payments.recover(payment)
         elif status == states.S.PROCESSING:
-            payment = await self.payments.sync(payment)
+            payment = await self.payments.sync(payment, source="sweep")
         elif payment.expires_at > now:
             return payment.expires_at
         else:
-            payment = await self.payments.close(payment)
+            payment = await self.payments.close(payment, source="sweep")
         if payment.sweep_attempts:
             await self.payments.store.clear_sweep_attempts(claim.id)
         if payment.status in states.FINAL:

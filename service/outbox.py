@@ -252,18 +252,18 @@ class OutboxSender(Worker):
         attempted = dataclasses.replace(
             delivery, attempts=attempts + 1, window_attempts=window_attempts, last_attempt_at=now, state=state,
             next_at=next_ms, last_status_code=attempt.status_code, last_error=attempt.error)
-        await self.deliveries.record_attempt(claim.bucket, attempted, now if state is DeliveryState.DEAD else None)
-        kind = delivery.kind
         outcome = state.value if state is not DeliveryState.PENDING else "failed"
+        answer = attempt.error or f"HTTP {attempt.status_code}"
+        await self.deliveries.record_attempt(claim.bucket, attempted, outcome, answer, now)
+        kind = delivery.kind
         self.metrics.deliveries.labels(kind, outcome).inc()
         extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.payment_id,
                  "outcome": outcome, "attempt": attempts + 1}
         if state is DeliveryState.DEAD:
             self._dead_changed = True
-            log.error("notification given up after %d attempts: %s", attempts + 1,
-                      attempt.error or f"HTTP {attempt.status_code}", extra=extra)
+            log.error("notification given up after %d attempts: %s", attempts + 1, answer, extra=extra)
         elif state is DeliveryState.PENDING:
-            log.info("notification failed: %s", attempt.error or f"HTTP {attempt.status_code}", extra=extra)
+            log.info("notification failed: %s", answer, extra=extra)
         return next_ms
 
     async def _refresh_dead_gauge(self, now: int) -> None:

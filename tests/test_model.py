@@ -193,10 +193,10 @@ async def test_every_write_leaves_a_delivery_the_model_reads_whole(store: Store)
     await schedule.claim(bucket, NOW + 1, 10)
     failed = dataclasses.replace(await whole(), attempts=1, window_attempts=1, last_attempt_at=NOW + 2,
                                  next_at=NOW + 10_000, last_status_code=500, last_error="boom")
-    await deliveries.record_attempt(bucket, failed, None)
+    await deliveries.record_attempt(bucket, failed, "failed", "HTTP 500", NOW + 2)
     assert await whole() == failed
     dead = dataclasses.replace(failed, state=DeliveryState.DEAD, next_at=None, last_error=None)
-    await deliveries.record_attempt(bucket, dead, NOW + 3)
+    await deliveries.record_attempt(bucket, dead, "dead", "HTTP 500", NOW + 3)
     assert await whole() == dead
     later = NOW + 100_000  # the claim's lease has run out
     resent = await deliveries.resend(bucket, pid, "dlv_1", later)
@@ -220,7 +220,11 @@ HASHES: dict[str, dict[str, tuple[type, ...]]] = {
     "reschedule": {"KEYS[2]": (Payment, Delivery, Refund)},
     "refund": {"KEYS[1]": (Payment,), "KEYS[2]": (), "KEYS[3]": (Refund,), "KEYS[5] .. known": (Refund,)},
     "refund_apply": {"KEYS[1]": (Refund,), "KEYS[2]": (Payment,)},
-    "lib": {"key": (Delivery,)},  # queue_delivery writes a delivery (read_record reads any hash whole)
+    "lib": {"key": (Delivery,), "stats": ()},  # queue_delivery writes a delivery (read_record reads any
+    # hash whole); tally counts in the hour's stats
+    "delivery_attempt": {"KEYS[1]": (Delivery,)},
+    "list": {"KEYS[2] .. id": (Payment,)},
+    "event": {},
 }
 WHOLE = {"transition": Payment, "refund_apply": Refund}  # scripts that read a hash whole into rec
 NAMED_FIELDS = {"HSET": slice(2, None, 2), "HMGET": slice(2, None), "HDEL": slice(2, None), "HGET": slice(2, 3),
