@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -34,6 +35,9 @@ pytest_plugins = ["tests.fixtures_wechat", "tests.fixtures_stripe", "tests.fixtu
 
 API_KEY = "test_key_" + "k" * 24
 TEST_DB = 9
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, driven by Playwright (tests/test_browser.py, test_console_browser.py)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def _answers(host: str, port: int) -> bool:
@@ -209,6 +213,18 @@ def start_relay(clean_redis: str) -> Iterator[StartRelay]:
             return Relay(url, settings, app, {e.gateway_type: e for e in emulators}, values)
 
         yield start
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """A headless Chromium (Playwright's Browser), closed after the test."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                                    headless=True)
+        yield launched
+        await launched.close()
 
 
 @pytest.fixture

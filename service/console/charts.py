@@ -11,13 +11,12 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from service.stats import Hour
+from service.stats import LATENCY_BOUNDS_MS, Hour
 
 WIDTH, HEIGHT = 480, 200
 LEFT, RIGHT, TOP, BOTTOM = 40, 8, 10, 24  # room for the axes' labels
 STATUSES = ("succeeded", "processing", "failed", "closed")
-LATENCY_BOUNDS = (10, 50, 250, 1000)  # ms: the le buckets service.stats keeps
-DELIVERY_OUTCOMES = ("delivered", "failed", "dead")
+DELIVERY_OUTCOMES = (("delivered", "delivered"), ("failed", "failed, retried"), ("dead", "failed, given up"))
 
 
 @dataclass(frozen=True)
@@ -88,8 +87,9 @@ def _number(value: float) -> str:
 
 
 def columns(title: str, hours: Sequence[Hour], series: Sequence[tuple[str, str, Sequence[float]]],
-            *, unit: str = "", summary: str = "") -> Chart:
-    """A stacked column per hour; ``series``: (CSS class, label, one value per hour)."""
+            *, summary: str = "") -> Chart:
+    """A stacked column per hour; ``series``: (CSS class, label, one value per hour). The value
+    axis is marked at 0, the middle (when it is a whole number) and the top."""
     count = max(len(hours), 1)
     plot_width, plot_height = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_width / count
@@ -105,7 +105,8 @@ def columns(title: str, hours: Sequence[Hour], series: Sequence[tuple[str, str, 
                 bars.append(Bar(LEFT + index * slot + slot * 0.15, y, slot * 0.7, height, css))
     x_ticks = [Tick(LEFT + index * slot + slot / 2, _hour_label(hour.start))
                for index, hour in enumerate(hours) if index % 4 == 0]
-    y_ticks = [Tick(TOP + plot_height * (1 - fraction), _number(top * fraction) + unit) for fraction in (0, 0.5, 1)]
+    marks = (0, 0.5, 1) if top % 2 == 0 else (0, 1)
+    y_ticks = [Tick(TOP + plot_height * (1 - fraction), _number(top * fraction)) for fraction in marks]
     rows = [(_hour_label(hour.start), [_number(values[index]) for _, _, values in series])
             for index, hour in enumerate(hours)]
     return Chart(title, [(css, label) for css, label, _ in series], bars, x_ticks, y_ticks,
@@ -120,9 +121,8 @@ def by_status(hours: Sequence[Hour]) -> Chart:
     series = [(status, status, [float(_sum(hour.counts, f"status:{status}:")) for hour in hours])
               for status in STATUSES]
     opened = sum(_sum(hour.counts, "opened:") for hour in hours)
-    chart = columns("Payments by status", hours, series,
-                    summary=f"{opened} payments opened; the columns count the moves into each status")
-    return chart
+    return columns("Payments by status", hours, series,
+                   summary=f"{opened} payments opened; the columns count the moves into each status")
 
 
 def conversion(hours: Sequence[Hour], gateways: Sequence[tuple[str, str]]) -> list[Share]:
@@ -131,7 +131,8 @@ def conversion(hours: Sequence[Hour], gateways: Sequence[tuple[str, str]]) -> li
     for gateway, label in gateways:
         opened = sum(hour.counts.get(f"opened:{gateway}", 0) for hour in hours)
         succeeded = sum(hour.counts.get(f"status:succeeded:{gateway}", 0) for hour in hours)
-        shares.append(Share(label, min(succeeded, opened), opened, f"{succeeded} of {opened} opened"))
+        shares.append(Share(label, min(succeeded, opened), opened,
+                            f"{succeeded} of {opened} opened" if opened else "none opened"))
     return shares
 
 
@@ -140,22 +141,22 @@ def latency(hours: Sequence[Hour]) -> tuple[Chart, list[Share]]:
     means = [hour.counts.get("applied:ms", 0) / n if (n := hour.counts.get("applied:n", 0)) else 0.0
              for hour in hours]
     applied = sum(hour.counts.get("applied:n", 0) for hour in hours)
-    chart = columns("Webhook to applied, mean per hour", hours, [("latency", "mean ms", [round(m, 1) for m in means])],
-                    unit=" ms", summary=f"{applied} webhooks applied")
-    cumulative = [sum(hour.counts.get(f"applied:le:{bound}", 0) for hour in hours) for bound in LATENCY_BOUNDS]
-    shares, below = [], 0
-    for bound, within in zip(LATENCY_BOUNDS, cumulative, strict=True):
-        shares.append(Share(f"{below}–{bound} ms" if below else f"≤ {bound} ms", within - below, applied))
-        below = within
-    shares.append(Share(f"> {LATENCY_BOUNDS[-1]} ms", applied - below, applied))
+    chart = columns("Webhook to applied, mean ms per hour", hours,
+                    [("latency", "mean ms", [round(m, 1) for m in means])], summary=f"{applied} webhooks applied")
+    cumulative = [sum(hour.counts.get(f"applied:le:{bound}", 0) for hour in hours) for bound in LATENCY_BOUNDS_MS]
+    shares, below, lower = [], 0, 0
+    for bound, within in zip(LATENCY_BOUNDS_MS, cumulative, strict=True):
+        shares.append(Share(f"{lower}–{bound} ms" if lower else f"≤ {bound} ms", within - below, applied))
+        below, lower = within, bound
+    shares.append(Share(f"> {lower} ms", applied - below, applied))
     return chart, shares
 
 
 def deliveries(hours: Sequence[Hour]) -> tuple[Chart, Share]:
     """Notification attempts per hour by outcome, and the share of attempts delivered."""
-    series = [(f"delivery-{outcome}", outcome, [float(hour.counts.get(f"delivery:{outcome}", 0)) for hour in hours])
-              for outcome in DELIVERY_OUTCOMES]
-    totals = {label: int(sum(values)) for _, label, values in series}
-    attempts = sum(totals.values())
-    share = Share("delivered", totals["delivered"], attempts, f"{totals['delivered']} of {attempts} attempts")
+    series = [(f"delivery-{outcome}", label, [float(hour.counts.get(f"delivery:{outcome}", 0)) for hour in hours])
+              for outcome, label in DELIVERY_OUTCOMES]
+    attempts = int(sum(sum(values) for _, _, values in series))
+    delivered = int(sum(series[0][2]))
+    share = Share("delivered", delivered, attempts, f"{delivered} of {attempts} attempts")
     return columns("Notification attempts", hours, series, summary=share.detail), share

@@ -394,5 +394,6 @@ class Console:
         latency, buckets = charts.latency(hours)
         deliveries, delivered = charts.deliveries(hours)
         return render("dashboard.html", session=session, nav="dashboard", by_status=charts.by_status(hours),
-                      conversion=charts.conversion(hours, self.gateways), latency=latency, buckets=buckets,
+                      conversion=charts.conversion(hours, [g for g in self.gateways if g[0] in self.settings.gateways]),
+                      latency=latency, buckets=buckets,
                       deliveries=deliveries, delivered=delivered)
