@@ -5,6 +5,7 @@ and that no secret ever reaches a page. Its configuration (PAYRELAY_CONSOLE_USER
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import subprocess
 import sys
@@ -284,7 +285,7 @@ async def test_dead_notifications_are_queued_latest_first(relay: Relay, operator
         await emulator.pay(paid["paymentUrl"], "paid")
         bucket = keys.bucket_of(paid["paymentId"])
         assert bucket is not None
-        await eventually(lambda: _attempted(store, bucket, paid["paymentId"]))
+        await eventually(functools.partial(_attempted, store, bucket, paid["paymentId"]))
         (delivery,) = await store.of_payment(bucket, paid["paymentId"])
         dead = dataclasses.replace(delivery, state=DeliveryState.DEAD, next_at=None)
         await store.record_attempt(bucket, dead, "dead", "HTTP 500", now_ms() + at)

@@ -35,7 +35,7 @@ from service.console.auth import Session, Sessions, SignInRefused, same_token
 from service.console.web import PREFIX, render, secured, static_files, with_query
 from service.deliveries_api import delivery_view
 from service.delivery_store import DeliveryStore
-from service.listing import ListQuery
+from service.listing import FLAGS, ListQuery
 from service.model import Delivery, DeliveryState, Payment
 from service.problems import TITLES, problem_of
 from service.runtime import Runtime
@@ -50,7 +50,6 @@ SIGNIN_COOKIE = "payrelay_console_signin"  # the sign-in form's CSRF token
 PAGE_SIZE = 50
 QUEUE_SIZE = 50
 ACTIONS = ("close", "sync", "redeliver", "refund")
-FLAGS = ("latePayment", "integrityError", "refunded")
 STATUSES = tuple(state.value for state in states.PaymentState if state not in states.PUBLIC)
 FILTERS = ("status", "gateway", "from", "to", "flag", "client")
 DONE = {  # what the payment page says after an action, by action
@@ -252,8 +251,9 @@ class Console:
         next_page = with_query(f"{PREFIX}/payments", {**filters, "page": next_token}) if next_token else ""
         return render("payments.html", status_code, session=session, nav="payments", filters=filters,
                       search=search, rows=[self._view(p, now) for p in found], next_page=next_page,
-                      first_page=bool(params.get("page")), error=error, statuses=STATUSES, flags=FLAGS,
-                      gateways=self.gateways, clients=sorted(self.clients))
+                      first_page=bool(params.get("page")), error=error, gateways=self.gateways,
+                      statuses=[(s, s) for s in STATUSES], flags=[(f, f) for f in FLAGS],
+                      clients=[(c, c) for c in sorted(self.clients)])
 
     async def _payment(self, payment_id: str) -> Payment:
         _bucket(payment_id)
