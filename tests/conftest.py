@@ -109,7 +109,8 @@ def disposable_redis() -> Iterator[RedisProcess]:
 # and these tests of other modules, that use clean_redis run twice, as [single] and [cluster].
 CLUSTER_MODULES = frozenset({"test_store", "test_expiry", "test_outbox", "test_deliveries", "test_listing"})
 CLUSTER_TESTS = ("test_contract::test_expiry", "test_contract::test_paid_just_before_expiry",
-                 "test_contract::test_gateway_outage")
+                 "test_contract::test_gateway_outage", "test_console::test_sign_ins_are_limited",
+                 "test_console::test_each_action_is_confirmed", "test_console::test_dead_notifications")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -9,6 +9,7 @@ import functools
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.config import ConfigError
+from adapters.config import ConfigError, Secret
 from sandbox.stripe import StripeEmulator
 from service import keys, passwords
 from service.clock import now_ms
+from service.console.auth import SESSION_MAX_S, Sessions
 from service.delivery_store import DeliveryStore
 from service.model import DeliveryState
 from service.settings import Settings, SettingsError
@@ -126,6 +128,28 @@ async def test_a_session_replayed_after_sign_out_is_refused(relay: Relay) -> Non
     async with browser(relay) as other:
         other.cookies.set("payrelay_console", token, path="/console")
         assert (await other.get("/console/payments")).status_code == 303
+
+
+async def test_sessions_expire(relay: Relay, redis_client: Any) -> None:
+    async with browser(relay) as http:
+        await sign_in(http)
+        token = http.cookies["payrelay_console"]
+        (key,) = [key async for key in redis_client.scan_iter(match="payrelay:console:session:*")]
+        assert token not in key and token not in str(await redis_client.hgetall(key))  # only its digest
+        assert keys.CONSOLE_SESSION_TTL - 5 < await redis_client.ttl(key) <= keys.CONSOLE_SESSION_TTL
+        await redis_client.expire(key, 100)
+        assert (await http.get("/console/payments")).status_code == 200
+        assert await redis_client.ttl(key) > 100  # renewed by the request
+        users = relay.settings.console_users
+        assert await Sessions(redis_client, users).session_of(token) is not None
+        changed = {**users, "alice": Secret(passwords.hash_password("a new password"))}
+        assert await Sessions(redis_client, changed).session_of(token) is None  # and the session is gone
+        assert (await http.get("/console/payments")).status_code == 303
+        await sign_in(http)
+        (key,) = [key async for key in redis_client.scan_iter(match="payrelay:console:session:*")]
+        await redis_client.hset(key, "signedInAt", str(int(time.time()) - SESSION_MAX_S - 1))
+        assert (await http.get("/console/payments")).status_code == 303
+        assert await redis_client.exists(key) == 0
 
 
 @pytest.mark.parametrize(("name", "password"), [("alice", "wrong"), ("mallory", PASSWORD), ("bob", PASSWORD)])
