@@ -180,7 +180,8 @@ class Payments:
 
     async def _create_failed(self, payment: Payment, exc: GatewayError) -> None:
         if exc.outcome_unknown:  # the gateway may have made it: keep the paymentId (its idempotency
-            await self.store.release(payment.payment_id, now_ms() + RESUME_AFTER_MS)  # key) for the retry
+            now = now_ms()  # key) for the retry
+            await self.store.release(payment.payment_id, now + RESUME_AFTER_MS, now_ms=now, why=exc.message)
         else:  # refused for good: as if it never was, a retry starts afresh
             await self.store.abort(payment.payment_id, payment.client, payment.transaction_id)
 
@@ -217,7 +218,8 @@ class Payments:
             created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(payment)))
         except GatewayError as exc:
             if exc.outcome_unknown:
-                await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)
+                now = now_ms()
+                await self.store.release(payment_id, now + RESUME_AFTER_MS, now_ms=now, why=exc.message)
                 raise
             # refused for good: the gateway made nothing and will not; the payment ends failed
             created = Created(None, None, Status.FAILED, f"the gateway refused the payment: {exc.message}",

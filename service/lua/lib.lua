@@ -46,15 +46,25 @@ local function keep_with(key, payment_key)
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 end
 
+-- whether two timeline entries say the same but for when (and how many times)
+local function same_but_time(a, b)
+  for name, value in pairs(a) do
+    if name ~= 'at' and name ~= 'count' and b[name] ~= value then return false end
+  end
+  for name in pairs(b) do
+    if name ~= 'at' and name ~= 'count' and a[name] == nil then return false end
+  end
+  return true
+end
+
 -- one entry (a table of strings; 'type' says what happened) at the end of the payment's timeline,
--- which keeps its newest TIMELINE_MAX entries, as long as the payment. A webhook or sync that
--- changed nothing, like the entry before it, counts in that entry instead of adding one.
+-- which keeps its newest TIMELINE_MAX entries, as long as the payment. An entry that says what
+-- the last one says (a retried webhook, a sync that changed nothing again) counts in that one.
 local function note(events, payment_key, now, entry)
-  entry.at = now
   local last = redis.call('LINDEX', events, -1)
   local before = last and cjson.decode(last)
-  if before and entry.type == 'ignored' and before.type == 'ignored' and before.outcome == entry.outcome
-      and before.source == entry.source and before.gatewayState == entry.gatewayState then
+  entry.at = now
+  if before and same_but_time(entry, before) then
     entry.count = string.format('%d', tonumber(before.count or '1') + 1)
     redis.call('LSET', events, -1, cjson.encode(entry))
   else
