@@ -36,5 +36,5 @@ redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[3], lease_until, ARGV[3])
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
 index_status(KEYS[5], rec, nil, CREATING)
-note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current or ''})
+note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current})
 return {'new', ARGV[3]}
