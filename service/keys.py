@@ -49,6 +49,8 @@ HEARTBEAT_TTL = 30
 TIMELINE_MAX = 200  # a payment's timeline keeps its newest entries
 STATS_TTL = 8 * 86400  # the console charts the last day; a week more for looking back
 HOUR_MS = 3_600_000
+# an idle worker looks at its schedule at least this often; entries due sooner wake it (``wake``)
+WAKE_HORIZON_MS = 30_000
 
 _ALPHABET = string.ascii_letters + string.digits
 PAYMENT_ID = re.compile(r"pr_([0-9a-f]{2})[0-9A-Za-z]{24}")  # 29 chars: fits WeChat's 6–32
@@ -173,6 +175,12 @@ def dead(bucket: int) -> str:
 
 def event(bucket: int, gateway: str, event_id: str) -> str:
     return f"{tag(bucket)}event:{gateway}:{event_id}"
+
+
+def wake(schedule: str) -> str:
+    """The channel on which the scripts announce an entry due within ``WAKE_HORIZON_MS`` in a
+    schedule (``due``, ``outbox``, ``refund-due``: the last part of its zset's key), by its score."""
+    return f"{PREFIX}wake:{schedule}"
 
 
 def worker(name: str) -> str:

@@ -50,7 +50,7 @@ GIVE_UP_MS = 24 * 60 * 60_000
 TIMEOUT_S = 5.0  # the whole attempt: connect, send, answer
 MAX_ANSWER = 16 * 1024  # of a Cloudreve answer we read; more is not a {"code":0}
 MAX_ERROR = 200
-DEAD_REFRESH_S = 15.0
+DEAD_REFRESH_S = 300.0  # the gauge also counts other instances' dead deliveries: a few minutes late is fine
 USER_AGENT = "payrelay"
 
 log = logging.getLogger("payrelay.outbox")

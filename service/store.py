@@ -65,7 +65,8 @@ def load_script(name: str) -> str:
     """A script of ``service/lua/``, after the state tables it reads (``service.states``), the
     limits of ``service.keys`` and the functions the scripts share (``lib.lua``)."""
     lua = resources.files("service").joinpath("lua")
-    limits = f"local TIMELINE_MAX, STATS_TTL = {keys.TIMELINE_MAX}, {keys.STATS_TTL}\n"
+    limits = (f"local TIMELINE_MAX, STATS_TTL = {keys.TIMELINE_MAX}, {keys.STATS_TTL}\n"
+              f"local WAKE_PREFIX, WAKE_HORIZON_MS = {keys.wake('')!r}, {keys.WAKE_HORIZON_MS}\n")
     return states.lua_tables() + limits + lua.joinpath("lib.lua").read_text(encoding="utf-8") + \
         lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 

@@ -117,6 +117,13 @@ async def opened(store: Store) -> str:
 
 # -- schedules (tests/test_schedule.py, tests/test_workers.py) -------------------------------------
 
+async def due_now(redis: Any, zset: str, member: str) -> None:
+    """Make an entry of a schedule due at once and announce it as the scripts do (``keys.wake``),
+    so that a sleeping worker wakes: a test's shortcut past a backoff or a lease."""
+    await redis.zadd(zset, {member: 0})
+    await redis.publish(keys.wake(zset.rpartition(":")[2]), 0)
+
+
 async def due(redis: Any, bucket: int, entries: dict[str, int]) -> None:
     """Entries in the bucket's due set, each with its payment hash (claims drop those without)."""
     for id_ in entries:

@@ -308,6 +308,7 @@ async def test_a_process_killed_during_the_refund_call_leaves_it_to_the_sweep(
     with sync_redis.Redis.from_url(relay.env["PAYRELAY_REDIS_URL"], decode_responses=True) as redis:
         redis.hset(keys.refund(bucket, number), "callingUntil", "1")  # as if its 30 s lease had passed
         redis.zadd(keys.refund_due(bucket), {number: 1})
+        redis.publish(keys.wake("refund-due"), 1)
 
     async def resolved() -> bool:
         return (await refunds_of(relay, pid))[0]["status"] == "succeeded"

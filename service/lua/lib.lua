@@ -28,6 +28,16 @@ local function record_for(key, gateway, mark, ttl)
   return rec
 end
 
+-- id due at score (ms) in a schedule (a due set, an outbox, a refund due set). Idle workers sleep
+-- until the soonest entry they saw, WAKE_HORIZON_MS at most (service.workers): an entry due
+-- sooner than that wakes them, by its score on its schedule's channel (service.keys.wake).
+local function schedule(zset, score, id, now)
+  redis.call('ZADD', zset, score, id)
+  if tonumber(score) <= tonumber(now) + WAKE_HORIZON_MS then
+    redis.call('PUBLISH', WAKE_PREFIX .. string.match(zset, '[^:]+$'), score)
+  end
+end
+
 -- a notification of rec's change (rec as of the change is its snapshot), due now, in the outbox
 -- and the payment's list of deliveries, kept the retention
 local function queue_delivery(key, outbox, list, retention, id, rec, kind, url, kind_of_change, now)
@@ -35,7 +45,7 @@ local function queue_delivery(key, outbox, list, retention, id, rec, kind, url, 
     'type', kind_of_change, 'version', rec.version, 'createdAt', now,
     'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
   redis.call('PEXPIRE', key, retention)
-  redis.call('ZADD', outbox, now, id)
+  schedule(outbox, now, id, now)
   redis.call('RPUSH', list, id)
   redis.call('PEXPIRE', list, retention)
 end

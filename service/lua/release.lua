@@ -5,6 +5,6 @@
 -- ARGV: 1 paymentId, 2 when the sweeper should look (ms), 3 now ms, 4 what went wrong
 if redis.call('HGET', KEYS[1], 'status') ~= CREATING then return 0 end
 redis.call('HSET', KEYS[1], 'creatingUntil', '0')
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+schedule(KEYS[2], ARGV[2], ARGV[1], ARGV[3])
 note(KEYS[3], KEYS[1], ARGV[3], {type = 'unclear', detail = ARGV[4]})
 return 1
