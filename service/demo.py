@@ -57,7 +57,7 @@ def run_demo(host: str, port: int, state_dir: str, *, sandbox_port: int, notify_
     env = sandboxes.env(PAYRELAY_NOTIFY_URL=notify_url, PAYRELAY_PAYMENT_TTL=str(ttl))
     level = os.environ.get("PAYRELAY_LOG_LEVEL", "INFO")
     settings = Settings.from_env(env | {"PAYRELAY_LOG_LEVEL": level})
-    check_free(host, {"payrelay": port, "the notification receiver": notify_port} | sandboxes.ports)
+    check_free(host, {"payrelay": port, "the notification receiver": notify_port} | sandboxes.listeners)
     sandboxes.start()
     notifications = ServerThread(receiver(sandboxes.notify_secret), host, notify_port)
     try:

@@ -52,6 +52,11 @@ class Sandboxes:
         self._servers: list[ServerThread] = []
 
     @property
+    def listeners(self) -> dict[str, int]:
+        """What listens where, for people: "the Stripe sandbox" → its port (``check_free``)."""
+        return {f"the {registry.BY_TYPE[kind].label} sandbox": port for kind, port in self.ports.items()}
+
+    @property
     def env_path(self) -> Path:
         return self.state_dir / ENV_FILE
 
@@ -105,7 +110,7 @@ def run_sandbox(host: str, port: int, state_dir: str, relay_url: str) -> int:
     sandboxes = Sandboxes(state_dir, host, port, relay_url)
     env = sandboxes.env()
     Settings.from_env(env)  # a relay URL payrelay would refuse: SettingsError, before anything starts
-    check_free(host, sandboxes.ports)
+    check_free(host, sandboxes.listeners)
     sandboxes.start()
     try:
         sandboxes.write(env)
