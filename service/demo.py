@@ -18,7 +18,7 @@ from adapters import registry
 from sandbox.runner import ServerThread
 from service import logs, notify_signature
 from service.app import create_app
-from service.sandboxes import Sandboxes, check_free
+from service.sandboxes import LABEL_WIDTH, Sandboxes, check_free
 from service.settings import Settings
 
 DEFAULT_PORT = 8000
@@ -78,7 +78,7 @@ def _instructions(url: str, notify_url: str, ttl: int, sandboxes: Sandboxes) -> 
     return f"""
 payrelay demo is running at {url}  (embedded store: payments are not kept after you stop it)
 {sandboxes.describe()}
-  notification receiver  {notify_url}  (checks each notification's signature and logs it)
+  {"notification receiver":<{LABEL_WIDTH}} {notify_url}  (checks each notification's signature, logs it)
 payments expire after {ttl} s (--ttl); configuration written to {sandboxes.env_path}
 (keys kept in {sandboxes.state_dir}; `payrelay sandbox` runs the same sandboxes without the demo)
 

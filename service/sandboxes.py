@@ -30,6 +30,7 @@ DEFAULT_RELAY_URL = "http://127.0.0.1:8000"
 ENV_FILE = "payrelay.env"
 KEYS_FILE = "sandbox-keys.json"
 API_CLIENT = "demo"
+LABEL_WIDTH = 22  # of what runs where, in what the commands print
 
 
 class SandboxError(Exception):
@@ -101,7 +102,7 @@ class Sandboxes:
 
     def describe(self) -> str:
         """One line per sandbox: its gateway and URL."""
-        return "\n".join(f"  {registry.BY_TYPE[e.gateway_type].label + ' sandbox':<20} {e.base_url}"
+        return "\n".join(f"  {registry.BY_TYPE[e.gateway_type].label + ' sandbox':<{LABEL_WIDTH}} {e.base_url}"
                          for e in self.emulators)
 
 
