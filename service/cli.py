@@ -7,13 +7,17 @@ import os
 import sys
 from typing import Any
 
-from service.settings import Settings, SettingsError, read_env_file
+from service.settings import DEFAULT_PUBLIC_URL, Settings, SettingsError, read_env_file
 
 # Seconds an idle client connection stays open. Longer than the idle timeout of what usually
 # stands in front (nginx's upstream keepalive_timeout and cloud load balancers: 60 s), so that the
 # proxy, never payrelay, closes an idle connection: otherwise a request the proxy sends on a
 # connection payrelay is closing at that moment is lost and the proxy answers 502.
 KEEP_ALIVE_SECONDS = 75
+PORT = 8000  # payrelay's, in serve and demo
+SANDBOX_PORT = 8500  # the Stripe sandbox's; the Alipay and WeChat Pay sandboxes listen on the next ones
+NOTIFY_PORT = 8600  # the demo's notification receiver's
+STATE_DIR = ".payrelay-demo"  # the demo's and the sandbox's keys and payrelay.env
 
 
 def _load_env_file(path: str | None) -> None:
@@ -199,10 +203,6 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.demo import DEFAULT_NOTIFY_PORT, DEFAULT_PORT
-    from service.sandboxes import DEFAULT_PORT as SANDBOX_PORT
-    from service.sandboxes import DEFAULT_RELAY_URL, DEFAULT_STATE_DIR
-
     parser = argparse.ArgumentParser(
         prog="payrelay", formatter_class=_Help,
         description="payrelay: one HTTP service between a storage app and Stripe, Alipay and WeChat Pay.")
@@ -210,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, run: Any) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=summary, description=summary,
-                                  formatter_class=_Help)
+        sub = commands.add_parser(name, help=summary, description=summary, formatter_class=_Help)
         sub.set_defaults(run=run)
         return sub
 
@@ -221,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = command("serve", "Run the HTTP service with its background workers.", _serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=_port, default=8000, help="port to listen on")
+    serve.add_argument("--port", type=_port, default=PORT, help="port to listen on")
     serve.add_argument("--workers", type=int, default=1, metavar="N", help="worker processes")
     serve.add_argument("--graceful-timeout", type=int, default=20, metavar="SECONDS",
                        help="seconds to finish in-flight requests on shutdown")
@@ -241,25 +240,25 @@ def main(argv: list[str] | None = None) -> int:
     demo = command("demo", "Run payrelay with the sandbox gateways, a notification receiver and generated keys.",
                    _demo)
     demo.add_argument("--host", default="127.0.0.1", help="address payrelay, the sandboxes and the receiver listen on")
-    demo.add_argument("--port", type=_port, default=DEFAULT_PORT, help="payrelay's port")
+    demo.add_argument("--port", type=_port, default=PORT, help="payrelay's port")
     demo.add_argument("--sandbox-port", type=_first_port, default=SANDBOX_PORT, metavar="P",
                       help="the sandboxes' first port: Stripe on P, Alipay on P+1, WeChat Pay on P+2")
-    demo.add_argument("--notify-port", type=_port, default=DEFAULT_NOTIFY_PORT, metavar="PORT",
+    demo.add_argument("--notify-port", type=_port, default=NOTIFY_PORT, metavar="PORT",
                       help="the notification receiver's port")
     demo.add_argument("--ttl", type=_seconds, default=1800, metavar="SECONDS",
                       help="seconds until a payment expires (60 lets you watch expiry; Stripe's own session "
                            "expiry stays at least 30 min away, as Stripe requires, and payrelay expires the "
                            "session at the TTL)")
-    demo.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+    demo.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
                       help="where the keys and payrelay.env are kept")
 
     sandbox = command("sandbox", "Run the sandbox gateways alone, for a payrelay serve --env-file.", _sandbox)
     sandbox.add_argument("--host", default="127.0.0.1", help="address the sandboxes listen on")
     sandbox.add_argument("--port", type=_first_port, default=SANDBOX_PORT, metavar="P",
                          help="the first port: Stripe on P, Alipay on P+1, WeChat Pay on P+2")
-    sandbox.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
+    sandbox.add_argument("--state-dir", default=STATE_DIR, metavar="DIR",
                          help="where the keys and payrelay.env are kept")
-    sandbox.add_argument("--relay-url", default=DEFAULT_RELAY_URL, metavar="URL",
+    sandbox.add_argument("--relay-url", default=DEFAULT_PUBLIC_URL, metavar="URL",
                          help="the payrelay the sandboxes send webhooks to (its PAYRELAY_PUBLIC_URL)")
 
     args = parser.parse_args(argv)

@@ -21,8 +21,6 @@ from service.app import create_app
 from service.sandboxes import LABEL_WIDTH, Sandboxes, check_free
 from service.settings import Settings
 
-DEFAULT_PORT = 8000
-DEFAULT_NOTIFY_PORT = 8600
 NOTIFY_PATH = "/notify"
 
 log = logging.getLogger("payrelay.demo")

@@ -24,9 +24,6 @@ from sandbox.keys import token
 from sandbox.runner import ServerThread
 from service.settings import Settings
 
-DEFAULT_PORT = 8500
-DEFAULT_STATE_DIR = ".payrelay-demo"
-DEFAULT_RELAY_URL = "http://127.0.0.1:8000"
 ENV_FILE = "payrelay.env"
 KEYS_FILE = "sandbox-keys.json"
 API_CLIENT = "demo"
@@ -89,16 +86,19 @@ class Sandboxes:
 
     def write(self, env: Mapping[str, str]) -> None:
         """Keep the keys and write ``env`` as the env file, both readable by their owner only."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         kept = {
             "apiKey": self.api_key,
             "notifySecret": self.notify_secret,
             "gateways": {emulator.gateway_type: emulator.key_material() for emulator in self.emulators},
         }
-        _write_private(self.state_dir / KEYS_FILE, json.dumps(kept, indent=2) + "\n")
         lines = ["# payrelay sandbox configuration: keys of the local sandbox gateways only."]
         lines += [_env_line(name, value) for name, value in sorted(env.items())]
-        _write_private(self.env_path, "\n".join(lines) + "\n")
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            _write_private(self.state_dir / KEYS_FILE, json.dumps(kept, indent=2) + "\n")
+            _write_private(self.env_path, "\n".join(lines) + "\n")
+        except OSError as exc:
+            raise SandboxError(f"cannot write to {self.state_dir}: {exc.strerror}") from None
 
     def describe(self) -> str:
         """One line per sandbox: its gateway and URL."""

@@ -175,3 +175,11 @@ def test_a_keys_file_that_is_not_ours_is_refused_and_left_alone(tmp_path: Path) 
     assert refused.returncode == 2, refused.stderr
     assert f"{state / 'sandbox-keys.json'} is not a keys file payrelay wrote (KeyError): delete it" in refused.stderr
     assert sorted(p.name for p in state.iterdir()) == ["sandbox-keys.json"]
+
+
+def test_a_state_dir_that_cannot_be_written_is_said_plainly(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    refused = run_sandbox("--port", str(free_ports(len(registry.GATEWAYS))), "--state-dir",
+                          str(tmp_path / "a-file" / "state"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"payrelay sandbox: cannot write to {tmp_path / 'a-file' / 'state'}: Not a directory" in refused.stderr
