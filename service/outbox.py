@@ -263,24 +263,25 @@ class OutboxSender(Worker):
         attempted = dataclasses.replace(
             delivery, attempts=attempts + 1, window_attempts=window_attempts, last_attempt_at=now, state=state,
             next_at=next_ms, last_status_code=attempt.status_code, last_error=attempt.error)
-        await self.deliveries.record_attempt(claim.bucket, attempted, now if state is DeliveryState.DEAD else None)
-        kind = delivery.kind
         outcome = state.value if state is not DeliveryState.PENDING else "failed"
+        answer = attempt.error or f"HTTP {attempt.status_code}"
+        await self.deliveries.record_attempt(claim.bucket, attempted, outcome, answer, now)
+        kind = delivery.kind
         self.metrics.deliveries.labels(kind, outcome).inc()
         extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.payment_id,
                  "outcome": outcome, "attempt": attempts + 1}
-        answer = f"{attempt.status_code} " if attempt.status_code is not None else ""
+        code = f"{attempt.status_code} " if attempt.status_code is not None else ""
         why = f": {attempt.error}" if attempt.error else ""
         target = _shown(delivery.url)
         if state is DeliveryState.DEAD:
             self._dead_changed = True
-            log.error("delivery %s → %s %sdead after %d attempts%s", claim.id, target, answer, attempts + 1, why,
+            log.error("delivery %s → %s %sdead after %d attempts%s", claim.id, target, code, attempts + 1, why,
                       extra=extra)
         elif state is DeliveryState.PENDING:
-            log.info("delivery %s → %s %sfailed%s (attempt %d, tried again later)", claim.id, target, answer, why,
+            log.info("delivery %s → %s %sfailed%s (attempt %d, tried again later)", claim.id, target, code, why,
                      attempts + 1, extra=extra)
         else:
-            log.info("delivery %s → %s %sdelivered", claim.id, target, answer, extra=extra)
+            log.info("delivery %s → %s %sdelivered", claim.id, target, code, extra=extra)
         return next_ms
 
     async def _refresh_dead_gauge(self, now: int) -> None:

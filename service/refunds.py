@@ -192,7 +192,7 @@ class Refunds:
         state = await self.gateway_call(adapter, "query_refund", adapter.query_refund(refund_request(refund, payment)))
         if state is None:
             return await self._call(adapter, refund, payment, source="resend")
-        await self.apply(state, adapter, source="query")
+        await self.apply(state, adapter, source="sync")
         return await self._must_get(refund.refund_no)
 
     async def apply(self, state: RefundState, adapter: Adapter, *, source: str, event_id: str | None = None,
@@ -205,7 +205,7 @@ class Refunds:
             amount=state.amount.minor if state.amount else None,
             event=(adapter.gateway_type, "refund:" + event_id) if event_id else None,
             next_look_ms=next_look_ms or now + LOOK_SOON_MS,
-            delivery_id="dlv_" + secrets.token_urlsafe(12),
+            delivery_id="dlv_" + secrets.token_urlsafe(12), source=source,
         )
         extra = {"refundNo": state.refund_no, "gateway": adapter.gateway_type, "outcome": applied.outcome,
                  "source": source}

@@ -113,7 +113,7 @@ async def reserve(store: Store, fingerprint: str = "f1", now: int = NOW, txn: st
 
 async def apply(store: Store, pid: str, **changes: Any) -> Any:
     """The word of the payment's own gateway (the records here are stripe-connect's)."""
-    return await store.apply(pid, gateway="stripe-connect", **changes)
+    return await store.apply(pid, gateway="stripe-connect", **{"source": "webhook", **changes})
 
 
 async def opened(store: Store) -> str:
