@@ -195,7 +195,7 @@ def test_a_short_ttl_closes_the_payment_at_the_gateway_too(start_demo: Callable[
     eventually(lambda: demo.get(f"/api/transactions/{created['paymentId']}").json()["status"] == "closed", 20)
     page = httpx.get(created["paymentUrl"])
     assert "expired" in page.text.lower()  # Stripe's session was expired by payrelay, not left open 30 min
-    assert any(re.fullmatch(rf"{TIME} {created['paymentId']} waiting → closed \(close, stripe-connect\)", line)
+    assert any(re.fullmatch(rf"{TIME} {created['paymentId']} waiting → closed \(sweep, stripe-connect\)", line)
                for line in demo.logged()), demo.logged()
 
 
