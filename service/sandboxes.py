@@ -31,7 +31,8 @@ LABEL_WIDTH = 22  # of what runs where, in what the commands print
 
 
 class SandboxError(Exception):
-    """The sandbox cannot start as asked; nothing was started or written."""
+    """The sandboxes cannot start as asked (a port taken, a keys file that is not ours, a state
+    directory that cannot be written); nothing is left running."""
 
 
 class Sandboxes:
@@ -41,6 +42,7 @@ class Sandboxes:
     def __init__(self, state_dir: str | Path, host: str, first_port: int, relay_url: str) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
+        relay_url = relay_url.rstrip("/")  # as payrelay reads its PAYRELAY_PUBLIC_URL
         self.api_key, self.notify_secret, self.emulators = _kept_or_fresh(self.state_dir / KEYS_FILE)
         self.ports = {gateway.name: first_port + index for index, gateway in enumerate(registry.GATEWAYS)}
         for emulator in self.emulators:
@@ -112,6 +114,7 @@ def run_sandbox(host: str, port: int, state_dir: str, relay_url: str) -> int:
     env = sandboxes.env()
     Settings.from_env(env)  # a relay URL payrelay would refuse: SettingsError, before anything starts
     check_free(host, sandboxes.listeners)
+    stop = _stop_on_signals()
     sandboxes.start()
     try:
         sandboxes.write(env)
@@ -121,17 +124,18 @@ configuration written to {sandboxes.env_path}; run payrelay against them with
   PAYRELAY_REDIS_URL=redis://127.0.0.1:6379/0 payrelay serve --env-file {sandboxes.env_path}
 (the keys are kept in {sandboxes.state_dir}: a restart keeps them; delete it for fresh ones)
 Stop with Ctrl-C.""", flush=True)
-        _wait_for_a_stop_signal()
+        stop.wait()
     finally:
         sandboxes.stop()
     return 0
 
 
-def _wait_for_a_stop_signal() -> None:
+def _stop_on_signals() -> threading.Event:
+    """An event that SIGINT (Ctrl-C) or SIGTERM sets, from now on."""
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    stop.wait()
+    return stop
 
 
 def check_free(host: str, ports: Mapping[str, int]) -> None:
