@@ -274,9 +274,10 @@ class Payments:
             self.metrics.transitions.labels(applied.previous, target).inc()
             if applied.outcome == "late":
                 self.metrics.late_payments.labels(adapter.gateway_type).inc()
-                log.warning("payment succeeded after it was closed", extra=extra)
+                log.warning("%s → %s: paid after it was closed (late payment)", applied.previous, target,
+                            extra=extra)
             else:
-                log.info("payment %s", target, extra=extra)
+                log.info("%s → %s", applied.previous, target, extra=extra)
         elif applied.outcome == "integrity":
             self.metrics.integrity_errors.labels(adapter.gateway_type).inc()
             log.error("gateway amount or currency differs from the payment's", extra=extra)
