@@ -83,6 +83,7 @@ class DeliveryStore:
             except WatchError as exc:  # a RedisError, but a race, not an outage
                 raise errors.Conflict("delivery_in_flight",
                                       "the notification changed while re-sending it; try again") from exc
+            await self.redis.publish(keys.wake("outbox"), now)  # due now: wake the senders
             return Delivery.from_hash(await self.redis.hgetall(key))
 
         return await guarded(run())

@@ -53,6 +53,8 @@ HEARTBEAT_TTL = 30
 TIMELINE_MAX = 200  # a payment's timeline keeps its newest entries
 STATS_TTL = 8 * 86400  # the console charts the last day; a week more for looking back
 HOUR_MS = 3_600_000
+# an idle worker looks at its schedule at least this often; entries due sooner wake it (``wake``)
+WAKE_HORIZON_MS = 30_000
 CONSOLE_SESSION_TTL = 30 * 60  # an operator's session ends after half an hour without a request
 CONSOLE_SIGNIN_WINDOW = 15 * 60  # sign-in attempts are counted this long from the first
 
@@ -179,6 +181,12 @@ def dead(bucket: int) -> str:
 
 def event(bucket: int, gateway: str, event_id: str) -> str:
     return f"{tag(bucket)}event:{gateway}:{event_id}"
+
+
+def wake(schedule: str) -> str:
+    """The channel on which the scripts announce an entry due within ``WAKE_HORIZON_MS`` in a
+    schedule (``due``, ``outbox``, ``refund-due``: the last part of its zset's key), by its score."""
+    return f"{PREFIX}wake:{schedule}"
 
 
 def worker(name: str) -> str:

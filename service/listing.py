@@ -15,7 +15,6 @@ bucket, a range lookup in an index and at most a page of entries: not the number
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import math
@@ -23,15 +22,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
-
 from service import errors, keys
 from service.model import Payment
 from service.states import OPEN, PUBLIC, PaymentState
-from service.store import Store, guarded, load_script
+from service.store import Store, guarded, load_script, run_many
 
 FLAGS = ("latePayment", "integrityError", "refunded")
+DIMENSIONS = ("all", *(f"status:{state.value}" for state in PaymentState), *(f"flag:{flag}" for flag in FLAGS))
 OVERDUE_AFTER_MS = 5 * 60_000  # the sweep closes an expired payment within seconds; later needs a person
+TRIM_EVERY_MS = 3_600_000
+TRIM_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,21 @@ class Listing:
         self.redis = store.redis
         self.clients = tuple(clients)
         self._list = self.redis.register_script(load_script("list"))
+        self._trim = self.redis.register_script(load_script("trim"))
+        self._trimmed_at = 0
+
+    async def trim(self, now_ms: int) -> int:
+        """Drop index entries of payments gone with their retention (created more than the
+        retention and a day ago), at most hourly a process; answer how many."""
+        if now_ms - self._trimmed_at < TRIM_EVERY_MS:
+            return 0
+        self._trimmed_at = now_ms
+        before = now_ms - self.store.retention_ms - 86_400_000
+
+        counts = await run_many(self.redis, self._trim, [
+            ([keys.index(bucket, client, dimension), keys.payment_prefix(bucket)], [before, TRIM_BATCH])
+            for bucket in range(keys.BUCKETS) for client in self.clients for dimension in DIMENSIONS])
+        return sum(int(n) for n in counts)
 
     async def page(self, query: ListQuery) -> Page:
         descending = query.descending
@@ -147,18 +162,8 @@ class Listing:
         def call_keys(bucket: int, client: str, dimension: str) -> list[str]:
             return [keys.index(bucket, client, dimension), keys.payment_prefix(bucket)]
 
-        if isinstance(self.redis, RedisCluster):  # a script a bucket, on the bucket's node
-            replies = await guarded(asyncio.gather(*(
-                self._list(keys=call_keys(*source), args=args(position, want))
-                for source, position, want in calls)))
-        else:
-            async def pipelined() -> list[Any]:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for source, position, want in calls:
-                        await self._list(keys=call_keys(*source), args=args(position, want), client=pipe)
-                    return list(await pipe.execute())
-
-            replies = await guarded(pipelined())
+        replies = await run_many(self.redis, self._list, [(call_keys(*source), args(position, want))
+                                                          for source, position, want in calls])
         return [_reply(reply) for reply in replies]
 
     async def _read(self, payment_ids: list[str]) -> list[Payment]:

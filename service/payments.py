@@ -180,7 +180,8 @@ class Payments:
 
     async def _create_failed(self, payment: Payment, exc: GatewayError) -> None:
         if exc.outcome_unknown:  # the gateway may have made it: keep the paymentId (its idempotency
-            await self.store.release(payment.payment_id, now_ms() + RESUME_AFTER_MS)  # key) for the retry
+            now = now_ms()  # key) for the retry
+            await self.store.release(payment.payment_id, now + RESUME_AFTER_MS, now_ms=now, why=exc.message)
         else:  # refused for good: as if it never was, a retry starts afresh
             await self.store.abort(payment.payment_id, payment.client, payment.transaction_id)
 
@@ -217,7 +218,8 @@ class Payments:
             created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(payment)))
         except GatewayError as exc:
             if exc.outcome_unknown:
-                await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)
+                now = now_ms()
+                await self.store.release(payment_id, now + RESUME_AFTER_MS, now_ms=now, why=exc.message)
                 raise
             # refused for good: the gateway made nothing and will not; the payment ends failed
             created = Created(None, None, Status.FAILED, f"the gateway refused the payment: {exc.message}",
@@ -272,9 +274,10 @@ class Payments:
             self.metrics.transitions.labels(applied.previous, target).inc()
             if applied.outcome == "late":
                 self.metrics.late_payments.labels(adapter.gateway_type).inc()
-                log.warning("payment succeeded after it was closed", extra=extra)
+                log.warning("%s → %s: paid after it was closed (late payment)", applied.previous, target,
+                            extra=extra)
             else:
-                log.info("payment %s", target, extra=extra)
+                log.info("%s → %s", applied.previous, target, extra=extra)
         elif applied.outcome == "integrity":
             self.metrics.integrity_errors.labels(adapter.gateway_type).inc()
             log.error("gateway amount or currency differs from the payment's", extra=extra)

@@ -92,7 +92,7 @@ class Refunds:
         if reservation.outcome == "existing":
             return await self._await_call(reservation.refund_no)
         refund = await self._must_get(reservation.refund_no)
-        log.info("refund reserved", extra={"paymentId": payment_id, "refundNo": refund.refund_no,
+        log.info("refund %s reserved", refund.refund_no, extra={"paymentId": payment_id, "refundNo": refund.refund_no,
                                            "gateway": adapter.gateway_type})
         return await self._call(adapter, refund, payment, source="refund")
 
@@ -214,7 +214,7 @@ class Refunds:
             if state.status is RefundStatus.SUCCEEDED:
                 refund = await self._must_get(state.refund_no)
                 self.metrics.refunded_minor.labels(adapter.gateway_type, refund.currency).inc(refund.amount)
-            log.info("refund %s", state.status.value, extra=extra)
+            log.info("refund %s %s → %s", state.refund_no, applied.previous, state.status.value, extra=extra)
         elif applied.outcome == "integrity":
             self.metrics.integrity_errors.labels(adapter.gateway_type).inc()
             log.error("gateway refund amount differs from the refund's", extra=extra)

@@ -25,6 +25,7 @@ from service import passwords
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")  # the first is the default
 T = TypeVar("T")
 _UNREADABLE: Any = object()  # what a value whose variables have a problem is while the rest is read
 CONSOLE_USER = re.compile(r"[A-Za-z0-9._@-]{1,64}")
@@ -64,6 +65,7 @@ class Settings:
     cloudreve_key: Secret | None = None
     max_body_bytes: int = 256 * 1024  # the cap on every route's body (service.body_limit)
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text": readable lines for a terminal (service.logs)
     gateways: Mapping[str, Any] = field(default_factory=dict)  # paymentGatewayType → its config
     console_users: Mapping[str, Secret] = field(default_factory=dict)  # name → password hash; none: no console
     notes: tuple[str, ...] = field(default=(), compare=False)  # what `check` reports
@@ -153,6 +155,7 @@ def _parse(env: Env) -> Settings:
             lambda: env.integer("PAYRELAY_MAX_BODY_BYTES", 256 * 1024, minimum=1024), 256 * 1024
         ),
         log_level=problems.attempt(lambda: _choice(env, "PAYRELAY_LOG_LEVEL", LOG_LEVELS, case=str.upper), "INFO"),
+        log_format=problems.attempt(lambda: _choice(env, "PAYRELAY_LOG_FORMAT", LOG_FORMATS, case=str.lower), "json"),
         gateways={kind: config for kind, config in configs.items() if config not in (None, _UNREADABLE)},
         console_users=problems.attempt(lambda: _console_users(env), {}),
         notes=tuple(notes),

@@ -7,6 +7,7 @@ the embedded in-process store (fakeredis with Lua), which is for trying payrelay
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from service.model import Payment, name_of
 log = logging.getLogger("payrelay.store")
 
 T = TypeVar("T")
+CLUSTER_CONCURRENCY = 16  # scripts in flight at once on a cluster, well inside its connection pools
 SWEEP_ATTEMPTS = name_of(Payment, "sweep_attempts")
 
 
@@ -38,11 +40,33 @@ async def guarded(call: Awaitable[T]) -> T:
         raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
 
 
+async def run_many(redis: Any, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    """One script run with each (keys, args), as one pipeline on a single Redis, each on its
+    keys' node on Redis Cluster (``CLUSTER_CONCURRENCY`` at a time); the answers in order."""
+    if isinstance(redis, RedisCluster):
+        room = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+        async def one(k: list[str], a: list[Any]) -> Any:
+            async with room:
+                return await script(keys=k, args=a)
+
+        return list(await guarded(asyncio.gather(*(one(k, a) for k, a in calls))))
+
+    async def pipelined() -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for k, a in calls:
+                await script(keys=k, args=a, client=pipe)
+            return list(await pipe.execute())
+
+    return await guarded(pipelined())
+
+
 def load_script(name: str) -> str:
     """A script of ``service/lua/``, after the state tables it reads (``service.states``), the
     limits of ``service.keys`` and the functions the scripts share (``lib.lua``)."""
     lua = resources.files("service").joinpath("lua")
-    limits = f"local TIMELINE_MAX, STATS_TTL = {keys.TIMELINE_MAX}, {keys.STATS_TTL}\n"
+    limits = (f"local TIMELINE_MAX, STATS_TTL = {keys.TIMELINE_MAX}, {keys.STATS_TTL}\n"
+              f"local WAKE_PREFIX, WAKE_HORIZON_MS = {keys.wake('')!r}, {keys.WAKE_HORIZON_MS}\n")
     return states.lua_tables() + limits + lua.joinpath("lib.lua").read_text(encoding="utf-8") + \
         lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
@@ -128,12 +152,13 @@ class Store:
             [now_ms, payment_url, reference, payment_id],
         ))
 
-    async def release(self, payment_id: str, look_at_ms: int) -> None:
-        """Give a create's lease back after a gateway call without a clear answer: the next
-        duplicate resumes it at once, else the sweeper asks the gateway at ``look_at_ms``."""
+    async def release(self, payment_id: str, look_at_ms: int, *, now_ms: int, why: str) -> None:
+        """Give a create's lease back after a gateway call without a clear answer (``why``): the
+        next duplicate resumes it at once, else the sweeper asks the gateway at ``look_at_ms``."""
         bucket = _bucket(payment_id)
-        await self._run(self._release, [keys.payment(bucket, payment_id), keys.due(bucket)],
-                        [payment_id, look_at_ms])
+        await self._run(self._release,
+                        [keys.payment(bucket, payment_id), keys.due(bucket), keys.events(bucket, payment_id)],
+                        [payment_id, look_at_ms, now_ms, why])
 
     async def take_over(self, payment_id: str, now_ms: int) -> str:
         """Take the lease of a create whose holder is gone: 'taken', 'held', or the status now."""

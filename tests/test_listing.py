@@ -11,6 +11,7 @@ import pytest
 
 from service import errors, keys
 from service.listing import Listing, ListQuery, Position, decode_token, encode_token
+from service.stats import Stats
 from service.store import Store
 from service.timeline import Timeline
 from tests.helpers import NOW, apply, record
@@ -123,6 +124,18 @@ async def test_records_gone_with_their_retention_leave_the_index(store: Store, l
     assert await store.redis.zscore(keys.index(bucket, "shop"), gone) is None
 
 
+async def test_the_hourly_trim_drops_entries_of_payments_gone(store: Store, listing: Listing) -> None:
+    old, kept, recent = await make(store, "old"), await make(store, "kept"), await make(store, "recent", at=NOW + 5)
+    for pid in (old, recent):  # their retention ran out (the recent one's too, as after a refusal)
+        await store.redis.delete(keys.payment(keys.bucket_of(pid) or 0, pid))
+    after_retention = NOW + store.retention_ms + 86_400_000 + 1
+    assert await listing.trim(after_retention) == 2  # old: from its index of all and of waiting
+    assert await listing.trim(after_retention + 1) == 0  # once an hour
+    remaining = [member for bucket in range(keys.BUCKETS) for member in
+                 await store.redis.zrange(keys.index(bucket, "shop"), 0, -1)]
+    assert sorted(remaining) == sorted([kept, recent])  # created after the cut: left to the listing
+
+
 def test_tokens_are_checked() -> None:
     position = Position(NOW, keys.new_payment_id(5))
     token = encode_token(position, True)
@@ -198,3 +211,31 @@ async def test_repeated_words_count_in_one_entry(store: Store) -> None:
         await apply(store, pid, now_ms=NOW + n, status="waiting", gateway_state="open", source="sweep")
     last = (await timeline.of_payment(pid))[-1]
     assert (last.type, last.fields["count"], last.at) == ("ignored", "5", NOW + 4)
+
+
+async def test_a_create_without_a_clear_answer_is_noted(store: Store) -> None:
+    pid = await make(store, "t1", opened=False)
+    await store.release(pid, NOW + 5_000, now_ms=NOW + 1, why="the gateway timed out")
+    last = (await Timeline(store.redis).of_payment(pid))[-1]
+    assert (last.type, last.fields["detail"], last.at) == ("unclear", "the gateway timed out", NOW + 1)
+
+
+# -- the hour's counts ------------------------------------------------------------------------
+
+async def test_the_scripts_count_what_the_console_charts(store: Store) -> None:
+    hour = NOW // keys.HOUR_MS * keys.HOUR_MS
+    for n, took in enumerate((5, 40, 3000)):
+        pid = await make(store, f"t{n}", at=hour + 10)
+        await apply(store, pid, now_ms=hour + 5000, status="succeeded", gateway_state="paid",
+                    received_ms=hour + 5000 - took)
+    other = await make(store, "alipay", at=hour + 20, gateway="alipay-page")
+    await store.apply(other, gateway="alipay-page", now_ms=hour + keys.HOUR_MS, status="closed",
+                      gateway_state="expired", source="sweep")
+    earlier, now = await Stats(store.redis).hours(hour + keys.HOUR_MS + 1, hours=2)
+    assert (earlier.start, now.start) == (hour, hour + keys.HOUR_MS)
+    assert earlier.counts == {
+        "opened:stripe-connect": 3, "opened:alipay-page": 1, "status:succeeded:stripe-connect": 3,
+        "applied:n": 3, "applied:ms": 3045, "applied:le:10": 1, "applied:le:50": 2, "applied:le:250": 2,
+        "applied:le:1000": 2}
+    assert now.counts == {"status:closed:alipay-page": 1}  # not a webhook: no latency
+    assert 0 < await store.redis.ttl(keys.stats(keys.bucket_of(other) or 0, hour)) <= keys.STATS_TTL

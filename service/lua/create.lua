@@ -21,7 +21,7 @@ if current then
     if status ~= CREATING then return {'existing', current} end
     if tonumber(found[3]) > now then return {'wait', current} end
     redis.call('HSET', key, 'creatingUntil', lease_until)
-    redis.call('ZADD', KEYS[3], lease_until, current)
+    schedule(KEYS[3], lease_until, current, now)
     return {'resume', current}
   end
 end
@@ -33,8 +33,8 @@ redis.call('HSET', KEYS[2], 'status', CREATING, 'version', '0', 'previous', curr
   'fingerprint', ARGV[2],
   'creatingUntil', lease_until)
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[3], lease_until, ARGV[3])
+schedule(KEYS[3], lease_until, ARGV[3], now)
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
 index_status(KEYS[5], rec, nil, CREATING)
-note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current or ''})
+note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current})
 return {'new', ARGV[3]}

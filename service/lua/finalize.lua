@@ -9,7 +9,7 @@ if found[1] ~= CREATING then return found[1] end
 redis.call('HSET', KEYS[1], 'status', WAITING, 'paymentUrl', ARGV[2], 'gatewayReference', ARGV[3],
   'updatedAt', ARGV[1])
 redis.call('HDEL', KEYS[1], 'creatingUntil')
-redis.call('ZADD', KEYS[2], found[2], ARGV[4])
+schedule(KEYS[2], found[2], ARGV[4], ARGV[1])
 index_status(KEYS[3], {paymentId = ARGV[4], client = found[3], createdAt = found[4]}, CREATING, WAITING)
 note(KEYS[4], KEYS[1], ARGV[1], {type = 'opened', gatewayReference = ARGV[3]})
 tally(KEYS[5], 'opened:' .. found[5])

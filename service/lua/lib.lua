@@ -28,6 +28,16 @@ local function record_for(key, gateway, mark, ttl)
   return rec
 end
 
+-- id due at score (ms) in a schedule (a due set, an outbox, a refund due set). Idle workers sleep
+-- until the soonest entry they saw, WAKE_HORIZON_MS at most (service.workers): an entry due
+-- sooner than that wakes them, by its score on its schedule's channel (service.keys.wake).
+local function schedule(zset, score, id, now)
+  redis.call('ZADD', zset, score, id)
+  if tonumber(score) <= tonumber(now) + WAKE_HORIZON_MS then
+    redis.call('PUBLISH', WAKE_PREFIX .. string.match(zset, '[^:]+$'), score)
+  end
+end
+
 -- a notification of rec's change (rec as of the change is its snapshot), due now, in the outbox
 -- and the payment's list of deliveries, kept the retention
 local function queue_delivery(key, outbox, list, retention, id, rec, kind, url, kind_of_change, now)
@@ -35,7 +45,7 @@ local function queue_delivery(key, outbox, list, retention, id, rec, kind, url, 
     'type', kind_of_change, 'version', rec.version, 'createdAt', now,
     'snapshot', cjson.encode(rec), 'attempts', '0', 'state', 'pending', 'nextAt', now)
   redis.call('PEXPIRE', key, retention)
-  redis.call('ZADD', outbox, now, id)
+  schedule(outbox, now, id, now)
   redis.call('RPUSH', list, id)
   redis.call('PEXPIRE', list, retention)
 end
@@ -46,15 +56,25 @@ local function keep_with(key, payment_key)
   if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
 end
 
+-- whether two timeline entries say the same but for when (and how many times)
+local function same_but_time(a, b)
+  for name, value in pairs(a) do
+    if name ~= 'at' and name ~= 'count' and b[name] ~= value then return false end
+  end
+  for name in pairs(b) do
+    if name ~= 'at' and name ~= 'count' and a[name] == nil then return false end
+  end
+  return true
+end
+
 -- one entry (a table of strings; 'type' says what happened) at the end of the payment's timeline,
--- which keeps its newest TIMELINE_MAX entries, as long as the payment. A webhook or sync that
--- changed nothing, like the entry before it, counts in that entry instead of adding one.
+-- which keeps its newest TIMELINE_MAX entries, as long as the payment. An entry that says what
+-- the last one says (a retried webhook, a sync that changed nothing again) counts in that one.
 local function note(events, payment_key, now, entry)
-  entry.at = now
   local last = redis.call('LINDEX', events, -1)
   local before = last and cjson.decode(last)
-  if before and entry.type == 'ignored' and before.type == 'ignored' and before.outcome == entry.outcome
-      and before.source == entry.source and before.gatewayState == entry.gatewayState then
+  entry.at = now
+  if before and same_but_time(entry, before) then
     entry.count = string.format('%d', tonumber(before.count or '1') + 1)
     redis.call('LSET', events, -1, cjson.encode(entry))
   else

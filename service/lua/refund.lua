@@ -46,7 +46,7 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'refundingAmount', amount)
 -- due at the end of the call's lease: should the call never end (the process died), the refund
 -- sweep asks the gateway what became of it
-redis.call('ZADD', KEYS[4], lease_until, ARGV[3])
+schedule(KEYS[4], lease_until, ARGV[3], now)
 -- a refunded payment and its refunds are kept the retention from its newest refund
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[13]) end
 note(KEYS[6], KEYS[1], ARGV[1], {type = 'refund', outcome = 'requested', refundId = ARGV[2],

@@ -44,7 +44,7 @@ if ARGV[4] ~= '' and (rec.gatewayReference or '') == '' then
 end
 if target == current then
   redis.call('HDEL', KEYS[1], 'callingUntil')
-  if current == REFUND_PROCESSING then redis.call('ZADD', KEYS[3], ARGV[10], rec.refundNo) end
+  if current == REFUND_PROCESSING then schedule(KEYS[3], ARGV[10], rec.refundNo, now) end
   mark_event()
   ignored('unchanged')
   return {'unchanged', current, rec.version}

@@ -111,7 +111,7 @@ if FINAL[target] then
   if redis.call('GET', index) == rec.paymentId then redis.call('PEXPIRE', index, retention) end
   if (rec.gatewayReference or '') ~= '' then keep_with(KEYS[11] .. rec.gatewayReference, KEYS[1]) end
 else
-  redis.call('ZADD', KEYS[2], ARGV[10], rec.paymentId)
+  schedule(KEYS[2], ARGV[10], rec.paymentId, now)
 end
 
 local url = rec.notifyUrl
