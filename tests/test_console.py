@@ -4,8 +4,6 @@ and that no secret ever reaches a page. Its configuration (PAYRELAY_CONSOLE_USER
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import re
 import subprocess
 import sys
@@ -23,10 +21,9 @@ from service import keys, passwords
 from service.clock import now_ms
 from service.console.auth import SESSION_MAX_S, Sessions
 from service.delivery_store import DeliveryStore
-from service.model import DeliveryState
 from service.settings import Settings, SettingsError
 from tests.conftest import Relay, StartRelay
-from tests.helpers import create, eventually, order, status_of
+from tests.helpers import create, eventually, give_up, order, status_of
 from tests.receiver import Receiver, Reply
 
 PASSWORD = "correct horse battery"
@@ -302,18 +299,13 @@ async def test_dead_notifications_are_queued_latest_first(relay: Relay, operator
     """Given up by the outbox (its own write of a last attempt, as after 24 h of retries)."""
     emulator = relay.emulators["stripe-connect"]
     receiver.default = Reply(500)
-    store = DeliveryStore(redis_client)
     given_up = []
     for at in (1_000, 3_000, 2_000):
         paid = await create(relay, order(emulator))
         await emulator.pay(paid["paymentUrl"], "paid")
-        bucket = keys.bucket_of(paid["paymentId"])
-        assert bucket is not None
-        await eventually(functools.partial(_attempted, store, bucket, paid["paymentId"]))
-        (delivery,) = await store.of_payment(bucket, paid["paymentId"])
-        dead = dataclasses.replace(delivery, state=DeliveryState.DEAD, next_at=None)
-        await store.record_attempt(bucket, dead, "dead", "HTTP 500", now_ms() + at)
+        await give_up(redis_client, paid["paymentId"], now_ms() + at)
         given_up.append((at, paid["paymentId"]))
+    store = DeliveryStore(redis_client)
     latest_first = [payment_id for _, payment_id in sorted(given_up, reverse=True)]
     assert [d.payment_id for d in await store.dead(10)] == latest_first
     assert [d.payment_id for d in await store.dead(2)] == latest_first[:2]
@@ -322,10 +314,6 @@ async def test_dead_notifications_are_queued_latest_first(relay: Relay, operator
     assert [section.index(payment_id) for payment_id in latest_first] == sorted(
         section.index(payment_id) for payment_id in latest_first)
     assert '<span class="count">3</span>' in page.split('href="#dead"')[1]
-
-
-async def _attempted(store: DeliveryStore, bucket: int, payment_id: str) -> bool:
-    return any(d.attempts for d in await store.of_payment(bucket, payment_id))
 
 
 # -- actions ---------------------------------------------------------------------------------------

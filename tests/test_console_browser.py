@@ -14,8 +14,9 @@ import pytest
 
 from sandbox.stripe import StripeEmulator
 from service import passwords
+from service.clock import now_ms
 from tests.conftest import CHROMIUM, Relay, StartRelay
-from tests.helpers import create, eventually, order, status_of
+from tests.helpers import create, eventually, give_up, order, status_of
 from tests.receiver import Receiver, Reply
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
@@ -81,10 +82,11 @@ async def _payments(relay: Relay, emulator: StripeEmulator) -> dict[str, dict[st
     return made
 
 
-async def test_an_operator_follows_a_payment_and_acts_on_it(browser: Any, relay: Relay,
-                                                           receiver: Receiver) -> None:
+async def test_an_operator_follows_a_payment_and_acts_on_it(browser: Any, relay: Relay, receiver: Receiver,
+                                                           redis_client: Any) -> None:
     emulator = relay.emulators["stripe-connect"]
     made = await _payments(relay, emulator)
+    await give_up(redis_client, made["paid"]["paymentId"], now_ms())  # one for the queue
     body = order(emulator, completePayRedirectUrl=f"{STRIPE_SHOP}/done", cancelPayRedirectUrl=f"{STRIPE_SHOP}/cancel")
     watched = await create(relay, body)
     payment_id = watched["paymentId"]
@@ -93,6 +95,11 @@ async def test_an_operator_follows_a_payment_and_acts_on_it(browser: Any, relay:
     await _sign_in(page, relay)
     await page.wait_for_selector(f"a:has-text('{payment_id}')")
     await _shot(page, "payments-desktop")
+    await page.keyboard.press("Tab")  # the keyboard's first stop skips to the content, and shows itself
+    assert await page.evaluate("document.activeElement.textContent") == "Skip to the content"
+    assert await page.evaluate("document.activeElement.getBoundingClientRect().left") >= 0
+    await page.keyboard.press("Enter")
+    assert await page.evaluate("document.activeElement.id") == "main"
 
     await page.fill("#q", body["transactionId"])
     await page.press("#q", "Enter")
@@ -120,6 +127,7 @@ async def test_an_operator_follows_a_payment_and_acts_on_it(browser: Any, relay:
     await page.click("button:has-text('Refund…')")
     await page.wait_for_url("**/confirm?**")
     assert "goodwill" in await page.inner_text("main")
+    await _shot(page, "confirm-refund-desktop")
     await page.click("form button:has-text('Refund')")
     await page.wait_for_url("**?done=refund")
     await page.wait_for_selector("td:has-text('goodwill')")
