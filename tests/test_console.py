@@ -4,6 +4,8 @@ and that no secret ever reaches a page. Its configuration (PAYRELAY_CONSOLE_USER
 
 from __future__ import annotations
 
+import datetime as dt
+import html
 import re
 import subprocess
 import sys
@@ -32,6 +34,7 @@ USERS = " ".join(f"{name}:{hashed}" for name, hashed in HASHES.items())
 NOTIFY_SECRET = "notify-secret-" + "n" * 20
 CLOUDREVE_KEY = "cloudreve-key-" + "c" * 20
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+PAYMENT_LINK = re.compile(r'<a class="mono" href="/console/payments/(pr_\w+)">')
 
 
 @pytest.fixture
@@ -252,8 +255,32 @@ async def test_payments_list_filters_and_search(relay: Relay, operator: httpx.As
     for text in (paid["paymentId"], reference):
         found = (await operator.get("/console/payments", params={"q": text})).text
         assert paid["paymentId"] in found and waiting["paymentId"] not in found
-    bad = await operator.get("/console/payments", params={"from": "yesterday"})
-    assert bad.status_code == 400 and "from must be a date such as 2026-11-21" in bad.text
+    for params, says in (({"from": "yesterday"}, "from must be a date such as 2026-11-21"),
+                         ({"status": "paid"}, "status must be one of waiting, processing, succeeded"),
+                         ({"gateway": "paypal"}, "gateway must be one of stripe-connect"),
+                         ({"flag": "late"}, "flag must be one of latePayment"),
+                         ({"client": "nobody"}, "client must be one of shop, other"),
+                         ({"page": "not-a-token"}, "next_page_token is not one this listing gave")):
+        bad = await operator.get("/console/payments", params=params)
+        assert bad.status_code == 400 and says in bad.text, params
+
+
+async def test_payments_come_in_cursor_pages_and_by_date(relay: Relay, operator: httpx.AsyncClient) -> None:
+    emulator = relay.emulators["stripe-connect"]
+    made = [(await create(relay, order(emulator)))["paymentId"] for _ in range(53)]
+    first = await operator.get("/console/payments")
+    shown = PAYMENT_LINK.findall(first.text)
+    assert len(shown) == 50 and shown[-1] != made[-1] and made[-1] in shown[:2]  # newest first
+    next_page = re.search(r'<a href="([^"]+)" rel="next">Next page</a>', first.text)
+    assert next_page, "no next page"
+    second = await operator.get(html.unescape(next_page.group(1)))
+    rest = PAYMENT_LINK.findall(second.text)
+    assert len(rest) == 3 and sorted(shown + rest) == sorted(made)  # each once
+    assert 'rel="next"' not in second.text and "First page" in second.text
+    today = dt.datetime.now(dt.UTC).date()
+    assert len(PAYMENT_LINK.findall((await operator.get(f"/console/payments?from={today}&to={today}")).text)) == 50
+    before = (await operator.get(f"/console/payments?to={today - dt.timedelta(days=1)}")).text
+    assert PAYMENT_LINK.findall(before) == [] and "No payment matches." in before
 
 
 async def _status_is(relay: Relay, payment_id: str, status: str) -> bool:

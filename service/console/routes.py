@@ -226,6 +226,12 @@ class Console:
                                                                          "refunded": payment.refunded > 0}
 
     def _query(self, filters: Mapping[str, str], token: str) -> ListQuery:
+        """The filter form's query; a value no choice of the form has is refused (400)."""
+        choices = {"status": STATUSES, "gateway": [name for name, _ in self.gateways], "flag": FLAGS,
+                   "client": list(self.clients)}
+        for name, allowed in choices.items():
+            if filters[name] and filters[name] not in allowed:
+                raise errors.InvalidRequest("invalid_query", f"{name} must be one of {', '.join(allowed)}", name)
         return ListQuery(
             client=filters["client"] or None, status=filters["status"] or None,
             gateway=filters["gateway"] or None, created_from=_day(filters["from"], "from"),
