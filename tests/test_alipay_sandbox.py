@@ -218,7 +218,7 @@ async def test_reopening_shows_the_same_trade(merchant: Merchant, alipay_emulato
 
     async with httpx.AsyncClient() as client:
         page = await client.get(alipay_emulator.base_url + first.headers["location"])
-    assert page.status_code == 200 and "¥ 89.00" in page.text
+    assert page.status_code == 200 and '<strong class="amount" id="amount">¥89.00</strong>' in page.text
     assert "10 GB 容量包 &lt;b&gt;&amp;&lt;/b&gt;" in page.text  # shown, escaped
     assert 'id="pay-form"' in page.text and 'id="leave-form"' in page.text
 
