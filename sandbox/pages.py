@@ -57,7 +57,7 @@ def records(headings: Sequence[str], rows: Iterable[tuple[str, Sequence[str]]], 
     head = "".join(f"<th>{escape(heading)}</th>" for heading in headings)
     body = "".join(
         f"<tr{attributes}>"
-        + "".join(f'<td data-label="{escape(heading)}">{cell}</td>'
+        + "".join(f'<td data-label="{escape(heading)}"><div class="cell">{cell}</div></td>'
                   for heading, cell in zip(headings, cells, strict=True))
         + "</tr>"
         for attributes, cells in rows
