@@ -133,15 +133,6 @@ async def _create(relay: Relay, gateway: str, done: str, cancel: str) -> dict[st
     return answer.json()
 
 
-async def _refund(relay: Relay, payment_id: str) -> str:
-    """A refund of 5.00 of the payment through payrelay; its GET path."""
-    path = f"/api/transactions/{payment_id}/refunds"
-    async with relay.client() as client:
-        answer = await client.post(path, json={"refundId": "refund-1", "amount": "5.00"})
-    assert answer.status_code == 200 and answer.json()["status"] == "processing", answer.text
-    return f"{path}/refund-1"
-
-
 async def _status(relay: Relay, path: str, want: str, timeout: float = 10) -> str:
     """The status of the payment (or refund) at ``path`` once it is ``want``, or at the timeout."""
     async with relay.client() as client:
@@ -213,21 +204,6 @@ async def test_stripe_checkout(browser: Any, relay: Relay, stripe_emulator: Any)
     assert await _status(relay, f"/api/transactions/{created['paymentId']}", "succeeded") == "succeeded"
 
 
-async def test_stripe_paid_page_settles_a_refund(browser: Any, relay: Relay, stripe_emulator: Any) -> None:
-    created = await _create(relay, "stripe-connect", f"{STRIPE_SHOP}/done", f"{STRIPE_SHOP}/cancel")
-    await stripe_emulator.pay(created["paymentUrl"], "paid")
-    assert await _status(relay, f"/api/transactions/{created['paymentId']}", "succeeded") == "succeeded"
-    stripe_emulator.refund_outcome = "succeed_later"
-    refund = await _refund(relay, created["paymentId"])
-    for width in WIDTHS:
-        page = await _open(browser, width, created["paymentUrl"])
-        assert "Payment complete" in await page.inner_text(".notice")
-        await _look(page, "stripe-refunds")
-    await page.tap("button:has-text('succeeds')")  # on the phone
-    await page.wait_for_selector("text=succeeded")
-    assert await _status(relay, refund, "succeeded") == "succeeded"
-
-
 async def test_alipay_cashier(browser: Any, relay: Relay, shop: str) -> None:
     created = await _create(relay, "alipay-page", f"{shop}/done", f"{shop}/cancel")
     for width in WIDTHS:
@@ -273,23 +249,6 @@ async def test_alipay_closed_trade_says_so_in_both_languages(browser: Any, relay
         await _look(page, "alipay-closed")
 
 
-async def test_alipay_refunds_page_settles_a_refund(browser: Any, relay: Relay, alipay_emulator: Any,
-                                                   shop: str) -> None:
-    created = await _create(relay, "alipay-page", f"{shop}/done", f"{shop}/cancel")
-    await alipay_emulator.pay(created["paymentUrl"], "paid")
-    assert await _status(relay, f"/api/transactions/{created['paymentId']}", "succeeded") == "succeeded"
-    alipay_emulator.refund_outcome = "succeed_later"
-    refund = await _refund(relay, created["paymentId"])
-    for width in WIDTHS:
-        page = await _open(browser, width, f"{alipay_emulator.base_url}/sandbox/refunds")
-        assert "¥5.00" in await page.inner_text("table")
-        await _look(page, "alipay-refunds")
-    await page.tap("form[action$='/settle']:has(input[value=succeeded]) button")  # on the phone
-    await page.wait_for_selector("form[action$='/settle']", state="detached")
-    assert "succeeded" in await page.inner_text("td[data-label^='状态']")
-    assert await _status(relay, refund, "succeeded") == "succeeded"
-
-
 async def test_wechat_native_page(browser: Any, relay: Relay, shop: str, wechat_emulator: Any) -> None:
     created = await _create(relay, "wechat-pay-native", f"{shop}/done", f"{shop}/cancel")
     assert created["paymentUrl"].startswith("weixin://")
@@ -306,20 +265,36 @@ async def test_wechat_native_page(browser: Any, relay: Relay, shop: str, wechat_
     # Native pay has no redirect: the storage app's own page learns it by asking payrelay
 
 
-async def test_wechat_refunds_page_settles_a_refund(browser: Any, relay: Relay, shop: str,
-                                                   wechat_emulator: Any) -> None:
-    created = await _create(relay, "wechat-pay-native", f"{shop}/done", f"{shop}/cancel")
-    await wechat_emulator.pay(created["paymentUrl"], "paid")
+# the refund pages: the gateway, its page for the payment's refunds, what settles the refund as succeeded
+REFUND_PAGES = {
+    "stripe-refunds": ("stripe-connect", lambda emulator, payment_url: payment_url,  # the paid session's page
+                       "button:has-text('succeeds')"),
+    "alipay-refunds": ("alipay-page", lambda emulator, _: f"{emulator.base_url}/sandbox/refunds",
+                       "form[action$='/settle']:has(input[value=succeeded]) button"),
+    "wechat-refunds": ("wechat-pay-native", lambda emulator, _: f"{emulator.base_url}/refunds",
+                       "button[name=settle][value=succeed]"),
+}
+
+
+@pytest.mark.parametrize("shot", REFUND_PAGES)
+async def test_refund_page_settles_a_refund(browser: Any, relay: Relay, shot: str) -> None:
+    gateway, page_of, settle = REFUND_PAGES[shot]
+    emulator = relay.emulators[gateway]
+    created = await _create(relay, gateway, f"{STRIPE_SHOP}/done", f"{STRIPE_SHOP}/cancel")
+    await emulator.pay(created["paymentUrl"], "paid")
     assert await _status(relay, f"/api/transactions/{created['paymentId']}", "succeeded") == "succeeded"
-    wechat_emulator.refund_outcome = "succeed_later"
-    refund = await _refund(relay, created["paymentId"])
+    emulator.refund_outcome = "succeed_later"
+    refunds = f"/api/transactions/{created['paymentId']}/refunds"
+    async with relay.client() as client:
+        answer = await client.post(refunds, json={"refundId": "refund-1", "amount": "5.00"})
+    assert answer.status_code == 200 and answer.json()["status"] == "processing", answer.text
     for width in WIDTHS:
-        page = await _open(browser, width, f"{wechat_emulator.base_url}/refunds")
-        assert "¥5.00" in await page.inner_text("table")
-        await _look(page, "wechat-refunds")
-    await page.tap("button[name=settle][value=succeed]")  # on the phone
-    await page.wait_for_selector("tr[data-refund-status=SUCCESS]")
-    assert await _status(relay, refund, "succeeded") == "succeeded"
+        page = await _open(browser, width, page_of(emulator, created["paymentUrl"]))
+        assert ("US$5.00" if gateway == "stripe-connect" else "¥5.00") in await page.inner_text("body")
+        await _look(page, shot)
+    await page.tap(settle)  # on the phone
+    await page.wait_for_selector(settle, state="detached")
+    assert await _status(relay, f"{refunds}/refund-1", "succeeded") == "succeeded"
 
 
 async def test_pages_for_what_is_not_there(browser: Any, relay: Relay, stripe_emulator: Any,
