@@ -343,6 +343,7 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
     rows = []
     create_script = load.script("create.lua", h.work)
     get_script = load.script("get.lua", h.work)
+    list_script = load.script("list.lua", h.work)
     h.reset()
     with h.payrelay(1) as app:
         template = h.template(app, "alipay-page")
@@ -360,12 +361,16 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
             ids_file = h.work / f"scale-ids-{size}.txt"
             step = max(1, len(all_ids) // 50_000)
             ids_file.write_text("\n".join(all_ids[::step]) + "\n")
+            queries_file = h.work / f"scale-queries-{size}.txt"
+            queries_file.write_text("\n".join(list_queries(app.url)) + "\n")
             amount, currency = AMOUNTS["alipay-page"]
             for what, make in (
                 ("create", lambda i, s=size, a=amount, c=currency: load.Load(
                     app.url, create_script, (f"scale{s}-{time.time_ns()}-{i}", "alipay-page", API_KEY, a, c),
                     SCALE_CONNECTIONS)),
                 ("get", lambda i, f=ids_file: load.Load(app.url, get_script, (str(f), API_KEY), SCALE_CONNECTIONS)),
+                ("list", lambda i, f=queries_file: load.Load(app.url, list_script, (str(f), API_KEY),
+                                                             SCALE_CONNECTIONS)),
             ):
                 summary = h.measure({"payrelay": app.proc}, make)
                 rows.append({"stored": size, "request": what, "workers": 1, "connections": SCALE_CONNECTIONS,
@@ -373,6 +378,23 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
                 log(f"scale {size} {what}: {summary['rps']:.0f}/s p50 {summary['p50_ms']:.2f} "
                     f"p99 {summary['p99_ms']:.2f} ms")
     results["scale"] = rows
+
+
+def list_queries(url: str) -> list[str]:
+    """Listing requests: first pages (newest and oldest first, by status, a big page) and pages
+    further on, by the tokens a walk from the first page gave."""
+    firsts = ["page_size=50", "order_direction=asc", "status=waiting", "page_size=100&status=waiting"]
+    queries = list(firsts)
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
+        for first in firsts:
+            query = first
+            for _ in range(5):
+                token = client.get(f"/api/transactions?{query}").json()["pagination"]["next_token"]
+                if not token:
+                    break
+                query = f"{first}&next_page_token={token}"
+                queries.append(query)
+    return queries
 
 
 def memory(h: Harness, mode: Mode) -> dict[str, Any]:
@@ -462,7 +484,7 @@ async def succeed_all(h: Harness, ids: list[tuple[str, str, int]], gateway: str)
     try:
         for pid, _, _ in ids:
             await store.apply(pid, gateway=gateway, now_ms=now, status="succeeded", gateway_state="TRADE_SUCCESS",
-                              event=("alipay", f"evt-{pid}"), delivery_id=f"dlv_{pid[3:]}")
+                              event=("alipay", f"evt-{pid}"), delivery_id=f"dlv_{pid[3:]}", source="webhook")
     finally:
         await client.aclose()
 

@@ -268,6 +268,19 @@ class AlipayEmulator(Emulator):
             "PAYRELAY_ALIPAY_SELLER_ID": self.seller_id,
         }
 
+    def key_material(self) -> dict[str, str]:
+        return {"app_id": self.app_id, "seller_id": self.seller_id,
+                "alipay_private_key": self.alipay_private_key, "alipay_public_key": self.alipay_public_key,
+                "app_private_key": self.app_private_key, "app_public_key": self.app_public_key}
+
+    @classmethod
+    def restored(cls, material: Mapping[str, str]) -> AlipayEmulator:
+        emulator = cls(app_id=material["app_id"],
+                       platform_key=(material["alipay_private_key"], material["alipay_public_key"]),
+                       app_key=(material["app_private_key"], material["app_public_key"]))
+        emulator.seller_id = material["seller_id"]
+        return emulator
+
     # -- clock ----------------------------------------------------------------------------------
 
     def now(self) -> float:

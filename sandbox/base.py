@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import httpx
 
@@ -18,7 +18,7 @@ class Emulator(abc.ABC):
     Lifecycle: build it, serve ``app`` (``sandbox.runner``), then ``bind(base_url, webhook_url)``
     with the URL it is served at and payrelay's webhook URL for it (gateways that take the notify
     URL from each request ignore the second). ``env()`` then gives the PAYRELAY_* variables that
-    point payrelay at this emulator, with freshly generated keys.
+    point payrelay at this emulator, with freshly generated keys (or those it was ``restored`` with).
     """
 
     gateway_type: str
@@ -71,6 +71,18 @@ class Emulator(abc.ABC):
 
     @abc.abstractmethod
     def env(self) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def key_material(self) -> dict[str, str]:
+        """Every id and key this emulator was made with, its own private keys too: what
+        ``restored`` takes to make one that payrelay's configuration from ``env()`` still fits
+        (``payrelay sandbox`` keeps it across restarts)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def restored(cls, material: Mapping[str, str]) -> Self:
+        """An emulator with the ids and keys of ``key_material()``; KeyError or ValueError when
+        ``material`` is not what ``key_material`` gave."""
 
     @abc.abstractmethod
     async def pay(self, payment_url: str, outcome: Outcome = "paid") -> str:

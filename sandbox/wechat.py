@@ -35,7 +35,8 @@ import string
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from html import escape
 from typing import Any, Literal
@@ -230,6 +231,13 @@ class WechatEmulator(Emulator):
             "PAYRELAY_WECHAT_PUBLIC_KEY_ID": self.keys.public_key_id,
             "PAYRELAY_WECHAT_API_BASE": self.base_url,
         }
+
+    def key_material(self) -> dict[str, str]:
+        return asdict(self.keys)
+
+    @classmethod
+    def restored(cls, material: Mapping[str, str]) -> WechatEmulator:
+        return cls(WechatKeys(**material))
 
     @property
     def app(self) -> Starlette:

@@ -18,7 +18,8 @@ from service.model import Payment
 from service.payments import Payments
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
-from service.validation import parse_transaction
+from service.timeline import event_view
+from service.validation import parse_list_query, parse_transaction
 from service.views import created_view, payment_view, refund_view
 
 
@@ -81,6 +82,7 @@ class TransactionsApi:
             Route("/api/transactions", self.find, methods=["GET"]),
             Route("/api/transactions/{paymentId}", self.get, methods=["GET"]),
             Route("/api/transactions/{paymentId}/close", self.close, methods=["POST"]),
+            Route("/api/transactions/{paymentId}/events", self.events, methods=["GET"]),
             Route("/api/transactions/{paymentId}/qrcode.{format}", self.qrcode, methods=["GET"]),
             Route("/api/transactions/{paymentId}/refunds", self.refund, methods=["POST"]),
             Route("/api/transactions/{paymentId}/refunds", self.refunds, methods=["GET"]),
@@ -108,11 +110,28 @@ class TransactionsApi:
         return self.view(payment)
 
     async def find(self, request: Request) -> Response:
+        """With ``transactionId``: its latest payment; without: the client's payments, a page."""
         client = self.keys.client_for(request)
-        transaction_id = request.query_params.get("transactionId")
+        if "transactionId" not in request.query_params:
+            return await self.index(request, client)
+        transaction_id = request.query_params["transactionId"]
         if not transaction_id:
             raise errors.InvalidRequest("missing_field", "transactionId is required", "transactionId")
         return self.view(await self.payments.find(client, transaction_id))
+
+    async def index(self, request: Request, client: Client) -> Response:
+        query = parse_list_query(request.query_params, client.name, self.payments.adapters)
+        page = await self.payments.listing.page(query)
+        now, unit = now_ms(), self.settings.amount_unit
+        return JSONResponse({"payments": [payment_view(payment, now, unit) for payment in page.payments],
+                             "pagination": {"page_size": query.page_size, "next_token": page.next_token,
+                                            "is_cursor": True}})
+
+    async def events(self, request: Request) -> Response:
+        client = self.keys.client_for(request)
+        payment = await self.payments.get(client, request.path_params["paymentId"])
+        found = await self.payments.timeline.of_payment(payment.payment_id)
+        return JSONResponse({"paymentId": payment.payment_id, "data": [event_view(event) for event in found]})
 
     async def close(self, request: Request) -> Response:
         client = self.keys.client_for(request)

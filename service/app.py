@@ -30,6 +30,7 @@ from service.runtime import Runtime
 from service.settings import Settings
 from service.store import StoreUnavailable
 from service.tracing import TraceMiddleware
+from service.workers import IDLE_SECONDS
 
 log = logging.getLogger("payrelay.http")
 
@@ -76,7 +77,7 @@ class HttpMetrics:
 
 
 def create_app(settings: Settings, *, redis: Any = None, run_workers: bool = True,
-               idle_seconds: float = 0.5, worker_options: dict[str, dict[str, Any]] | None = None,
+               idle_seconds: float = IDLE_SECONDS, worker_options: dict[str, dict[str, Any]] | None = None,
                ) -> Starlette:
     """The payrelay ASGI app; its lifespan runs the background workers unless told not to.
     ``redis``: a client to use instead of connecting by the settings; ``idle_seconds`` and

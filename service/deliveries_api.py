@@ -67,6 +67,7 @@ class DeliveriesApi:
         payment_id = payment.payment_id
         delivery = await self.deliveries.resend(_bucket(payment_id), payment_id, request.path_params["deliveryId"],
                                                 now_ms())
+        await self.payments.timeline.record(payment_id, "resend", deliveryId=delivery.delivery_id, by="api")
         return JSONResponse(delivery_view(delivery))
 
 

@@ -13,7 +13,7 @@ from redis.exceptions import WatchError
 
 from service import errors, keys
 from service.model import Delivery, DeliveryState
-from service.store import guarded
+from service.store import guarded, load_script
 
 # what one attempt writes (``record_attempt``) and a re-send (``resend``)
 ATTEMPT = ("attempts", "window_attempts", "last_attempt_at", "state", "next_at", "last_status_code", "last_error")
@@ -23,6 +23,7 @@ RESEND = ("state", "next_at", "window_start", "window_attempts")
 class DeliveryStore:
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self._attempt = redis.register_script(load_script("delivery_attempt"))
 
     async def get(self, bucket: int, delivery_id: str) -> Delivery | None:
         found: dict[str, str] = await guarded(self.redis.hgetall(keys.delivery(bucket, delivery_id)))
@@ -41,22 +42,17 @@ class DeliveryStore:
 
         return [Delivery.from_hash(found) for found in await guarded(read())]
 
-    async def record_attempt(self, bucket: int, delivery: Delivery, dead_at: int | None) -> None:
+    async def record_attempt(self, bucket: int, delivery: Delivery, outcome: str, answer: str, now: int) -> None:
         """Write one attempt's outcome (``delivery`` as it is after the attempt: its ``ATTEMPT``
-        fields), and tell the dead set when the delivery is given up (``dead_at``)."""
-        key = keys.delivery(bucket, delivery.delivery_id)
+        fields; ``outcome`` delivered, failed or dead; ``answer`` the receiver's, or why none),
+        with its entry in the payment's timeline (``service/lua/delivery_attempt.lua``)."""
         fields, cleared = delivery.spelled(*ATTEMPT)
-
-        async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=fields)
-                if cleared:
-                    pipe.hdel(key, *cleared)
-                if dead_at is not None:
-                    pipe.zadd(keys.dead(bucket), {delivery.delivery_id: dead_at})
-                await pipe.execute()
-
-        await guarded(write())
+        pid = delivery.payment_id
+        await guarded(self._attempt(
+            keys=[keys.delivery(bucket, delivery.delivery_id), keys.dead(bucket), keys.payment(bucket, pid),
+                  keys.events(bucket, pid), keys.stats(bucket, now)],
+            args=[now, outcome, answer, len(cleared), *cleared, *[v for pair in fields.items() for v in pair]],
+        ))
 
     async def resend(self, bucket: int, payment_id: str, delivery_id: str, now: int) -> Delivery:
         """Make a pending or dead delivery of this payment due now, with a fresh retry window."""
@@ -87,6 +83,7 @@ class DeliveryStore:
             except WatchError as exc:  # a RedisError, but a race, not an outage
                 raise errors.Conflict("delivery_in_flight",
                                       "the notification changed while re-sending it; try again") from exc
+            await self.redis.publish(keys.wake("outbox"), now)  # due now: wake the senders
             return Delivery.from_hash(await self.redis.hgetall(key))
 
         return await guarded(run())

@@ -1,104 +1,111 @@
-"""`payrelay demo`: payrelay on the embedded store with the three sandbox gateways and fresh keys."""
+"""`payrelay demo`: payrelay on the embedded store with the three sandbox gateways
+(``service.sandboxes``) and a notification receiver standing in for the storage app, logging
+each request, transition and delivery as a readable line."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-import secrets
-from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
 from adapters import registry
-from sandbox.base import Emulator
 from sandbox.runner import ServerThread
-from service import logs
+from service import logs, notify_signature
 from service.app import create_app
+from service.sandboxes import LABEL_WIDTH, Sandboxes, check_free
 from service.settings import Settings
 
+NOTIFY_PATH = "/notify"
 
-def emulators() -> list[Emulator]:
-    """One emulator of each gateway payrelay speaks."""
-    return [gateway.emulator()() for gateway in registry.GATEWAYS]
-
-
-def _env_line(name: str, value: str) -> str:
-    if "\n" in value or " " in value or "#" in value:
-        return f'{name}="' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return f"{name}={value}"
+log = logging.getLogger("payrelay.demo")
 
 
-def write_env(path: Path, env: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# payrelay demo configuration: generated keys for the sandbox gateways only."]
-    lines += [_env_line(name, value) for name, value in sorted(env.items())]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+def receiver(secret: str) -> Starlette:
+    """The storage app's end of the notifications: checks each one's ``Payrelay-Signature``,
+    logs what it says and answers 204 (400 to a notification that is not payrelay's)."""
+
+    async def notify(request: Request) -> Response:
+        body = await request.body()
+        try:
+            notify_signature.verify([secret], request.headers.get(notify_signature.HEADER), body)
+            event = json.loads(body)
+            data = event["data"]
+            kind, version, payment_id = str(event["type"]), event["version"], str(data["paymentId"])
+        except (notify_signature.SignatureError, ValueError, KeyError, TypeError) as exc:
+            log.warning("notification refused: %s", exc if isinstance(exc, ValueError) else "not an event")
+            return PlainTextResponse("not a notification signed by payrelay", 400)
+        about = f"refund {data.get('refundId')}, " if kind.startswith("refund.") else ""
+        log.info("notification received: %s, %sversion %s, signature valid", kind, about, version,
+                 extra={"paymentId": payment_id})
+        return Response(status_code=204)
+
+    return Starlette(routes=[Route(NOTIFY_PATH, notify, methods=["POST"])])
 
 
-def demo_env(public_url: str, gateways: list[Emulator], api_key: str) -> dict[str, str]:
-    env = {
-        "PAYRELAY_PUBLIC_URL": public_url,
-        "PAYRELAY_API_KEYS": f"demo:{api_key}",
-        "PAYRELAY_PAYMENT_TTL": "1800",
-    }
-    for emulator in gateways:
-        env.update(emulator.env())
-    return env
-
-
-def run_demo(host: str, port: int, state_dir: str) -> int:
-    logs.configure(os.environ.get("PAYRELAY_LOG_LEVEL", "WARNING").upper())
+def run_demo(host: str, port: int, state_dir: str, *, sandbox_port: int, notify_port: int, ttl: int) -> int:
     public_url = f"http://{host}:{port}"
-    gateways = emulators()
-    servers = []
-    for emulator in gateways:
-        server = ServerThread(emulator.app, host).start()
-        webhook = registry.BY_TYPE[emulator.gateway_type].webhook
-        emulator.bind(server.url, f"{public_url}/webhooks/{webhook}")
-        servers.append(server)
-    api_key = "demo_" + secrets.token_urlsafe(24)
-    env = demo_env(public_url, gateways, api_key)
-    env_path = Path(state_dir) / "payrelay.env"
-    write_env(env_path, env)
-    settings = Settings.from_env(env)
-    print(_instructions(public_url, api_key, env_path, gateways), flush=True)
+    notify_url = f"http://{host}:{notify_port}{NOTIFY_PATH}"
+    sandboxes = Sandboxes(state_dir, host, sandbox_port, public_url)
+    env = sandboxes.env(PAYRELAY_NOTIFY_URL=notify_url, PAYRELAY_PAYMENT_TTL=str(ttl))
+    level = os.environ.get("PAYRELAY_LOG_LEVEL", "INFO")
+    settings = Settings.from_env(env | {"PAYRELAY_LOG_LEVEL": level})
+    check_free(host, {"payrelay": port, "the notification receiver": notify_port} | sandboxes.listeners)
+    sandboxes.start()
+    notifications = ServerThread(receiver(sandboxes.notify_secret), host, notify_port)
     try:
+        notifications.start()
+        sandboxes.write(env)
+        logs.configure(settings.log_level, settings.log_format)  # after the threads' uvicorn set theirs
+        print(_instructions(public_url, notify_url, ttl, sandboxes), flush=True)
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
     finally:
-        for server in servers:
-            server.stop()
+        notifications.stop()
+        sandboxes.stop()
     return 0
 
 
-def _instructions(url: str, api_key: str, env_path: Path, gateways: list[Emulator]) -> str:
-    sandboxes = "\n".join(f"  {e.gateway_type:<18} sandbox at {e.base_url}" for e in gateways)
-    wechat = next(e.base_url for e in gateways if e.gateway_type == "wechat-pay-native")
+def _instructions(url: str, notify_url: str, ttl: int, sandboxes: Sandboxes) -> str:
+    key = sandboxes.api_key
+    wechat = {e.gateway_type: e.base_url for e in sandboxes.emulators}[registry.WECHAT.name]
     return f"""
-payrelay demo is running at {url}  (embedded store: nothing is kept after you stop it)
-{sandboxes}
-configuration written to {env_path} (use it with: payrelay serve --env-file {env_path})
+payrelay demo is running at {url}  (embedded store: payments are not kept after you stop it)
+{sandboxes.describe()}
+  {"notification receiver":<{LABEL_WIDTH}} {notify_url}  (checks each notification's signature, logs it)
+payments expire after {ttl} s (--ttl); configuration written to {sandboxes.env_path}
+(keys kept in {sandboxes.state_dir}; `payrelay sandbox` runs the same sandboxes without the demo)
 
 Create a payment (Stripe Checkout sandbox):
-  curl -s {url}/api/transactions -H 'Authorization: Bearer {api_key}' \\
+  curl -s {url}/api/transactions -H 'Authorization: Bearer {key}' \\
     -H 'Content-Type: application/json' -d '{{"transactionId": "order-1", "amount": "25.00",
     "currency": "USD", "date": "2026-11-21", "paymentGatewayType": "stripe-connect",
     "completePayRedirectUrl": "https://example.com/done",
     "cancelPayRedirectUrl": "https://example.com/cancel",
     "onlineScenario": true, "customerIdentifier": "buyer@example.com", "description": "10 GB storage pack"}}'
 
-Open the paymentUrl it answers in a browser and press Pay; then see the payment succeeded:
-  curl -s {url}/api/transactions/<paymentId> -H 'Authorization: Bearer {api_key}'
+Open the paymentUrl it answers in a browser and press Pay; the log below shows the webhook's
+transition and the notification's delivery. Then see the payment and its notifications:
+  curl -s {url}/api/transactions/<paymentId> -H 'Authorization: Bearer {key}'
+  curl -s {url}/api/transactions/<paymentId>/deliveries -H 'Authorization: Bearer {key}'
 
 Refund part of it, then the rest, and list the refunds:
-  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {api_key}' \\
+  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {key}' \\
     -H 'Content-Type: application/json' -d '{{"refundId": "refund-1", "amount": "10.00"}}'
-  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {api_key}' \\
+  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {key}' \\
     -H 'Content-Type: application/json' -d '{{"refundId": "refund-2"}}'
-  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {api_key}'
+  curl -s {url}/api/transactions/<paymentId>/refunds -H 'Authorization: Bearer {key}'
 
 For Alipay or WeChat Pay use "paymentGatewayType": "alipay-page" or "wechat-pay-native" with
-"currency": "CNY". WeChat's paymentUrl is a weixin:// code for a QR code: see it at
-{url}/api/transactions/<paymentId>/qrcode.svg, and "scan" it on the WeChat sandbox's page
-{wechat}/pay?code_url=<paymentUrl, URL-encoded>.
+"currency": "CNY" (and a new transactionId). Alipay's paymentUrl opens its cashier. WeChat's
+paymentUrl is a weixin:// code that a phone scans; here, open the WeChat sandbox's page for it,
+which shows the QR code and pays as the scanning customer (paste the paymentUrl as it is):
+  {wechat}/pay?code_url=<paymentUrl>
+The storage app shows the same code from payrelay's QR image:
+  curl -s {url}/api/transactions/<paymentId>/qrcode.svg -H 'Authorization: Bearer {key}' -o qr.svg
 Stop with Ctrl-C.
 """

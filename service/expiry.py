@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters.errors import GatewayError
 from service import keys, states
 from service.metrics import Metrics
 from service.model import Payment, name_of
@@ -42,6 +43,7 @@ class ExpirySweeper(Worker):
                                  lease_ms)
 
     async def report(self, backlog: int, oldest_due_ms: int | None, now: int) -> None:
+        await self.payments.listing.trim(now)  # hourly: the listing's entries of payments gone
         self.metrics.due_backlog.set(backlog)
         self.metrics.due_oldest_age.set(0 if oldest_due_ms is None else max(0, now - oldest_due_ms) / 1000)
 
@@ -56,11 +58,11 @@ class ExpirySweeper(Worker):
         if status == states.S.CREATING:  # its process died, or its gateway call ended without an answer
             payment = await self.payments.recover(payment)
         elif status == states.S.PROCESSING:
-            payment = await self.payments.sync(payment)
+            payment = await self.payments.sync(payment, source="sweep")
         elif payment.expires_at > now:
             return payment.expires_at
         else:
-            payment = await self.payments.close(payment)
+            payment = await self.payments.close(payment, source="sweep")
         if payment.sweep_attempts:
             await self.payments.store.clear_sweep_attempts(claim.id)
         if payment.status in states.FINAL:
@@ -73,4 +75,6 @@ class ExpirySweeper(Worker):
 
     async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:
         attempt = await self.payments.store.count_sweep_attempt(claim.id)
+        if isinstance(exc, GatewayError):  # the gateway's trouble, for whoever looks at the payment
+            await self.payments.timeline.record(claim.id, "gateway_error", source="sweep", detail=exc.message)
         return now + backoff_ms(attempt - 1, RETRY_BASE_MS, RETRY_CAP_MS)

@@ -22,6 +22,15 @@ carries the bucket as a payment id does, so a gateway's refund webhook finds it.
 | payrelay:{bNN}:refund:<refundNo>             | hash   | retention, like its payment               |
 | payrelay:{bNN}:refunds:<paymentId>           | hash   | refundId → refundNo; like its payment     |
 | payrelay:{bNN}:refund-due                    | zset   | refundNo → when to ask the gateway (ms)   |
+| payrelay:{bNN}:index:all:<client>            | zset   | paymentId → createdAt: the listing's;     |
+| payrelay:{bNN}:index:status:<status>:<client>|        | entries of payments gone with their       |
+| payrelay:{bNN}:index:flag:<flag>:<client>    |        | retention are dropped when met or trimmed |
+| payrelay:{bNN}:ref:<gatewayReference>        | string | its paymentId (the console's search);     |
+|                                              |        | like its payment                          |
+| payrelay:{bNN}:events:<paymentId>            | list   | the timeline (JSON entries); like its     |
+|                                              |        | payment, at most TIMELINE_MAX entries     |
+| payrelay:{bNN}:stats:<hour>                  | hash   | counts of an hour (hours since the epoch) |
+|                                              |        | for the console's charts; STATS_TTL       |
 | payrelay:worker:<name>                       | string | a worker's heartbeat; HEARTBEAT_TTL       |
 """
 
@@ -37,6 +46,11 @@ BUCKETS = 64  # fixed forever: a payment's bucket is written into its id
 EVENT_TTL = 4 * 86400  # gateways retry for up to 3 days (Stripe); remember events a day longer
 CREATING_LEASE_MS = 30_000  # how long a create may hold a payment before a duplicate takes over
 HEARTBEAT_TTL = 30
+TIMELINE_MAX = 200  # a payment's timeline keeps its newest entries
+STATS_TTL = 8 * 86400  # the console charts the last day; a week more for looking back
+HOUR_MS = 3_600_000
+# an idle worker looks at its schedule at least this often; entries due sooner wake it (``wake``)
+WAKE_HORIZON_MS = 30_000
 
 _ALPHABET = string.ascii_letters + string.digits
 PAYMENT_ID = re.compile(r"pr_([0-9a-f]{2})[0-9A-Za-z]{24}")  # 29 chars: fits WeChat's 6–32
@@ -129,12 +143,44 @@ def refund_due(bucket: int) -> str:
     return f"{tag(bucket)}refund-due"
 
 
+def index(bucket: int, client: str, dimension: str = "all") -> str:
+    """A client's payments in the bucket, scored by createdAt: all of them (``all``), or those of
+    one status (``status:<status>``) or one flag (``flag:<flag>``)."""
+    return f"{index_prefix(bucket)}{dimension}:{client}"
+
+
+def index_prefix(bucket: int) -> str:
+    """Scripts append ``all:`` / ``status:<s>:`` / ``flag:<f>:`` and the client (``index``)."""
+    return f"{tag(bucket)}index:"
+
+
+def reference_prefix(bucket: int) -> str:
+    """+ a gateway's reference for a payment (a session, trade or transaction id): the payment's id."""
+    return f"{tag(bucket)}ref:"
+
+
+def events(bucket: int, payment_id: str) -> str:
+    """A payment's timeline: a list of JSON entries, oldest first (``service.timeline``)."""
+    return f"{tag(bucket)}events:{payment_id}"
+
+
+def stats(bucket: int, now_ms: int) -> str:
+    """The bucket's counts of the hour ``now_ms`` falls in (``service.stats``)."""
+    return f"{tag(bucket)}stats:{now_ms // HOUR_MS}"
+
+
 def dead(bucket: int) -> str:
     return f"{tag(bucket)}dead"
 
 
 def event(bucket: int, gateway: str, event_id: str) -> str:
     return f"{tag(bucket)}event:{gateway}:{event_id}"
+
+
+def wake(schedule: str) -> str:
+    """The channel on which the scripts announce an entry due within ``WAKE_HORIZON_MS`` in a
+    schedule (``due``, ``outbox``, ``refund-due``: the last part of its zset's key), by its score."""
+    return f"{PREFIX}wake:{schedule}"
 
 
 def worker(name: str) -> str:

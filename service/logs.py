@@ -1,4 +1,6 @@
-"""Logging: one JSON object per line, with the request's trace id and the payment context.
+"""Logging: one JSON object per line, with the request's trace id and the payment context; or,
+for people watching a terminal (``PAYRELAY_LOG_FORMAT=text``, what the demo uses), one readable
+line per record from the same records.
 
 Records carry context through ``extra={"paymentId": …, "gateway": …, "outcome": …}``; secrets
 never reach a log call (settings hold them in ``Secret``, which prints as ***).
@@ -14,6 +16,9 @@ import sys
 from service.tracing import current_trace_id
 
 _CONTEXT = ("paymentId", "gateway", "outcome", "source", "deliveryId", "worker", "entry", "route", "status")
+# what a text line adds after its message, in parentheses: the rest of the context is either said
+# by the message itself (a request's route and status, a delivery's id) or only for machines
+_TEXT_CONTEXT = ("source", "gateway")
 
 
 class JsonFormatter(logging.Formatter):
@@ -36,9 +41,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure(level: str = "INFO") -> None:
+class TextFormatter(logging.Formatter):
+    """``15:04:09 pr_3a… waiting → succeeded (webhook, alipay-page)``: local time, the level when it
+    is a warning or worse, the payment, the message, where the news came from."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [dt.datetime.fromtimestamp(record.created).strftime("%H:%M:%S")]
+        if record.levelno >= logging.WARNING:
+            parts.append(record.levelname)
+        payment_id = getattr(record, "paymentId", None)
+        if payment_id is not None:
+            parts.append(str(payment_id))
+        parts.append(record.getMessage())
+        context = [str(value) for name in _TEXT_CONTEXT if (value := getattr(record, name, None)) is not None]
+        if context:
+            parts.append(f"({', '.join(context)})")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(level: str = "INFO", form: str = "json") -> None:
+    """Log records at ``level`` and above to stderr, as JSON lines or as ``text``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if form == "text" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

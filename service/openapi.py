@@ -23,7 +23,9 @@ from adapters import money, registry
 from adapters.base import Adapter, RefundStatus, Status, WebhookReply
 from adapters.registry import GATEWAY_TYPES
 from service import keys, states
+from service.listing import FLAGS
 from service.settings import Settings
+from service.states import PUBLIC, PaymentState
 from service.validation import (
     CONTROLS,
     CURRENCY,
@@ -31,6 +33,7 @@ from service.validation import (
     MAX_REASON,
     MAX_TRANSACTION_ID,
     MAX_URL,
+    PAGE_SIZES,
     TRANSACTION_ID,
 )
 
@@ -353,6 +356,25 @@ def _components(amount_unit: str) -> Schema:
             "Deliveries": {"type": "object", "additionalProperties": False, "required": ["paymentId", "data"],
                            "properties": {"paymentId": {"type": "string", "pattern": PAYMENT_ID},
                                           "data": {"type": "array", "items": _ref("Delivery")}}},
+            "PaymentPage": {
+                "type": "object", "additionalProperties": False, "required": ["payments", "pagination"],
+                "properties": {
+                    "payments": {"type": "array", "items": _ref("Payment")},
+                    "pagination": {
+                        "type": "object", "additionalProperties": False,
+                        "required": ["page_size", "next_token", "is_cursor"],
+                        "properties": {"page_size": {"type": "integer"},
+                                       "next_token": {"type": "string",
+                                                      "description": "next_page_token of the next page; "
+                                                                     "empty: this is the last"},
+                                       "is_cursor": {"const": True}}}}},
+            "Events": {"type": "object", "additionalProperties": False, "required": ["paymentId", "data"],
+                       "properties": {"paymentId": {"type": "string", "pattern": PAYMENT_ID},
+                                      "data": {"type": "array", "items": {
+                                          "type": "object", "required": ["at", "type"],
+                                          "properties": {"at": {"type": "string", "format": "date-time"},
+                                                         "type": {"type": "string"}},
+                                          "additionalProperties": {"type": "string"}}}}},
             "CloudreveAnswer": {
                 "type": "object",
                 "description": "Always HTTP 200: code 0 with data, or a non-zero code with error.",
@@ -404,6 +426,25 @@ def _api(summary: str, ok: Schema, *errors: int, **extra: Any) -> Schema:
             "responses": {"200": ok, **_problems(401, *errors)}, **extra}
 
 
+def _list_parameters() -> list[Schema]:
+    """The listing's query parameters, from the code that reads them (service.validation)."""
+    def query(name: str, schema: Schema, description: str) -> Schema:
+        return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+    instant = {"type": "string", "format": "date-time"}
+    return [
+        query("page_size", {"type": "integer", "minimum": PAGE_SIZES.start, "maximum": PAGE_SIZES.stop - 1,
+                            "default": 50}, "payments a page"),
+        query("order_direction", {"enum": ["desc", "asc"], "default": "desc"}, "newest or oldest first"),
+        query("next_page_token", {"type": "string"}, "the next_token of the page before; empty: the first"),
+        query("status", {"enum": [state.value for state in PaymentState if state not in PUBLIC]}, "only these"),
+        query("paymentGatewayType", {"enum": sorted(GATEWAY_TYPES)}, "only these"),
+        query("createdFrom", instant, "created at or after (with its offset)"),
+        query("createdTo", instant, "created before (with its offset)"),
+        query("flag", {"enum": list(FLAGS)}, "only payments with this flag"),
+    ]
+
+
 def _paths() -> dict[str, Schema]:
     payment_id = {"$ref": "#/components/parameters/paymentId"}
     payment = _json(_ref("Payment"), "The payment")
@@ -425,15 +466,28 @@ def _paths() -> dict[str, Schema]:
                              "content": {"application/json": {"schema": _ref("TransactionRequest")}}},
             ),
             "get": _api(
-                "The latest payment of a business transaction", payment, 400, 404, 503,
+                "The latest payment of a business transaction; without transactionId, the client's "
+                "payments, a page",
+                _json({"oneOf": [_ref("Payment"), _ref("PaymentPage")]},
+                      "With transactionId: its payment; without: a page of payments"),
+                400, 404, 503,
                 operationId="findTransaction",
-                parameters=[{"name": "transactionId", "in": "query", "required": True,
-                             "schema": {"type": "string", "minLength": 1}}],
+                description="Pages follow one another by next_page_token and stay stable while payments "
+                            "are written: none is skipped or repeated. Unknown parameters are refused.",
+                parameters=[{"name": "transactionId", "in": "query", "required": False,
+                             "schema": {"type": "string", "minLength": 1}}, *_list_parameters()],
             ),
         },
         "/api/transactions/{paymentId}": {
             "get": _api("A payment", payment, 400, 404, *gateway_errors, operationId="getTransaction",
                         parameters=[payment_id, sync]),
+        },
+        "/api/transactions/{paymentId}/events": {
+            "get": _api("The payment's timeline, oldest first", _json(_ref("Events")), 404, 503,
+                        operationId="listEvents", parameters=[payment_id],
+                        description="Created, every transition with its source and the gateway's raw state, "
+                                    "words that changed nothing and why, integrity errors, refunds, delivery "
+                                    "attempts, operators' actions; the newest entries are kept."),
         },
         "/api/transactions/{paymentId}/close": {
             "post": _api("Close a payment now, at the gateway too", _json(_ref("Payment"), "The closed payment"),

@@ -29,6 +29,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -50,7 +51,7 @@ GIVE_UP_MS = 24 * 60 * 60_000
 TIMEOUT_S = 5.0  # the whole attempt: connect, send, answer
 MAX_ANSWER = 16 * 1024  # of a Cloudreve answer we read; more is not a {"code":0}
 MAX_ERROR = 200
-DEAD_REFRESH_S = 15.0
+DEAD_REFRESH_S = 300.0  # the gauge also counts other instances' dead deliveries: a few minutes late is fine
 USER_AGENT = "payrelay"
 
 log = logging.getLogger("payrelay.outbox")
@@ -109,6 +110,16 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
         return "the notify URL is not usable"
     return f"request failed ({type(exc).__name__})"
+
+
+def _shown(url: str) -> str:
+    """The notify URL as logs show it: no user, password or query (which may carry tokens)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number
+        return "(an unusable URL)"
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}" if parts.hostname else "(an unusable URL)"
 
 
 class OutboxSender(Worker):
@@ -252,18 +263,25 @@ class OutboxSender(Worker):
         attempted = dataclasses.replace(
             delivery, attempts=attempts + 1, window_attempts=window_attempts, last_attempt_at=now, state=state,
             next_at=next_ms, last_status_code=attempt.status_code, last_error=attempt.error)
-        await self.deliveries.record_attempt(claim.bucket, attempted, now if state is DeliveryState.DEAD else None)
-        kind = delivery.kind
         outcome = state.value if state is not DeliveryState.PENDING else "failed"
+        answer = attempt.error or f"HTTP {attempt.status_code}"
+        await self.deliveries.record_attempt(claim.bucket, attempted, outcome, answer, now)
+        kind = delivery.kind
         self.metrics.deliveries.labels(kind, outcome).inc()
         extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.payment_id,
                  "outcome": outcome, "attempt": attempts + 1}
+        code = f"{attempt.status_code} " if attempt.status_code is not None else ""
+        why = f": {attempt.error}" if attempt.error else ""
+        target = _shown(delivery.url)
         if state is DeliveryState.DEAD:
             self._dead_changed = True
-            log.error("notification given up after %d attempts: %s", attempts + 1,
-                      attempt.error or f"HTTP {attempt.status_code}", extra=extra)
+            log.error("delivery %s → %s %sdead after %d attempts%s", claim.id, target, code, attempts + 1, why,
+                      extra=extra)
         elif state is DeliveryState.PENDING:
-            log.info("notification failed: %s", attempt.error or f"HTTP {attempt.status_code}", extra=extra)
+            log.info("delivery %s → %s %sfailed%s (attempt %d, tried again later)", claim.id, target, code, why,
+                     attempts + 1, extra=extra)
+        else:
+            log.info("delivery %s → %s %sdelivered", claim.id, target, code, extra=extra)
         return next_ms
 
     async def _refresh_dead_gauge(self, now: int) -> None:

@@ -26,13 +26,16 @@ from adapters.base import (
 from adapters.errors import GatewayError, GatewayUnavailable, WebhookError, WebhookMismatch
 from service import errors, keys
 from service.clock import now_ms
+from service.listing import Listing
 from service.metrics import Metrics
 from service.model import Payment, ref_of
 from service.refund_store import RefundStore
 from service.refunds import Refunds
 from service.settings import Client, Settings
 from service.states import OPEN, PaymentState
+from service.stats import Stats
 from service.store import Applied, Store, StoreUnavailable
+from service.timeline import Timeline
 from service.validation import TransactionRequest
 
 log = logging.getLogger("payrelay.payments")
@@ -54,6 +57,9 @@ class Payments:
         self.by_webhook = {a.webhook_name: a for a in adapters.values()}
         self.metrics = metrics
         self.refunds = Refunds(self, RefundStore(store.redis, settings.retention_seconds))
+        self.listing = Listing(store, [client.name for client in settings.clients])
+        self.timeline = Timeline(store.redis)
+        self.stats = Stats(store.redis)
 
     async def gateway_call(self, adapter: Adapter, operation: str, call: Awaitable[T]) -> T:
         """Every gateway call goes through here: timed, counted and logged by outcome."""
@@ -174,7 +180,8 @@ class Payments:
 
     async def _create_failed(self, payment: Payment, exc: GatewayError) -> None:
         if exc.outcome_unknown:  # the gateway may have made it: keep the paymentId (its idempotency
-            await self.store.release(payment.payment_id, now_ms() + RESUME_AFTER_MS)  # key) for the retry
+            now = now_ms()  # key) for the retry
+            await self.store.release(payment.payment_id, now + RESUME_AFTER_MS, now_ms=now, why=exc.message)
         else:  # refused for good: as if it never was, a retry starts afresh
             await self.store.abort(payment.payment_id, payment.client, payment.transaction_id)
 
@@ -211,7 +218,8 @@ class Payments:
             created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(payment)))
         except GatewayError as exc:
             if exc.outcome_unknown:
-                await self.store.release(payment_id, now_ms() + RESUME_AFTER_MS)
+                now = now_ms()
+                await self.store.release(payment_id, now + RESUME_AFTER_MS, now_ms=now, why=exc.message)
                 raise
             # refused for good: the gateway made nothing and will not; the payment ends failed
             created = Created(None, None, Status.FAILED, f"the gateway refused the payment: {exc.message}",
@@ -242,7 +250,9 @@ class Payments:
     # -- the gateway's word ---------------------------------------------------------------------
 
     async def apply(self, state: GatewayState, adapter: Adapter, *, source: str,
-                    event_id: str | None = None) -> Applied:
+                    event_id: str | None = None, received_ms: int | None = None) -> Applied:
+        """Apply the gateway's word; ``source`` (webhook, sync, sweep, close, create, recovery) goes
+        to the timeline, and a webhook's ``received_ms`` to the latency the console charts."""
         now = now_ms()
         applied = await self.store.apply(
             state.payment_id,
@@ -255,7 +265,7 @@ class Payments:
             failure_reason=state.failure_reason,
             event=(adapter.gateway_type, event_id) if event_id else None,
             next_sync_ms=now + FIRST_SYNC_MS,
-            delivery_id="dlv_" + secrets.token_urlsafe(12),
+            delivery_id="dlv_" + secrets.token_urlsafe(12), source=source, received_ms=received_ms,
         )
         extra = {"paymentId": state.payment_id, "gateway": adapter.gateway_type,
                  "outcome": applied.outcome, "source": source}
@@ -264,9 +274,10 @@ class Payments:
             self.metrics.transitions.labels(applied.previous, target).inc()
             if applied.outcome == "late":
                 self.metrics.late_payments.labels(adapter.gateway_type).inc()
-                log.warning("payment succeeded after it was closed", extra=extra)
+                log.warning("%s → %s: paid after it was closed (late payment)", applied.previous, target,
+                            extra=extra)
             else:
-                log.info("payment %s", target, extra=extra)
+                log.info("%s → %s", applied.previous, target, extra=extra)
         elif applied.outcome == "integrity":
             self.metrics.integrity_errors.labels(adapter.gateway_type).inc()
             log.error("gateway amount or currency differs from the payment's", extra=extra)
@@ -282,7 +293,7 @@ class Payments:
             raise errors.NotConfigured("gateway_not_configured", f"{payment.gateway} is not configured")
         return adapter
 
-    async def sync(self, payment: Payment) -> Payment:
+    async def sync(self, payment: Payment, *, source: str = "sync") -> Payment:
         """Ask the gateway about one payment and apply its answer (for one still being
         created: what its create made, once no create holds it)."""
         adapter = self.adapter_of(payment)
@@ -290,10 +301,10 @@ class Payments:
             return await self.recover(payment)
         state = await self.gateway_call(adapter, "query", adapter.query(ref_of(payment)))
         if state.status is not None:
-            await self.apply(state, adapter, source="query")
+            await self.apply(state, adapter, source=source)
         return await self._must_get(payment.payment_id)
 
-    async def close(self, payment: Payment) -> Payment:
+    async def close(self, payment: Payment, *, source: str = "close") -> Payment:
         """Close a payment: ask first, close at the gateway if nobody paid, then mark what the
         gateway says. The same path serves close requests and the expiry sweep. One still being
         created is first resolved; a live create (it holds its lease) cannot be closed yet."""
@@ -310,12 +321,13 @@ class Payments:
             state = await self.gateway_call(adapter, "close", adapter.close(ref))
         if state.status is None:  # the gateway holds no order under this id: nobody can pay it
             state = GatewayState(ref.payment_id, Status.CLOSED, state.gateway_state)
-        await self.apply(state, adapter, source="close")
+        await self.apply(state, adapter, source=source)
         return await self._must_get(ref.payment_id)
 
     # -- webhooks -------------------------------------------------------------------------------
 
     async def webhook(self, name: str, headers: Mapping[str, str], body: bytes) -> WebhookReply | None:
+        received = now_ms()
         adapter = self.by_webhook.get(name)
         if adapter is None:
             return None
@@ -340,7 +352,8 @@ class Payments:
                 applied = await self.refunds.apply_event(adapter, event)
             state = event.state
             if state is not None and keys.bucket_of(state.payment_id) is not None:  # else not one of ours
-                paid = await self.apply(state, adapter, source="webhook", event_id=event.event_id)
+                paid = await self.apply(state, adapter, source="webhook", event_id=event.event_id,
+                                        received_ms=received)
                 applied = paid if applied is None or applied.outcome == "missing" else applied
         except StoreUnavailable:
             self.metrics.webhooks.labels(adapter.gateway_type, "unavailable").inc()

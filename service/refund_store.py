@@ -41,7 +41,8 @@ class RefundStore:
         assert bucket is not None and bucket_of(refund_no) == bucket
         outcome, found, *number = await guarded(self._reserve(
             keys=[keys.payment(bucket, payment_id), keys.refunds(bucket, payment_id),
-                  keys.refund(bucket, refund_no), keys.refund_due(bucket), keys.refund_prefix(bucket)],
+                  keys.refund(bucket, refund_no), keys.refund_due(bucket), keys.refund_prefix(bucket),
+                  keys.events(bucket, payment_id)],
             args=[now_ms, refund_id, refund_no, "" if amount is None else amount, reason or "", fingerprint,
                   limits.minimum_minor, "1" if limits.partial else "0",
                   "" if limits.max_per_payment is None else limits.max_per_payment, lease_ms, client,
@@ -54,7 +55,7 @@ class RefundStore:
     async def apply(self, refund_no: str, *, gateway: str, now_ms: int, status: str, gateway_state: str,
                     reference: str | None = None, failure_reason: str | None = None,
                     amount: int | None = None, event: tuple[str, str] | None = None,
-                    next_look_ms: int = 0, delivery_id: str = "") -> Applied:
+                    next_look_ms: int = 0, delivery_id: str = "", source: str) -> Applied:
         bucket = bucket_of(refund_no)
         assert bucket is not None
         refund_key = keys.refund(bucket, refund_no)
@@ -64,10 +65,10 @@ class RefundStore:
         outcome, previous, version = await guarded(self._apply(
             keys=[refund_key, keys.payment(bucket, payment_id), keys.refund_due(bucket), keys.outbox(bucket),
                   keys.event(bucket, *event) if event else refund_key, keys.delivery(bucket, delivery_id),
-                  keys.deliveries(bucket, payment_id)],
+                  keys.deliveries(bucket, payment_id), keys.events(bucket, payment_id), keys.index_prefix(bucket)],
             args=[now_ms, status, gateway_state, reference or "", failure_reason or "",
                   keys.EVENT_TTL if event else "", self.retention_ms, delivery_id, gateway, next_look_ms,
-                  "" if amount is None else amount],
+                  "" if amount is None else amount, source],
         ))
         return Applied(str(outcome), str(previous), int(version or 0))
 

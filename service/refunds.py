@@ -92,7 +92,7 @@ class Refunds:
         if reservation.outcome == "existing":
             return await self._await_call(reservation.refund_no)
         refund = await self._must_get(reservation.refund_no)
-        log.info("refund reserved", extra={"paymentId": payment_id, "refundNo": refund.refund_no,
+        log.info("refund %s reserved", refund.refund_no, extra={"paymentId": payment_id, "refundNo": refund.refund_no,
                                            "gateway": adapter.gateway_type})
         return await self._call(adapter, refund, payment, source="refund")
 
@@ -192,7 +192,7 @@ class Refunds:
         state = await self.gateway_call(adapter, "query_refund", adapter.query_refund(refund_request(refund, payment)))
         if state is None:
             return await self._call(adapter, refund, payment, source="resend")
-        await self.apply(state, adapter, source="query")
+        await self.apply(state, adapter, source="sync")
         return await self._must_get(refund.refund_no)
 
     async def apply(self, state: RefundState, adapter: Adapter, *, source: str, event_id: str | None = None,
@@ -205,7 +205,7 @@ class Refunds:
             amount=state.amount.minor if state.amount else None,
             event=(adapter.gateway_type, "refund:" + event_id) if event_id else None,
             next_look_ms=next_look_ms or now + LOOK_SOON_MS,
-            delivery_id="dlv_" + secrets.token_urlsafe(12),
+            delivery_id="dlv_" + secrets.token_urlsafe(12), source=source,
         )
         extra = {"refundNo": state.refund_no, "gateway": adapter.gateway_type, "outcome": applied.outcome,
                  "source": source}
@@ -214,7 +214,7 @@ class Refunds:
             if state.status is RefundStatus.SUCCEEDED:
                 refund = await self._must_get(state.refund_no)
                 self.metrics.refunded_minor.labels(adapter.gateway_type, refund.currency).inc(refund.amount)
-            log.info("refund %s", state.status.value, extra=extra)
+            log.info("refund %s %s → %s", state.refund_no, applied.previous, state.status.value, extra=extra)
         elif applied.outcome == "integrity":
             self.metrics.integrity_errors.labels(adapter.gateway_type).inc()
             log.error("gateway refund amount differs from the refund's", extra=extra)

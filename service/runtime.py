@@ -15,11 +15,11 @@ from service.payments import Payments
 from service.refunds import RefundSweeper
 from service.settings import Settings
 from service.store import Store
-from service.workers import Worker, WorkerPool
+from service.workers import IDLE_SECONDS, Worker, WorkerPool
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, redis: Any = None, idle_seconds: float = 0.5,
+    def __init__(self, settings: Settings, *, redis: Any = None, idle_seconds: float = IDLE_SECONDS,
                  worker_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """``idle_seconds``: how long an idle worker waits before looking again;
         ``worker_options``: constructor options by worker name (tests use fast timings)."""

@@ -18,6 +18,13 @@ from service.store import guarded, load_script
 
 
 @dataclass(frozen=True)
+class Look:
+    counts: dict[int, int]  # bucket → entries due now
+    oldest_due: int | None  # the score of the longest-waiting due entry
+    soonest: int | None  # the first score of all, due or not (None: the schedule is empty)
+
+
+@dataclass(frozen=True)
 class Claim:
     bucket: int
     id: str
@@ -45,22 +52,28 @@ class Schedule:
         self._claim = redis.register_script(load_script("claim"))
         self._reschedule = redis.register_script(load_script("reschedule"))
 
-    async def due_counts(self, now_ms: int) -> tuple[dict[int, int], int | None]:
-        """How many entries are due per bucket, and the oldest due score (one round trip)."""
+    @property
+    def channel(self) -> str:
+        """Where the scripts announce an entry due soon in this schedule (``keys.wake``)."""
+        return keys.wake(self.zset(0).rpartition(":")[2])
+
+    async def look(self, now_ms: int) -> Look:
+        """How many entries are due per bucket, the oldest due score, and the soonest score of
+        all: one round trip (the first entry of each bucket), two when something is due."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for bucket in range(keys.BUCKETS):
-                pipe.zcount(self.zset(bucket), "-inf", now_ms)
                 pipe.zrange(self.zset(bucket), 0, 0, withscores=True)
-            replies = await guarded(pipe.execute())
+            firsts = await guarded(pipe.execute())
+        scores = {bucket: int(first[0][1]) for bucket, first in enumerate(firsts) if first}
+        due = [bucket for bucket, score in scores.items() if score <= now_ms]
         counts: dict[int, int] = {}
-        oldest: int | None = None
-        for bucket in range(keys.BUCKETS):
-            count, first = replies[2 * bucket], replies[2 * bucket + 1]
-            if count:
-                counts[bucket] = int(count)
-                score = int(first[0][1])
-                oldest = score if oldest is None else min(oldest, score)
-        return counts, oldest
+        if due:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for bucket in due:
+                    pipe.zcount(self.zset(bucket), "-inf", now_ms)
+                counts = {bucket: int(n) for bucket, n in zip(due, await guarded(pipe.execute()), strict=True) if n}
+        soonest = min(scores.values(), default=None)
+        return Look(counts, soonest if due else None, soonest)
 
     async def claim(self, bucket: int, now_ms: int, limit: int) -> list[Claim]:
         ids = await guarded(self._claim(

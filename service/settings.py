@@ -23,6 +23,7 @@ from adapters.config import ConfigError, Env, Secret, secrets
 
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 LOG_LEVELS = ("INFO", "DEBUG", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")  # the first is the default
 T = TypeVar("T")
 _UNREADABLE: Any = object()  # what a value whose variables have a problem is while the rest is read
 
@@ -58,6 +59,7 @@ class Settings:
     cloudreve_key: Secret | None = None
     max_body_bytes: int = 256 * 1024  # the cap on every route's body (service.body_limit)
     log_level: str = "INFO"
+    log_format: str = "json"  # or "text": readable lines for a terminal (service.logs)
     gateways: Mapping[str, Any] = field(default_factory=dict)  # paymentGatewayType → its config
     notes: tuple[str, ...] = field(default=(), compare=False)  # what `check` reports
 
@@ -146,6 +148,7 @@ def _parse(env: Env) -> Settings:
             lambda: env.integer("PAYRELAY_MAX_BODY_BYTES", 256 * 1024, minimum=1024), 256 * 1024
         ),
         log_level=problems.attempt(lambda: _choice(env, "PAYRELAY_LOG_LEVEL", LOG_LEVELS, case=str.upper), "INFO"),
+        log_format=problems.attempt(lambda: _choice(env, "PAYRELAY_LOG_FORMAT", LOG_FORMATS, case=str.lower), "json"),
         gateways={kind: config for kind, config in configs.items() if config not in (None, _UNREADABLE)},
         notes=tuple(notes),
     )

@@ -7,6 +7,7 @@ the embedded in-process store (fakeredis with Lua), which is for trying payrelay
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from service.model import Payment, name_of
 log = logging.getLogger("payrelay.store")
 
 T = TypeVar("T")
+CLUSTER_CONCURRENCY = 16  # scripts in flight at once on a cluster, well inside its connection pools
 SWEEP_ATTEMPTS = name_of(Payment, "sweep_attempts")
 
 
@@ -38,11 +40,34 @@ async def guarded(call: Awaitable[T]) -> T:
         raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
 
 
+async def run_many(redis: Any, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+    """One script run with each (keys, args), as one pipeline on a single Redis, each on its
+    keys' node on Redis Cluster (``CLUSTER_CONCURRENCY`` at a time); the answers in order."""
+    if isinstance(redis, RedisCluster):
+        room = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+        async def one(k: list[str], a: list[Any]) -> Any:
+            async with room:
+                return await script(keys=k, args=a)
+
+        return list(await guarded(asyncio.gather(*(one(k, a) for k, a in calls))))
+
+    async def pipelined() -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for k, a in calls:
+                await script(keys=k, args=a, client=pipe)
+            return list(await pipe.execute())
+
+    return await guarded(pipelined())
+
+
 def load_script(name: str) -> str:
-    """A script of ``service/lua/``, after the state tables it reads (``service.states``) and
-    the functions the scripts share (``lib.lua``)."""
+    """A script of ``service/lua/``, after the state tables it reads (``service.states``), the
+    limits of ``service.keys`` and the functions the scripts share (``lib.lua``)."""
     lua = resources.files("service").joinpath("lua")
-    return states.lua_tables() + lua.joinpath("lib.lua").read_text(encoding="utf-8") + \
+    limits = (f"local TIMELINE_MAX, STATS_TTL = {keys.TIMELINE_MAX}, {keys.STATS_TTL}\n"
+              f"local WAKE_PREFIX, WAKE_HORIZON_MS = {keys.wake('')!r}, {keys.WAKE_HORIZON_MS}\n")
+    return states.lua_tables() + limits + lua.joinpath("lib.lua").read_text(encoding="utf-8") + \
         lua.joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
@@ -112,7 +137,8 @@ class Store:
         outcome, pid = await self._run(
             self._create,
             [keys.transaction(bucket, payment.client, payment.transaction_id),
-             keys.payment(bucket, payment.payment_id), keys.due(bucket), keys.payment_prefix(bucket)],
+             keys.payment(bucket, payment.payment_id), keys.due(bucket), keys.payment_prefix(bucket),
+             keys.index_prefix(bucket), keys.events(bucket, payment.payment_id)],
             [now_ms, payment.fingerprint, payment.payment_id, keys.CREATING_LEASE_MS, *flat],
         )
         return Reservation(outcome, pid)
@@ -120,16 +146,19 @@ class Store:
     async def finalize(self, payment_id: str, payment_url: str, reference: str, now_ms: int) -> str:
         bucket = _bucket(payment_id)
         return str(await self._run(
-            self._finalize, [keys.payment(bucket, payment_id), keys.due(bucket)],
+            self._finalize, [keys.payment(bucket, payment_id), keys.due(bucket), keys.index_prefix(bucket),
+                             keys.events(bucket, payment_id), keys.stats(bucket, now_ms),
+                             keys.reference_prefix(bucket)],
             [now_ms, payment_url, reference, payment_id],
         ))
 
-    async def release(self, payment_id: str, look_at_ms: int) -> None:
-        """Give a create's lease back after a gateway call without a clear answer: the next
-        duplicate resumes it at once, else the sweeper asks the gateway at ``look_at_ms``."""
+    async def release(self, payment_id: str, look_at_ms: int, *, now_ms: int, why: str) -> None:
+        """Give a create's lease back after a gateway call without a clear answer (``why``): the
+        next duplicate resumes it at once, else the sweeper asks the gateway at ``look_at_ms``."""
         bucket = _bucket(payment_id)
-        await self._run(self._release, [keys.payment(bucket, payment_id), keys.due(bucket)],
-                        [payment_id, look_at_ms])
+        await self._run(self._release,
+                        [keys.payment(bucket, payment_id), keys.due(bucket), keys.events(bucket, payment_id)],
+                        [payment_id, look_at_ms, now_ms, why])
 
     async def take_over(self, payment_id: str, now_ms: int) -> str:
         """Take the lease of a create whose holder is gone: 'taken', 'held', or the status now."""
@@ -142,7 +171,8 @@ class Store:
         await self._run(
             self._abort,
             [keys.payment(bucket, payment_id), keys.transaction(bucket, client, transaction_id),
-             keys.due(bucket), keys.payment_prefix(bucket)],
+             keys.due(bucket), keys.payment_prefix(bucket), keys.index_prefix(bucket),
+             keys.events(bucket, payment_id)],
             [payment_id],
         )
 
@@ -150,18 +180,21 @@ class Store:
         self, payment_id: str, *, gateway: str, now_ms: int, status: str | None, gateway_state: str,
         reference: str | None = None, amount: tuple[int, str] | None = None,
         failure_reason: str | None = None, event: tuple[str, str] | None = None,
-        next_sync_ms: int = 0, delivery_id: str = "",
+        next_sync_ms: int = 0, delivery_id: str = "", source: str, received_ms: int | None = None,
     ) -> Applied:
+        """Apply the gateway's word (from ``source``; a webhook's arrives at ``received_ms``)."""
         bucket = _bucket(payment_id)
         payment_key = keys.payment(bucket, payment_id)
         event_key = keys.event(bucket, *event) if event else payment_key
         outcome, previous, version = await self._run(
             self._transition,
             [payment_key, keys.due(bucket), keys.outbox(bucket), event_key, keys.delivery(bucket, delivery_id),
-             keys.deliveries(bucket, payment_id), keys.transaction_prefix(bucket)],
+             keys.deliveries(bucket, payment_id), keys.transaction_prefix(bucket), keys.index_prefix(bucket),
+             keys.events(bucket, payment_id), keys.stats(bucket, now_ms), keys.reference_prefix(bucket)],
             [now_ms, status or "", gateway_state, reference or "",
              str(amount[0]) if amount else "", amount[1] if amount else "", failure_reason or "",
-             keys.EVENT_TTL if event else "", self.retention_ms, next_sync_ms, delivery_id, gateway],
+             keys.EVENT_TTL if event else "", self.retention_ms, next_sync_ms, delivery_id, gateway, source,
+             "" if received_ms is None else received_ms],
         )
         return Applied(outcome, previous, int(version or 0))
 

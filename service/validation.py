@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +16,8 @@ from adapters import money
 from adapters.base import Adapter
 from adapters.registry import GATEWAY_TYPES
 from service import errors
+from service.listing import FLAGS, ListQuery
+from service.states import PUBLIC, PaymentState
 
 FIELDS = frozenset({
     "transactionId", "amount", "currency", "date", "paymentGatewayType", "completePayRedirectUrl",
@@ -267,3 +270,56 @@ def parse_refund(body: Any, currency: str, *, amount_unit: str) -> RefundBody:
     if reason is not None and len(reason) > MAX_REASON:
         raise _invalid("reason", f"must be at most {MAX_REASON} characters")
     return RefundBody(refund_id, amount, reason)
+
+
+LIST_PARAMS = frozenset({"page_size", "order_direction", "next_page_token", "status", "paymentGatewayType",
+                         "createdFrom", "createdTo", "flag"})
+PAGE_SIZES = range(10, 101)  # Cloudreve's pagination: 10–100, default 50
+
+
+def _instant(params: Mapping[str, str], name: str) -> int | None:
+    """An ISO 8601 date-time with its offset (``2026-12-01T10:00:00Z``), as epoch ms."""
+    value = params.get(name)
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _invalid(name, "must be an ISO 8601 date-time with its offset, e.g. 2026-12-01T10:00:00Z",
+                       "invalid_query")
+    return int(moment.timestamp() * 1000)
+
+
+def parse_list_query(params: Mapping[str, str], client: str, adapters: Mapping[str, Adapter]) -> ListQuery:
+    """``GET /api/transactions`` without transactionId: the listing's parameters (DESIGN.md), each
+    checked; an unknown one is refused rather than ignored."""
+    unknown = sorted(set(params) - LIST_PARAMS - {"transactionId"})
+    if unknown:
+        raise _invalid(unknown[0], f"unknown parameter; the listing takes {', '.join(sorted(LIST_PARAMS))}",
+                       "invalid_query")
+
+    def choice(name: str, allowed: Iterable[str]) -> str | None:
+        value = params.get(name)
+        if value is not None and value not in allowed:
+            raise _invalid(name, f"must be one of {', '.join(allowed)}", "invalid_query")
+        return value
+
+    size = params.get("page_size", "50")
+    if not size.isdigit() or int(size) not in PAGE_SIZES:
+        raise _invalid("page_size", "must be an integer from 10 to 100", "invalid_query")
+    created_from, created_to = _instant(params, "createdFrom"), _instant(params, "createdTo")
+    if created_from is not None and created_to is not None and created_from >= created_to:
+        raise _invalid("createdTo", "must be after createdFrom", "invalid_query")
+    return ListQuery(
+        client=client,
+        status=choice("status", [state.value for state in PaymentState if state not in PUBLIC]),
+        gateway=choice("paymentGatewayType", sorted(GATEWAY_TYPES)),
+        created_from=created_from,
+        created_to=created_to,
+        flag=choice("flag", FLAGS),
+        page_size=int(size),
+        descending=choice("order_direction", ("asc", "desc")) != "asc",
+        token=params.get("next_page_token", ""),
+    )

@@ -26,6 +26,8 @@ from service.store import StoreUnavailable
 
 log = logging.getLogger("payrelay.workers")
 
+IDLE_SECONDS = keys.WAKE_HORIZON_MS / 1000  # the longest an idle worker waits before it looks again
+
 
 class Worker(abc.ABC):
     name: str
@@ -33,6 +35,7 @@ class Worker(abc.ABC):
     # Entries handled at once, and the most claims held at once: a tick claims no more than it
     # can work on right away, so a lease only ever has to cover the handling of one entry.
     concurrency = 32
+    soonest: int | None = None  # the first score of its schedule at its last tick (ms)
 
     @abc.abstractmethod
     async def handle(self, claim: Claim, now: int) -> int | None:
@@ -49,9 +52,12 @@ class Worker(abc.ABC):
         """Release what the worker holds (HTTP clients…); called once when its pool stops."""
 
     async def tick(self) -> int:
+        """Handle what is due now; answer how many. ``soonest`` is then when the next entry falls due."""
         now = now_ms()
-        counts, oldest = await self.schedule.due_counts(now)
-        await self.report(sum(counts.values()), oldest if counts else None, now)
+        look = await self.schedule.look(now)
+        self.soonest = look.soonest
+        counts = look.counts
+        await self.report(sum(counts.values()), look.oldest_due, now)
         claims: list[Claim] = []
         buckets = list(counts)
         random.shuffle(buckets)  # no bucket starves the others
@@ -75,7 +81,13 @@ class Worker(abc.ABC):
 
 
 class WorkerPool:
-    def __init__(self, redis: Any, workers: list[Worker], idle_seconds: float = 0.5) -> None:
+    """The workers of one process, each looping over its schedule: a tick handles what is due;
+    an idle worker sleeps until the soonest entry it saw, ``idle_seconds`` at most (the scripts'
+    ``WAKE_HORIZON_MS``), and an entry another process schedules sooner wakes it: the scripts
+    announce those on the schedule's channel (``keys.wake``), to which the pool listens. So an
+    idle process costs a few Redis commands a second and still reacts at once."""
+
+    def __init__(self, redis: Any, workers: list[Worker], idle_seconds: float = IDLE_SECONDS) -> None:
         self.redis = redis
         self.workers = workers
         self.idle_seconds = idle_seconds
@@ -83,15 +95,21 @@ class WorkerPool:
         self._stopping = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_tick: dict[str, float] = {}
+        self._wake = {worker.name: asyncio.Event() for worker in workers}
+        self._asleep_until: dict[str, int | None] = dict.fromkeys(self._wake)  # ms; None: awake
 
     def start(self) -> None:
         for worker in self.workers:
             self._last_tick[worker.name] = time.monotonic()
             self._tasks[worker.name] = asyncio.create_task(self._loop(worker), name=worker.name)
         self._tasks["heartbeat"] = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        self._tasks["wake"] = asyncio.create_task(self._listen(), name="wake")
 
     async def _loop(self, worker: Worker) -> None:
+        wake = self._wake[worker.name]
         while not self._stopping.is_set():
+            wake.clear()  # what is announced from here on wakes the worker once it is idle
+            self._asleep_until[worker.name] = None
             try:
                 handled = await worker.tick()
             except StoreUnavailable as exc:
@@ -102,8 +120,38 @@ class WorkerPool:
                 handled = 0
             self._last_tick[worker.name] = time.monotonic()
             if not handled:
+                now = now_ms()
+                until = now + int(self.idle_seconds * 1000)
+                if worker.soonest is not None:
+                    until = max(now, min(until, worker.soonest))
+                self._asleep_until[worker.name] = until
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.idle_seconds)
+                    await asyncio.wait_for(wake.wait(), (until - now) / 1000)
+
+    async def _listen(self) -> None:
+        """Wake a worker when an entry of its schedule is announced due before it would look."""
+        by_channel = {worker.schedule.channel: worker.name for worker in self.workers}
+        while not self._stopping.is_set():
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(*by_channel)
+                while not self._stopping.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None or message.get("type") != "message":
+                        continue
+                    name = by_channel.get(message["channel"])
+                    if name is None:
+                        continue
+                    asleep_until = self._asleep_until[name]
+                    if asleep_until is None or int(message["data"]) < asleep_until:
+                        self._wake[name].set()
+            except (RedisError, OSError, ValueError) as exc:  # the sleeps' own limit still holds
+                log.warning("wake-ups unavailable: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), 1.0)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
 
     async def _heartbeat(self) -> None:
         while not self._stopping.is_set():
@@ -125,6 +173,8 @@ class WorkerPool:
     async def stop(self, timeout: float = 15.0) -> None:
         """Stop claiming, let in-hand work finish (up to ``timeout``), hand back what is held."""
         self._stopping.set()
+        for wake in self._wake.values():
+            wake.set()
         tasks = list(self._tasks.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=timeout)

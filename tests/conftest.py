@@ -103,7 +103,7 @@ def disposable_redis() -> Iterator[RedisProcess]:
 
 # Tests that also run on a 3-master Redis Cluster (same code, same scripts): those of these modules,
 # and these tests of other modules, that use clean_redis run twice, as [single] and [cluster].
-CLUSTER_MODULES = frozenset({"test_store", "test_expiry", "test_outbox", "test_deliveries"})
+CLUSTER_MODULES = frozenset({"test_store", "test_expiry", "test_outbox", "test_deliveries", "test_listing"})
 CLUSTER_TESTS = ("test_contract::test_expiry", "test_contract::test_paid_just_before_expiry",
                  "test_contract::test_gateway_outage")
 

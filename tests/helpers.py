@@ -7,14 +7,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
+
+import httpx
 
 from sandbox.base import Emulator
+from sandbox.runner import free_port
 from service import keys
 from service.model import Payment
 from service.store import Store
@@ -106,7 +113,7 @@ async def reserve(store: Store, fingerprint: str = "f1", now: int = NOW, txn: st
 
 async def apply(store: Store, pid: str, **changes: Any) -> Any:
     """The word of the payment's own gateway (the records here are stripe-connect's)."""
-    return await store.apply(pid, gateway="stripe-connect", **changes)
+    return await store.apply(pid, gateway="stripe-connect", **{"source": "webhook", **changes})
 
 
 async def opened(store: Store) -> str:
@@ -116,6 +123,13 @@ async def opened(store: Store) -> str:
 
 
 # -- schedules (tests/test_schedule.py, tests/test_workers.py) -------------------------------------
+
+async def due_now(redis: Any, zset: str, member: str) -> None:
+    """Make an entry of a schedule due at once and announce it as the scripts do (``keys.wake``),
+    so that a sleeping worker wakes: a test's shortcut past a backoff or a lease."""
+    await redis.zadd(zset, {member: 0})
+    await redis.publish(keys.wake(zset.rpartition(":")[2]), 0)
+
 
 async def due(redis: Any, bucket: int, entries: dict[str, int]) -> None:
     """Entries in the bucket's due set, each with its payment hash (claims drop those without)."""
@@ -202,3 +216,64 @@ def image_facts(dockerfile: list[tuple[str, str]]) -> ImageFacts:
     return ImageFacts(int(uid), int(gid or uid), int(port), health_path,
                       tuple(json.loads(instructions(dockerfile, "ENTRYPOINT")[-1])),
                       tuple(json.loads(instructions(dockerfile, "CMD")[-1])), instructions(dockerfile, "WORKDIR")[-1])
+
+
+# -- the customer, over HTTP, on a sandbox's page (for sandboxes running in another process) ---
+
+@dataclass
+class _Form:
+    action: str
+    ids: set[str]  # the form's own id and its buttons'
+    hidden: dict[str, str]
+    buttons: dict[str, str]  # value → name, of the buttons that have a name
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[_Form] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = {name: value or "" for name, value in attrs}
+        if tag == "form":
+            self.forms.append(_Form(found.get("action", ""), {found.get("id", "")}, {}, {}))
+        elif self.forms and tag == "input" and found.get("type") == "hidden":
+            self.forms[-1].hidden[found.get("name", "")] = found.get("value", "")
+        elif self.forms and tag == "button":
+            self.forms[-1].ids.add(found.get("id", ""))
+            if "name" in found:
+                self.forms[-1].buttons[found.get("value", "")] = found["name"]
+
+
+def pay_on_page(page_url: str) -> httpx.Response:
+    """Open a sandbox's payment page (following redirects: Alipay's paymentUrl leads to its
+    cashier) and submit what pays: Stripe's form with action=pay, WeChat's button "paid",
+    Alipay's pay form. The answer is not followed."""
+    with httpx.Client(timeout=30) as client:
+        page = client.get(page_url, follow_redirects=True)
+        assert page.status_code == 200, page.text[:500]
+        parser = _Forms()
+        parser.feed(page.text)
+        for form in parser.forms:
+            data = dict(form.hidden)
+            if "paid" in form.buttons:
+                data[form.buttons["paid"]] = "paid"
+            elif "pay" not in data.values() and not form.ids & {"pay", "pay-form"}:
+                continue
+            return client.post(urljoin(str(page.url), form.action), data=data)
+    raise AssertionError(f"no form that pays on {page_url}: {page.text[:500]}")
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports free on 127.0.0.1 (sandboxes listen on P, P+1, …)."""
+    for _ in range(100):
+        first = free_port()
+        try:
+            with ExitStack() as held:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"no {count} consecutive free ports")

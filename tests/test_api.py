@@ -69,6 +69,54 @@ async def test_other_clients_payments_are_invisible(relay: Relay) -> None:
         assert mine.status_code == 200 and mine.json()["paymentId"] != pid
 
 
+async def test_the_listing_pages_through_a_clients_own_payments(relay: Relay) -> None:
+    async with relay.client() as client:
+        mine = [(await client.post("/api/transactions", json=valid())).json()["paymentId"] for _ in range(12)]
+        first = (await client.get("/api/transactions", params={"page_size": "10"})).json()
+        assert first["pagination"]["page_size"] == 10 and first["pagination"]["is_cursor"] is True
+        rest = (await client.get("/api/transactions", params={
+            "page_size": "10", "next_page_token": first["pagination"]["next_token"]})).json()
+        assert rest["pagination"]["next_token"] == ""
+        listed = [p["paymentId"] for p in first["payments"] + rest["payments"]]
+        assert listed == mine[::-1]  # newest first
+        assert first["payments"][0] == (await client.get(f"/api/transactions/{mine[-1]}")).json() | {
+            "expireTime": first["payments"][0]["expireTime"]}
+        oldest = (await client.get("/api/transactions", params={"order_direction": "asc", "status": "waiting",
+                                                                "paymentGatewayType": "stripe-connect"})).json()
+        assert [p["paymentId"] for p in oldest["payments"]] == mine
+    async with relay.client(f"other_key_{'o' * 24}") as other:
+        theirs = (await other.get("/api/transactions")).json()
+        assert theirs == {"payments": [], "pagination": {"page_size": 50, "next_token": "", "is_cursor": True}}
+        assert (await other.get(f"/api/transactions/{mine[0]}/events")).status_code == 404
+
+
+@pytest.mark.parametrize(("params", "param"), [
+    ({"page_size": "9"}, "page_size"), ({"page_size": "101"}, "page_size"), ({"page_size": "ten"}, "page_size"),
+    ({"order_direction": "up"}, "order_direction"), ({"status": "creating"}, "status"),
+    ({"paymentGatewayType": "paypal"}, "paymentGatewayType"), ({"flag": "odd"}, "flag"),
+    ({"createdFrom": "2026-12-01"}, "createdFrom"), ({"createdTo": "yesterday"}, "createdTo"),
+    ({"createdFrom": "2026-12-02T00:00:00Z", "createdTo": "2026-12-01T00:00:00Z"}, "createdTo"),
+    ({"next_page_token": "garbage"}, "next_page_token"), ({"limit": "10"}, "limit"),
+    ({"transactionId": ""}, "transactionId"),
+])
+async def test_bad_listing_parameters_are_refused(relay: Relay, params: dict[str, str], param: str) -> None:
+    async with relay.client() as client:
+        answer = await client.get("/api/transactions", params=params)
+    assert answer.status_code == 400 and answer.json()["param"] == param, answer.text
+
+
+async def test_a_payments_timeline(relay: Relay) -> None:
+    async with relay.client() as client:
+        pid = (await client.post("/api/transactions", json=valid())).json()["paymentId"]
+        assert (await client.post(f"/api/transactions/{pid}/close")).status_code == 200
+        timeline = (await client.get(f"/api/transactions/{pid}/events")).json()
+    assert timeline["paymentId"] == pid
+    kinds = [(event["type"], event.get("to")) for event in timeline["data"]]
+    assert kinds == [("created", None), ("opened", None), ("transition", "closed")]
+    closed = timeline["data"][-1]
+    assert closed["source"] == "close" and closed["from"] == "waiting" and closed["at"].endswith("Z")
+
+
 async def test_unknown_payment_and_bad_ids(relay: Relay) -> None:
     async with relay.client() as client:
         for pid in ("pr_00aaaaaaaaaaaaaaaaaaaaaaaa", "nonsense", "pr_zz" + "a" * 24):

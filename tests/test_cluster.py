@@ -96,19 +96,19 @@ async def test_payments_spread_over_all_masters(cluster: RedisCluster, store: St
 async def test_schedule_pipeline_and_scripts_across_nodes(cluster: RedisCluster, store: Store) -> None:
     pids = [await _reserve(store, f"due{i}", NOW + i) for i in range(120)]
     schedule = Schedule(store.redis, keys.due, keys.payment_prefix, "status", ("closed",), 60_000)
-    counts, oldest = await schedule.due_counts(NOW + 10_000)
-    assert sum(counts.values()) == len(pids) and oldest == NOW
+    look = await schedule.look(NOW + 10_000)
+    counts = look.counts
+    assert sum(counts.values()) == len(pids) and look.oldest_due == look.soonest == NOW
     assert len(counts) > 3  # many buckets, so all masters (see above)
     claims = [claim for bucket in counts for claim in await schedule.claim(bucket, NOW + 10_000, 100)]
     assert {c.id for c in claims} == set(pids)
-    assert (await schedule.due_counts(NOW + 10_000))[0] == {}  # all leased
+    assert (await schedule.look(NOW + 10_000)).counts == {}  # all leased
     finished = claims[:10]
     for claim in finished:
         assert await schedule.finish(claim, NOW + 99_000)
     await schedule.release_all(NOW + 20_000)
     assert not schedule.held
-    counts, _ = await schedule.due_counts(NOW + 20_000)
-    assert sum(counts.values()) == len(pids) - len(finished)
+    assert sum((await schedule.look(NOW + 20_000)).counts.values()) == len(pids) - len(finished)
 
 
 # -- two replicas and a worker ------------------------------------------------------------------
@@ -196,8 +196,8 @@ async def test_two_replicas_and_a_worker_on_the_cluster(
         assert {owner[key_slot(keys.due(keys.bucket_of(pid) or 0).encode())] for pid in pids} == set(cluster.ports)
         client_ = connect(cluster.url)
         try:
-            counts, _ = await Schedule(client_, keys.due, keys.payment_prefix, "status", (),
-                                       1).due_counts(int(time.time() * 1000) + 10**9)
+            counts = (await Schedule(client_, keys.due, keys.payment_prefix, "status", (),
+                                     1).look(int(time.time() * 1000) + 10**9)).counts
         finally:
             await client_.aclose()
         assert counts == {}

@@ -26,7 +26,7 @@ from sandbox.runner import ServerThread, free_port
 from service import keys
 from tests.conftest import StartRelay
 from tests.gateways import GATEWAYS, Gateway, StateTable, decoded
-from tests.helpers import create, eventually, order, status_of
+from tests.helpers import create, due_now, eventually, order, status_of
 
 REFERENCE_PREFIX = {"stripe-connect": "cs_", "alipay-page": "", "wechat-pay-native": ""}
 
@@ -110,7 +110,7 @@ async def test_paid_just_before_expiry_ends_succeeded(start_relay: StartRelay, e
     bucket = keys.bucket_of(pid)
     assert bucket is not None
     await redis_client.hset(keys.payment(bucket, pid), "expiresAt", int(time.time() * 1000))
-    await redis_client.zadd(keys.due(bucket), {pid: 0})
+    await due_now(redis_client, keys.due(bucket), pid)
 
     async def settled() -> bool:
         return (await status_of(relay, created["paymentId"]))["status"] != "waiting"
@@ -137,7 +137,7 @@ async def test_gateway_outage_keeps_it_open_and_retries(start_relay: StartRelay,
     await eventually(tried)
     assert (await status_of(relay, pid))["status"] == "waiting"
     emulator.down = False
-    await redis_client.zadd(keys.due(bucket), {pid: 0})  # skip the backoff wait
+    await due_now(redis_client, keys.due(bucket), pid)  # skip the backoff wait
 
     async def closed() -> bool:
         return (await status_of(relay, pid))["status"] == "closed"

@@ -9,6 +9,7 @@ import logging
 import secrets as random
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 
 from sandbox.keys import rsa_pair, token
 from sandbox.runner import free_port
-from service.logs import JsonFormatter
+from service.logs import JsonFormatter, TextFormatter
 from service.settings import Settings
 from tests.conftest import API_KEY, StartRelay
 from tests.log_capture import find_leaks
@@ -25,10 +26,10 @@ from tests.relay_process import ROOT
 
 @pytest.fixture
 def logged(caplog: pytest.LogCaptureFixture) -> Any:
-    """Every log line written so far in this test, as payrelay writes them (JSON, tracebacks)."""
+    """Every log line written so far in this test, as payrelay writes them (JSON and text, tracebacks)."""
     caplog.set_level(logging.DEBUG)
-    formatter = JsonFormatter()
-    return lambda: "\n".join(formatter.format(record) for record in caplog.records)
+    formatters = (JsonFormatter(), TextFormatter())
+    return lambda: "\n".join(f.format(record) for record in caplog.records for f in formatters)
 
 
 def order(**changes: Any) -> dict[str, Any]:
@@ -96,6 +97,30 @@ async def test_redis_password_stays_out_of_logs_and_answers(start_relay: StartRe
     assert created.status_code == lookup.status_code == ready.status_code == 503
     assert created.json()["code"] == "store_unavailable"
     assert_clean("\n".join([logged(), created.text, lookup.text, ready.text]), password)
+
+
+def test_text_lines_read_as_sentences() -> None:
+    """PAYRELAY_LOG_FORMAT=text: local time, the level from warnings up, the payment, the message,
+    where the news came from; the same records as the JSON lines."""
+    def line(level: int, message: str, *args: Any, **extra: Any) -> str:
+        record = logging.LogRecord("payrelay.x", level, __file__, 1, message, args, None)
+        record.__dict__.update(extra)
+        record.created = time.mktime((2026, 12, 1, 15, 4, 9, 0, 0, -1))
+        return TextFormatter().format(record)
+
+    assert line(logging.INFO, "%s %s %s", "POST", "/api/transactions", 200,
+                route="/api/transactions", status=200) == "15:04:09 POST /api/transactions 200"
+    assert line(logging.INFO, "%s → %s", "waiting", "succeeded", paymentId="pr_3a", gateway="alipay-page",
+                outcome="transitioned", source="webhook") == "15:04:09 pr_3a waiting → succeeded (webhook, alipay-page)"
+    assert line(logging.WARNING, "webhook rejected: %s", "bad signature", gateway="stripe-connect",
+                outcome="rejected") == "15:04:09 WARNING webhook rejected: bad signature (stripe-connect)"
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.LogRecord("payrelay.x", logging.ERROR, __file__, 1, "tick failed", (), sys.exc_info())
+    text = TextFormatter().format(record).splitlines()
+    assert text[0].endswith(" ERROR tick failed")
+    assert text[1] == "Traceback (most recent call last):" and text[-1] == "RuntimeError: boom"
 
 
 def test_reprs_show_no_secret() -> None:

@@ -19,7 +19,9 @@ from service.model import CorruptHash, Delivery, DeliveryState, Payment, Refund,
 from service.outbox import snapshot_of
 from service.schedule import Schedule
 from service.states import PaymentState
+from service.stats import Stats
 from service.store import Store
+from service.timeline import Timeline
 from tests.helpers import NOW, apply, record
 
 TEXT = st.text()
@@ -141,7 +143,7 @@ async def test_every_script_leaves_a_payment_the_model_reads_whole(store: Store)
     bucket = keys.bucket_of(pid) or 0
     await store.reserve(record(pid), now_ms=NOW)
     assert (await read_whole(store, pid)).creating_until == NOW + keys.CREATING_LEASE_MS
-    await store.release(pid, NOW + 5_000)
+    await store.release(pid, NOW + 5_000, now_ms=NOW, why="timed out")
     assert (await read_whole(store, pid)).creating_until == 0
     assert await store.take_over(pid, NOW + 1) == "taken"
     await read_whole(store, pid)
@@ -193,11 +195,17 @@ async def test_every_write_leaves_a_delivery_the_model_reads_whole(store: Store)
     await schedule.claim(bucket, NOW + 1, 10)
     failed = dataclasses.replace(await whole(), attempts=1, window_attempts=1, last_attempt_at=NOW + 2,
                                  next_at=NOW + 10_000, last_status_code=500, last_error="boom")
-    await deliveries.record_attempt(bucket, failed, None)
+    await deliveries.record_attempt(bucket, failed, "failed", "HTTP 500", NOW + 2)
     assert await whole() == failed
     dead = dataclasses.replace(failed, state=DeliveryState.DEAD, next_at=None, last_error=None)
-    await deliveries.record_attempt(bucket, dead, NOW + 3)
+    await deliveries.record_attempt(bucket, dead, "dead", "HTTP 500", NOW + 3)
     assert await whole() == dead
+    (hour,) = await Stats(store.redis).hours(NOW + 3, hours=1)
+    assert {n: c for n, c in hour.counts.items() if n.startswith("delivery:")} == {"delivery:failed": 1,
+                                                                                  "delivery:dead": 1}
+    told = [(e.type, e.fields["outcome"], e.fields["answer"]) for e in await Timeline(store.redis).of_payment(pid)
+            if e.type == "delivery"]
+    assert told == [("delivery", "failed", "HTTP 500"), ("delivery", "dead", "HTTP 500")]
     later = NOW + 100_000  # the claim's lease has run out
     resent = await deliveries.resend(bucket, pid, "dlv_1", later)
     assert resent == dataclasses.replace(dead, state=DeliveryState.PENDING, next_at=later, window_start=later,
@@ -220,7 +228,12 @@ HASHES: dict[str, dict[str, tuple[type, ...]]] = {
     "reschedule": {"KEYS[2]": (Payment, Delivery, Refund)},
     "refund": {"KEYS[1]": (Payment,), "KEYS[2]": (), "KEYS[3]": (Refund,), "KEYS[5] .. known": (Refund,)},
     "refund_apply": {"KEYS[1]": (Refund,), "KEYS[2]": (Payment,)},
-    "lib": {"key": (Delivery,)},  # queue_delivery writes a delivery (read_record reads any hash whole)
+    "lib": {"key": (Delivery,), "stats": ()},  # queue_delivery writes a delivery (read_record reads any
+    # hash whole); tally counts in the hour's stats
+    "delivery_attempt": {"KEYS[1]": (Delivery,)},
+    "list": {"KEYS[2] .. id": (Payment,)},
+    "event": {},
+    "trim": {},
 }
 WHOLE = {"transition": Payment, "refund_apply": Refund}  # scripts that read a hash whole into rec
 NAMED_FIELDS = {"HSET": slice(2, None, 2), "HMGET": slice(2, None), "HDEL": slice(2, None), "HGET": slice(2, 3),

@@ -140,7 +140,8 @@ async def test_real_answers_match_their_schemas(relay: Relay, stripe_emulator: A
         c.check("get", pid_path, await client.get("/api/transactions/pr_00aaaaaaaaaaaaaaaaaaaaaaaa"))  # 404
         c.check("get", "/api/transactions",
                 await client.get("/api/transactions", params={"transactionId": body["transactionId"]}))
-        c.check("get", "/api/transactions", await client.get("/api/transactions"))  # 400
+        c.check("get", "/api/transactions", await client.get("/api/transactions"))  # a page
+        c.check("get", "/api/transactions", await client.get("/api/transactions", params={"page_size": "5"}))  # 400
         await stripe_emulator.pay(created["paymentUrl"])
         paid = c.check("get", pid_path, await client.get(f"/api/transactions/{pid}"))
         assert paid["status"] == "succeeded" and paid["paidAt"]
@@ -164,6 +165,9 @@ async def test_real_answers_match_their_schemas(relay: Relay, stripe_emulator: A
         c.check("get", refunds + "/{refundId}", await client.get(f"/api/transactions/{pid}/refunds/r1",
                                                                  params={"sync": "true"}))
         c.check("get", pid_path, await client.get(f"/api/transactions/{pid}"))  # refundedAmount 5.00
+        events = "/api/transactions/{paymentId}/events"
+        c.check("get", events, await client.get(f"/api/transactions/{pid}/events"))
+        c.check("get", events, await client.get("/api/transactions/pr_00aaaaaaaaaaaaaaaaaaaaaaaa/events"))  # 404
         deliveries = "/api/transactions/{paymentId}/deliveries"
         c.check("get", deliveries, await client.get(f"/api/transactions/{pid}/deliveries"))
         c.check("get", deliveries, await client.get("/api/transactions/pr_00aaaaaaaaaaaaaaaaaaaaaaaa/deliveries"))

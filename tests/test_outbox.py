@@ -93,7 +93,7 @@ class Relay:
         """The gateway's word, through the real transition script (which enqueues the delivery)."""
         applied = await self.store.apply(
             payment_id, gateway="stripe-connect", now_ms=now_ms(), status=status, gateway_state="TEST",
-            next_sync_ms=now_ms() + 3_600_000, delivery_id="dlv_" + secrets.token_urlsafe(12))
+            source="webhook", next_sync_ms=now_ms() + 3_600_000, delivery_id="dlv_" + secrets.token_urlsafe(12))
         assert applied.changed
         return applied.version
 

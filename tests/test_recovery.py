@@ -45,9 +45,10 @@ async def runtime(relay: Relay) -> AsyncIterator[Runtime]:
     await runtime.close()
 
 
-async def died_after_reserving(runtime: Runtime, body: dict[str, Any]) -> str:
+async def died_after_reserving(runtime: Runtime, body: dict[str, Any], *, swept: bool = True) -> str:
     """What a create leaves when its process dies right after reserving the payment, before any
-    gateway call: the same reservation a create makes, its lease long run out."""
+    gateway call: the same reservation a create makes, its lease long run out. Not ``swept``:
+    the sweeper leaves it alone for an hour, so that what resolves it is the request under test."""
     payments = runtime.payments
     request = parse_transaction(body, payments.adapters, amount_unit="major", allowed_hosts=frozenset())
     client = Client("shop", (), runtime.settings.clients[0].notify_url, ())
@@ -57,6 +58,8 @@ async def died_after_reserving(runtime: Runtime, body: dict[str, Any]) -> str:
     record = payments._new_payment(client, request, payment_id, then, then + 1_800_000, "generic")
     reservation = await runtime.store.reserve(record, now_ms=then)
     assert reservation.outcome == "new"
+    if not swept:
+        await runtime.redis.zadd(keys.due(bucket), {payment_id: now_ms() + 3_600_000})
     return payment_id
 
 
@@ -96,7 +99,7 @@ async def test_off_session_charge_cut_off_is_found_succeeded_and_notified(
         relay: Relay, runtime: Runtime, stripe_emulator: Any, receiver: Receiver) -> None:
     await saved_method(relay, stripe_emulator, "renew@example.com")
     body = order(stripe_emulator, onlineScenario=False, customerIdentifier="renew@example.com")
-    payment_id = await died_after_reserving(runtime, body)
+    payment_id = await died_after_reserving(runtime, body, swept=False)
     payment = await status_of(relay, payment_id, sync=True)  # ?sync=true resolves it at once
     assert (payment["status"], payment["version"]) == ("succeeded", 1)
     assert payment["gatewayReference"].startswith("pi_")
@@ -140,7 +143,7 @@ async def test_create_answered_503_and_never_retried_ends_resolved(relay: Relay,
 @pytest.mark.parametrize("gateway", ["stripe-connect", "wechat-pay-native"])
 async def test_close_and_sync_work_on_a_cut_off_create(relay: Relay, runtime: Runtime, gateway: str) -> None:
     emulator = relay.emulators[gateway]
-    payment_id = await died_after_reserving(runtime, order(emulator))
+    payment_id = await died_after_reserving(runtime, order(emulator), swept=False)
     async with relay.client() as client:
         closed = await client.post(f"/api/transactions/{payment_id}/close")
     assert closed.status_code == 200, closed.text

@@ -48,7 +48,7 @@ async def reserve(refunds: RefundStore, pid: str, refund_id: str, amount: int | 
 
 async def settle(refunds: RefundStore, refund_no: str, status: str, **changes: Any) -> Any:
     return await refunds.apply(refund_no, gateway=GATEWAY, now_ms=NOW + 1, status=status,
-                               gateway_state=f"gw-{status}", **changes)
+                               gateway_state=f"gw-{status}", **{"source": "webhook", **changes})
 
 
 async def sums(store: Store, pid: str) -> tuple[int, int]:
@@ -136,7 +136,7 @@ async def test_moves_follow_the_refund_table(store: Store) -> None:
     assert await sums(store, pid) == (0, 0)
     assert (await settle(refunds, one.refund_no, "succeeded")).outcome == "stale"  # failed is final
     other_gateway = await refunds.apply(one.refund_no, gateway="alipay-page", now_ms=NOW, status="succeeded",
-                                        gateway_state="x")
+                                        gateway_state="x", source="webhook")
     assert other_gateway.outcome == "foreign"
     assert (await settle(refunds, keys.new_refund_no(bucket), "succeeded")).outcome == "missing"
 

@@ -121,6 +121,27 @@ async def test_a_full_refund_succeeds_and_the_storage_app_is_told(
     assert one.status_code == 200 and one.json() == body
     assert await refunds_of(relay, pid) == [body]
     assert f'payrelay_refunds_total{{gateway="{emulator.gateway_type}",status="succeeded"}} 1.0' in metrics
+    await the_timeline_tells_it_all(relay, pid)
+
+
+async def the_timeline_tells_it_all(relay: Relay, pid: str) -> None:
+    """The payment's timeline: created, opened, paid, both notifications delivered, the refund
+    asked for and ended, in that order."""
+    told: list[tuple[str, ...]] = []
+
+    async def both_delivered() -> bool:
+        nonlocal told
+        async with relay.client() as client:
+            events = (await client.get(f"/api/transactions/{pid}/events")).json()["data"]
+        told = [(e["type"], e.get("to") or e.get("outcome") or "", e.get("notification", "")) for e in events]
+        return len([t for t in told if t[0] == "delivery"]) == 2
+
+    await eventually(both_delivered)
+    paid_at = told.index(("transition", "succeeded", ""))
+    assert told[:2] == [("created", "", ""), ("opened", "", "")] and paid_at >= 2
+    assert told.index(("refund", "requested", "")) < told.index(("refund", "transitioned", ""))
+    assert paid_at < told.index(("delivery", "delivered", "transaction.succeeded"))
+    assert told.index(("refund", "transitioned", "")) < told.index(("delivery", "delivered", "refund.succeeded"))
 
 
 async def test_partial_refunds_never_exceed_what_was_paid(
@@ -287,6 +308,7 @@ async def test_a_process_killed_during_the_refund_call_leaves_it_to_the_sweep(
     with sync_redis.Redis.from_url(relay.env["PAYRELAY_REDIS_URL"], decode_responses=True) as redis:
         redis.hset(keys.refund(bucket, number), "callingUntil", "1")  # as if its 30 s lease had passed
         redis.zadd(keys.refund_due(bucket), {number: 1})
+        redis.publish(keys.wake("refund-due"), 1)
 
     async def resolved() -> bool:
         return (await refunds_of(relay, pid))[0]["status"] == "succeeded"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service import keys
-from service.schedule import Claim, Schedule, backoff_ms
+from service.schedule import Claim, Look, Schedule, backoff_ms
 from tests.helpers import due
 
 NOW = 1_900_000_000_000
@@ -26,7 +26,8 @@ async def test_a_claim_is_leased_to_one_process_and_finish_reschedules_or_drops(
     bucket = 3
     await due(redis_client, bucket, {"pr_a": NOW - 1, "pr_b": NOW + 120_000})
     ours, theirs = schedule(redis_client), schedule(redis_client)
-    assert (await ours.due_counts(NOW)) == ({bucket: 1}, NOW - 1)
+    assert (await ours.look(NOW)) == Look({bucket: 1}, NOW - 1, NOW - 1)
+    assert (await ours.look(NOW - 2)) == Look({}, None, NOW - 1)  # nothing due yet: when it will be
     assert await ours.claim(bucket, NOW, 10) == [Claim(bucket, "pr_a")]
     assert await theirs.claim(bucket, NOW, 10) == []  # leased: not due for anyone else
     assert await theirs.claim(bucket, NOW + 60_001, 10) == [Claim(bucket, "pr_a")]  # the lease ran out

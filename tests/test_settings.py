@@ -22,6 +22,8 @@ def test_reads_clients_gateways_and_defaults() -> None:
     assert list(settings.gateways) == ["stripe-connect"]
     assert len(settings.gateways["stripe-connect"].webhook_secrets) == 2
     assert (settings.payment_ttl, settings.amount_unit, settings.retention_days) == (1800, "major", 90)
+    assert (settings.log_level, settings.log_format) == ("INFO", "json")
+    assert Settings.from_env(BASE | {"PAYRELAY_LOG_FORMAT": "Text"}).log_format == "text"
     assert settings.redis_url is None and any("in memory" in note for note in settings.notes)
 
 
@@ -65,6 +67,7 @@ def test_clients_file(tmp_path: Path) -> None:
         (BASE | {"PAYRELAY_PAYMENT_TTL": "soon"}, "PAYRELAY_PAYMENT_TTL must be a whole number"),
         (BASE | {"PAYRELAY_PAYMENT_TTL": "0"}, "at least 1"),
         (BASE | {"PAYRELAY_AMOUNT_UNIT": "cents"}, "major' or 'minor"),
+        (BASE | {"PAYRELAY_LOG_FORMAT": "xml"}, "PAYRELAY_LOG_FORMAT must be 'json' or 'text', not 'xml'"),
         ({"PAYRELAY_API_KEYS": "a:b", "PAYRELAY_STRIPE_SECRET_KEY": "sk"},
          "also set PAYRELAY_STRIPE_WEBHOOK_SECRET"),
         (BASE | {"PAYRELAY_ALIPAY_APP_ID": "2021"}, "Alipay is partly configured"),

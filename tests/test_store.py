@@ -134,7 +134,7 @@ async def test_all_keys_share_the_bucket_slot(store: Store) -> None:
 async def test_another_gateways_word_changes_nothing(store: Store) -> None:
     pid = await opened(store)  # a stripe-connect payment
     foreign = await store.apply(pid, gateway="wechat-pay-native", now_ms=NOW, status="succeeded",
-                                gateway_state="SUCCESS", event=("wechat", "e1"), delivery_id="d1")
+                                gateway_state="SUCCESS", event=("wechat", "e1"), delivery_id="d1", source="webhook")
     assert foreign.outcome == "foreign"
     saved = await store.get(pid)
     assert saved is not None and saved.status == "waiting" and saved.version == 0

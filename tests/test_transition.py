@@ -116,7 +116,7 @@ async def test_unchanged_and_stale_words_mark_their_event(store: Store) -> None:
 async def test_a_word_without_event_marks_nothing(store: Store) -> None:
     pid = await opened(store)
     await apply(store, pid, now_ms=NOW, status="processing", gateway_state="unpaid")
-    assert [key async for key in store.redis.scan_iter("*event*")] == []
+    assert [key async for key in store.redis.scan_iter("*:event:*")] == []
 
 
 async def test_a_payment_still_being_created_can_move(store: Store) -> None:

@@ -4,12 +4,21 @@ heartbeat in Redis and hands everything back on stop (real Redis)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 from typing import Any
 
+import pytest
+import redis
+
 from service import keys
+from service.clock import now_ms
+from service.runtime import Runtime
 from service.schedule import Claim, Schedule
-from service.workers import Worker, WorkerPool
-from tests.helpers import due
+from service.settings import Settings
+from service.store import Store
+from service.workers import IDLE_SECONDS, Worker, WorkerPool
+from tests.helpers import due, eventually, record
 
 
 class Recorder(Worker):
@@ -59,3 +68,55 @@ async def test_the_pool_beats_while_alive_and_cleans_up_on_stop(redis_client: An
     assert pool.alive() == {"recorder": True}
     await pool.stop()
     assert await redis_client.get(keys.worker(pool.instance)) is None
+
+
+async def test_an_idle_pool_sleeps_until_its_soonest_entry_and_wakes_when_one_is_announced(
+        redis_client: Any) -> None:
+    """Idle, a worker looks again only when its soonest entry falls due (or after idle_seconds);
+    an entry another process schedules sooner, announced by the scripts, wakes it at once."""
+    worker = Recorder(redis_client)
+    pool = WorkerPool(redis_client, [worker], idle_seconds=30)
+    soon = now_ms() + 700
+    await due(redis_client, 4, {"pr_soon": soon})
+    pool.start()
+    try:
+        await eventually(lambda: _handled(worker, "pr_soon"), timeout=3)
+        assert now_ms() >= soon  # not before its time
+        await asyncio.sleep(0.3)  # idle now, for up to 30 s
+        store = Store(redis_client, 86400)
+        payment = record(keys.new_payment_id(5))  # a create in another process: due at its lease's end,
+        started = time.monotonic()  # announced because that is sooner than the worker would look
+        await store.reserve(dataclasses.replace(payment, created_at=now_ms() - keys.CREATING_LEASE_MS),
+                            now_ms=now_ms() - keys.CREATING_LEASE_MS)
+        await eventually(lambda: _handled(worker, payment.payment_id), timeout=3)
+        assert time.monotonic() - started < 1
+    finally:
+        await pool.stop()
+
+
+async def _handled(worker: Recorder, payment_id: str) -> bool:
+    return any(claim.id == payment_id for claim in worker.handled)
+
+
+@pytest.mark.slow  # it counts a Redis's commands over a whole idle period (31 s)
+async def test_an_idle_process_costs_a_few_redis_commands_a_second(disposable_redis: Any,
+                                                                   stripe_emulator: Any) -> None:
+    """The workers of an idle `payrelay serve` (expiry, refunds, outbox) with their wake-ups and
+    heartbeat send at most 10 commands a second to Redis."""
+    settings = Settings.from_env({**stripe_emulator.env(), "PAYRELAY_API_KEYS": "shop:" + "k" * 32,
+                                  "PAYRELAY_REDIS_URL": disposable_redis.url})
+    runtime = Runtime(settings)
+    runtime.start_workers()
+    try:
+        await asyncio.sleep(2)  # started: the first looks, the subscription
+        with redis.Redis.from_url(disposable_redis.url) as probe:
+            before = probe.info("stats")["total_commands_processed"]
+            await asyncio.sleep(WINDOW)
+            spent = probe.info("stats")["total_commands_processed"] - before - 1  # the probe's own INFO
+    finally:
+        await runtime.close()
+    print(f"idle: {spent / WINDOW:.1f} Redis commands/s")
+    assert 0 < spent / WINDOW <= 10, spent
+
+
+WINDOW = IDLE_SECONDS + 1  # every worker looks at least once

@@ -4,6 +4,7 @@ clock, ``env()`` and the routes; the behaviour comes from the mixins, one module
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -64,6 +65,15 @@ class StripeEmulator(Api, Sessions, Customers, Intents, Refunds, Checkout, Event
         if self.connect_account:
             env["PAYRELAY_STRIPE_CONNECT_ACCOUNT"] = self.connect_account
         return env
+
+    def key_material(self) -> dict[str, str]:
+        return {"secret_key": self.secret_key, "webhook_secret": self.webhook_secret}
+
+    @classmethod
+    def restored(cls, material: Mapping[str, str]) -> StripeEmulator:
+        emulator = cls()
+        emulator.secret_key, emulator.webhook_secret = material["secret_key"], material["webhook_secret"]
+        return emulator
 
     def now(self) -> int:
         return int(time.time() + self.clock_offset)

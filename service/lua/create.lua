@@ -1,7 +1,8 @@
 -- Reserve a new payment for (client, transactionId), or find the one that already answers it.
 -- Atomic, so concurrent duplicates can never open two gateway orders.
 -- KEYS: 1 txn index, 2 the new payment's record, 3 due zset, 4 the prefix of the bucket's payment
---       records (+ paymentId: a record's key) (all in one bucket)
+--       records (+ paymentId: a record's key), 5 the prefix of the bucket's listing indexes,
+--       6 the new payment's timeline (all in one bucket)
 -- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 creating lease ms,
 --       5… field, value pairs of the new record
 -- Returns {outcome, paymentId}: new | existing | conflict | wait (another create holds it) |
@@ -20,16 +21,20 @@ if current then
     if status ~= CREATING then return {'existing', current} end
     if tonumber(found[3]) > now then return {'wait', current} end
     redis.call('HSET', key, 'creatingUntil', lease_until)
-    redis.call('ZADD', KEYS[3], lease_until, current)
+    schedule(KEYS[3], lease_until, current, now)
     return {'resume', current}
   end
 end
-local record = {}
+local record, rec = {}, {}
 for i = 5, #ARGV do record[#record + 1] = ARGV[i] end
+for i = 5, #ARGV, 2 do rec[ARGV[i]] = ARGV[i + 1] end
 redis.call('HSET', KEYS[2], unpack(record))
 redis.call('HSET', KEYS[2], 'status', CREATING, 'version', '0', 'previous', current or '',
   'fingerprint', ARGV[2],
   'creatingUntil', lease_until)
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[3], lease_until, ARGV[3])
+schedule(KEYS[3], lease_until, ARGV[3], now)
+redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
+index_status(KEYS[5], rec, nil, CREATING)
+note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current})
 return {'new', ARGV[3]}

@@ -2,7 +2,8 @@
 -- concurrent refunds can never together refund more than was paid, and duplicates of one
 -- refundId never make a second gateway refund. Refunds in flight count against what remains.
 -- KEYS: 1 payment record, 2 its refunds index (refundId → refundNo), 3 the new refund's record,
---       4 refund due zset, 5 the prefix of the bucket's refund records (+ refundNo: a record's key)
+--       4 refund due zset, 5 the prefix of the bucket's refund records (+ refundNo: a record's key),
+--       6 the payment's timeline
 -- ARGV: 1 now ms, 2 refundId, 3 new refundNo, 4 amount (minor; '' = what remains), 5 reason,
 --       6 fingerprint, 7 the gateway's minimum (minor), 8 partial refunds allowed (1 | 0),
 --       9 the gateway's most refunds per payment ('' = no limit), 10 the call's lease ms,
@@ -45,7 +46,9 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'refundingAmount', amount)
 -- due at the end of the call's lease: should the call never end (the process died), the refund
 -- sweep asks the gateway what became of it
-redis.call('ZADD', KEYS[4], lease_until, ARGV[3])
+schedule(KEYS[4], lease_until, ARGV[3], now)
 -- a refunded payment and its refunds are kept the retention from its newest refund
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[13]) end
+note(KEYS[6], KEYS[1], ARGV[1], {type = 'refund', outcome = 'requested', refundId = ARGV[2],
+  refundNo = ARGV[3], status = REFUND_PROCESSING, amount = string.format('%d', amount), reason = ARGV[5] ~= '' and ARGV[5] or nil})
 return {'new', ARGV[3], amount}

@@ -11,5 +11,5 @@ local now = tonumber(ARGV[1])
 if tonumber(found[2] or '0') > now then return 'held' end
 local lease_until = string.format('%d', now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 'creatingUntil', lease_until)
-redis.call('ZADD', KEYS[2], lease_until, ARGV[3])
+schedule(KEYS[2], lease_until, ARGV[3], now)
 return 'taken'

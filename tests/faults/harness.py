@@ -23,7 +23,7 @@ import redis
 from sandbox.base import Emulator
 from sandbox.runner import ServerThread, free_port
 from service import keys
-from service.demo import emulators
+from service.sandboxes import emulators
 from tests.conftest import API_KEY, _answers
 from tests.receiver import Receiver
 from tests.relay_process import RelayProcess
