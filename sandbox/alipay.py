@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, Literal
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -564,9 +564,10 @@ class AlipayEmulator(Emulator):
     @staticmethod
     def _message(code: str, message: str, status_code: int, title: str = ERROR_TITLE,
                  back: str | None = None) -> Response:
-        """The cashier's page for anything but the cashier itself; ``back``: a link to the merchant."""
+        """The cashier's page for anything but the cashier itself; ``back``: a link to the merchant
+        (only to a web page: a return_url is "HTTP/HTTPS开头字符串")."""
         link = (f'<p class="back"><a id="back" href="{html.escape(back)}">返回商户 · Back to the merchant</a></p>'
-                if back else "")
+                if back and urlsplit(back).scheme in ("http", "https") else "")
         return HTMLResponse(render("alipay", "alipay_message", f"支付宝 · {title} (payrelay sandbox)", area=CASHIER,
                                    title=html.escape(title), code=html.escape(code), message=html.escape(message),
                                    back=link), status_code=status_code)

@@ -313,6 +313,25 @@ async def test_leaving_keeps_the_trade_open(merchant: Merchant, alipay_emulator:
     assert (await alipay_emulator.pay(url, "paid")).startswith("https://shop.example/done?")
 
 
+async def test_the_cashiers_pages_link_back_and_speak_both_languages(merchant: Merchant,
+                                                                      alipay_emulator: AlipayEmulator,
+                                                                      alipay_receiver: Receiver) -> None:
+    url, out_trade_no = merchant.page_url(alipay_receiver)
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        cashier = await client.get(url)
+        left = await client.post(f"{cashier.url}/leave")
+        assert '<a id="back" href="https://shop.example/done">' in left.text  # the return_url, unsigned
+        assert "您已离开收银台 · You left the cashier" in left.text
+        await merchant.close(out_trade_no)
+        closed = await client.get(str(cashier.url))
+        assert closed.status_code == 409 and "交易已关闭 · This transaction has been closed" in closed.text
+        odd, _ = merchant.page_url(alipay_receiver, return_url="javascript:alert(1)")
+        left = await client.post(f"{(await client.get(odd)).url}/leave")
+    assert left.status_code == 200 and 'id="back"' not in left.text  # a link only to a web page
+    for page in (cashier, left, closed):
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.text
+
+
 async def test_outcomes_alipay_does_not_have(alipay_emulator: AlipayEmulator) -> None:
     for outcome in ("processing", "failed"):
         with pytest.raises(ValueError, match="not an Alipay page-pay outcome"):
