@@ -179,6 +179,10 @@ class Adapter(abc.ABC):
     requires_https_redirects: ClassVar[bool] = False
     customer_must_be_email: ClassVar[bool] = False
     payment_url_is_a_code: ClassVar[bool] = False  # paymentUrl is a code to show as a QR code (weixin://)
+    # its create makes no gateway call (it signs a URL), and makes the same URL again for the same
+    # request: payrelay opens the payment in the write that stores it, and a resumed create is
+    # opened again the same way
+    creates_offline: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def create(self, request: CreateRequest) -> Created: ...

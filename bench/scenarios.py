@@ -236,7 +236,8 @@ def get(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
             ids_file = seed_waiting(h, app, 10_000 if not mode.quick else 2_000)
             for conns in GET_CONNECTIONS:
                 summary = h.measure({"payrelay": app.proc},
-                                    lambda i, c=conns, f=ids_file: load.Load(app.url, script, (str(f), API_KEY), c))
+                                    lambda i, c=conns, f=ids_file: load.Load(app.url, script,
+                                                                             (str(f), API_KEY, BY_ID), c))
                 rows.append({"workers": workers, "connections": conns, "stored": 10_000, **summary})
                 log(f"get w{workers} c{conns} {summary['rps']:7.0f}/s p50 {summary['p50_ms']:.2f} "
                     f"p99 {summary['p99_ms']:.2f} ms non2xx {summary['non_2xx']}")
@@ -343,7 +344,6 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
     rows = []
     create_script = load.script("create.lua", h.work)
     get_script = load.script("get.lua", h.work)
-    list_script = load.script("list.lua", h.work)
     h.reset()
     with h.payrelay(1) as app:
         template = h.template(app, "alipay-page")
@@ -368,8 +368,9 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
                 ("create", lambda i, s=size, a=amount, c=currency: load.Load(
                     app.url, create_script, (f"scale{s}-{time.time_ns()}-{i}", "alipay-page", API_KEY, a, c),
                     SCALE_CONNECTIONS)),
-                ("get", lambda i, f=ids_file: load.Load(app.url, get_script, (str(f), API_KEY), SCALE_CONNECTIONS)),
-                ("list", lambda i, f=queries_file: load.Load(app.url, list_script, (str(f), API_KEY),
+                ("get", lambda i, f=ids_file: load.Load(app.url, get_script, (str(f), API_KEY, BY_ID),
+                                                        SCALE_CONNECTIONS)),
+                ("list", lambda i, f=queries_file: load.Load(app.url, get_script, (str(f), API_KEY, LISTING),
                                                              SCALE_CONNECTIONS)),
             ):
                 summary = h.measure({"payrelay": app.proc}, make)
@@ -378,6 +379,9 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
                 log(f"scale {size} {what}: {summary['rps']:.0f}/s p50 {summary['p50_ms']:.2f} "
                     f"p99 {summary['p99_ms']:.2f} ms")
     results["scale"] = rows
+
+
+BY_ID, LISTING = "/api/transactions/", "/api/transactions?"  # get.lua's prefixes
 
 
 def list_queries(url: str) -> list[str]:

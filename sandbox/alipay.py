@@ -26,12 +26,16 @@ ACQ.SELLER_BALANCE_NOT_ENOUGH); ``refund_down`` (the refund call answers 503, no
 ``refund_delay`` (seconds the refund answer waits *after* the refund is applied: a timeout after
 the effect). The same on the sandbox page ``/sandbox/refunds``.
 
-The cashier (``/cashier/{trade_no}``) is a plain HTML page with two forms, Pay and Leave, usable
-by a person or a headless browser. Paying sends the asynchronous notification (form-encoded,
-signed with Alipay's key over every field but sign and sign_type) to the order's notify_url and
-redirects the browser to return_url with the signed synchronous return parameters. Leaving has no
-redirect: Alipay's cashier has no cancel URL. Past time_expire a trade closes (with a TRADE_CLOSED
-notification, as Alipay sends for timeout closes); a merchant close sends none.
+The cashier (``/cashier/{trade_no}``) is an HTML page in Alipay's look (``sandbox.pages``): the
+order summary, a QR code of the page itself, and two forms, Pay and Leave, usable by a person or a
+headless browser. Paying sends the asynchronous notification (form-encoded, signed with Alipay's
+key over every field but sign and sign_type) to the order's notify_url and redirects the browser
+to return_url with the signed synchronous return parameters. Leaving has no redirect (page pay
+has no cancel URL: quit_url is a parameter of wap pay only): the page it shows links back to the
+order's return_url, unsigned, for nothing was paid. Past time_expire a trade closes (with a
+TRADE_CLOSED notification, as Alipay sends for timeout closes); a merchant close sends none. What
+the cashier tells the customer is in Chinese and English, as Alipay's international cashier has it;
+what the API answers stays Alipay's Chinese.
 
 Deliberately faithful traps: closing an order whose cashier was never opened answers
 ACQ.TRADE_NOT_EXIST and changes nothing, so the customer can still open and pay it until
@@ -55,9 +59,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode, urljoin
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 from cryptography.exceptions import InvalidSignature
@@ -70,10 +73,10 @@ from starlette.routing import Route
 
 from sandbox.base import Emulator, Outcome
 from sandbox.keys import rsa_pair
+from sandbox.pages import ident, qr_svg, records, render, yuan
 
 CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-TEMPLATES = Path(__file__).parent / "templates"
 
 PAGE_PAY = "alipay.trade.page.pay"
 QUERY = "alipay.trade.query"
@@ -87,6 +90,10 @@ REFUND_OUTCOMES: tuple[RefundOutcome, ...] = ("succeed", "succeed_later", "fail_
 # what a refund that fails later answers when sent again: the error table's "卖家余额不足" — the
 # usual reason a refund Alipay accepted cannot be paid out
 LATER_FAILURE = ("ACQ.SELLER_BALANCE_NOT_ENOUGH", "卖家余额不足")
+CLOSED = "交易已关闭 · This transaction has been closed"  # what the cashier shows, in both languages
+ERROR_TITLE = "出错了 · Something went wrong"
+CASHIER = "我的收银台 · Cashier"
+REFUND_COLUMNS = ("out_request_no", "out_trade_no", "金额 · Amount", "状态 · Status", "处理 · Settle")
 REQUIRED = {  # common request parameter → Alipay's sub_code when it is missing
     "app_id": "isv.missing-app-id",
     "method": "isv.missing-method",
@@ -461,7 +468,7 @@ class AlipayEmulator(Emulator):
             if trade is None and self.now() < expires:
                 trade = self._new_trade(out_trade_no, total, subject, params, expires)
         if trade is None:
-            raise _business("ACQ.TRADE_HAS_CLOSE", "交易已关闭 (time_expire has passed)", 409)
+            raise _business("ACQ.TRADE_HAS_CLOSE", f"{CLOSED} (time_expire has passed)", 409)
         if trade.total_amount != total or trade.subject != subject:
             raise _business("ACQ.CONTEXT_INCONSISTENT", "交易信息被篡改", 409)
         await self._expire_if_due(trade)
@@ -488,14 +495,14 @@ class AlipayEmulator(Emulator):
     @staticmethod
     def _refuse_unless_waiting(trade: Trade) -> None:
         if trade.status == "TRADE_CLOSED":
-            raise _business("ACQ.TRADE_HAS_CLOSE", "交易已关闭", 409)
+            raise _business("ACQ.TRADE_HAS_CLOSE", CLOSED, 409)
         if trade.status != "WAIT_BUYER_PAY":
-            raise _business("ACQ.TRADE_HAS_SUCCESS", "交易已被支付", 409)
+            raise _business("ACQ.TRADE_HAS_SUCCESS", "交易已被支付 · This transaction has been paid already", 409)
 
     async def _cashier_trade(self, request: Request) -> Trade:
         trade = self._by_trade_no.get(request.path_params["trade_no"])
         if trade is None:
-            raise _business("ACQ.TRADE_NOT_EXIST", "交易不存在", 404)
+            raise _business("ACQ.TRADE_NOT_EXIST", "交易不存在 · There is no such transaction", 404)
         await self._expire_if_due(trade)
         return trade
 
@@ -505,13 +512,14 @@ class AlipayEmulator(Emulator):
             self._refuse_unless_waiting(trade)
         except Refusal as refusal:
             return self._message(refusal.body["sub_code"], refusal.body["sub_msg"], refusal.http_status)
-        page = string.Template((TEMPLATES / "alipay_cashier.html").read_text(encoding="utf-8"))
-        return HTMLResponse(page.substitute(
+        return HTMLResponse(render(
+            "alipay", "alipay_cashier", f"支付宝 · 收银台 Cashier · {trade.subject} (payrelay sandbox)", area=CASHIER,
             subject=html.escape(trade.subject),
-            total_amount=trade.total_amount,
+            amount=yuan(_fen(trade.total_amount)),
             out_trade_no=html.escape(trade.out_trade_no),
             trade_no=trade.trade_no,
             time_expire=self._china(trade.expires),
+            qr=qr_svg(str(request.url), "支付宝付款码 · Alipay payment code"),
             pay_action=f"/cashier/{trade.trade_no}/pay",
             leave_action=f"/cashier/{trade.trade_no}/leave",
         ))
@@ -527,7 +535,7 @@ class AlipayEmulator(Emulator):
             return self._message(refusal.body["sub_code"], refusal.body["sub_msg"], refusal.http_status)
         await self._send(trade, self._notification(trade, "TRADE_SUCCESS"))
         if not trade.return_url:
-            return self._message("TRADE_SUCCESS", "付款成功 / Paid", 200, title="Paid")
+            return self._message("TRADE_SUCCESS", "付款成功 · Paid", 200, title="付款成功 · Paid")
         returned = self.sign_fields({
             "out_trade_no": trade.out_trade_no,
             "trade_no": trade.trade_no,
@@ -546,18 +554,23 @@ class AlipayEmulator(Emulator):
 
     async def _leave(self, request: Request) -> Response:
         try:
-            await self._cashier_trade(request)
+            trade = await self._cashier_trade(request)
         except Refusal as refusal:
             return self._message(refusal.body["sub_code"], refusal.body["sub_msg"], refusal.http_status)
         # Alipay's cashier has no cancel redirect: the trade stays WAIT_BUYER_PAY until time_expire
-        return self._message("WAIT_BUYER_PAY", "您已离开收银台 / You left the cashier; the order is still open",
-                             200, title="You left")
+        return self._message("WAIT_BUYER_PAY", "订单仍可在有效期内支付 · The order can still be paid until it expires",
+                             200, title="您已离开收银台 · You left the cashier", back=trade.return_url)
 
     @staticmethod
-    def _message(code: str, message: str, status_code: int, title: str = "支付宝 · 出错了 (error)") -> Response:
-        page = string.Template((TEMPLATES / "alipay_message.html").read_text(encoding="utf-8"))
-        return HTMLResponse(page.substitute(title=html.escape(title), code=html.escape(code),
-                                            message=html.escape(message)), status_code=status_code)
+    def _message(code: str, message: str, status_code: int, title: str = ERROR_TITLE,
+                 back: str | None = None) -> Response:
+        """The cashier's page for anything but the cashier itself; ``back``: a link to the merchant
+        (only to a web page: a return_url is "HTTP/HTTPS开头字符串")."""
+        link = (f'<p class="back"><a id="back" href="{html.escape(back)}">返回商户 · Back to the merchant</a></p>'
+                if back and urlsplit(back).scheme in ("http", "https") else "")
+        return HTMLResponse(render("alipay", "alipay_message", f"支付宝 · {title} (payrelay sandbox)", area=CASHIER,
+                                   title=html.escape(title), code=html.escape(code), message=html.escape(message),
+                                   back=link), status_code=status_code)
 
     # -- time_expire ----------------------------------------------------------------------------
 
@@ -803,12 +816,14 @@ class AlipayEmulator(Emulator):
                     f'<input type="hidden" name="outcome" value="{choice}"><button>{choice}</button></form>'
                     for choice in ("succeeded", "failed")
                 ) if refund.status == "pending" else ""
-                rows.append(f"<tr><td>{html.escape(refund.out_request_no)}</td><td>{html.escape(trade.out_trade_no)}"
-                            f"</td><td>{refund.amount}</td><td>{refund.status}</td><td>{settle}</td></tr>")
+                rows.append(("", [ident(refund.out_request_no), ident(trade.out_trade_no), yuan(refund.fen),
+                                  refund.status, settle]))
         options = "".join(f'<option{" selected" if o == self.refund_outcome else ""}>{o}</option>'
                           for o in REFUND_OUTCOMES)
-        page = string.Template((TEMPLATES / "alipay_refunds.html").read_text(encoding="utf-8"))
-        return HTMLResponse(page.substitute(options=options, outcome=self.refund_outcome, rows="".join(rows)))
+        return HTMLResponse(render("alipay", "alipay_refunds", "支付宝 · 退款 Refunds (payrelay sandbox)",
+                                   area="商家退款 · Merchant refunds",
+                                   options=options, outcome=self.refund_outcome,
+                                   refunds=records(REFUND_COLUMNS, rows, "暂无退款 · No refunds yet")))
 
     async def _refunds_outcome(self, request: Request) -> Response:
         async with request.form() as form:

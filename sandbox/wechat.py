@@ -16,9 +16,10 @@ Faithful where payrelay and the official ``wechatpayv3`` SDK can tell the differ
   RESOURCE_NOT_EXISTS (refunds), SIGN_ERROR, SYSTEM_ERROR.
 
 Deliberate leniency: notify_url may be plain http (the tests listen on 127.0.0.1).
-The customer's side is a page at ``/qr/{pr}`` (also ``/pay?code_url=…``) showing the QR code with
-buttons to pay, start paying and wait, fail or leave; the merchant's refunds are at ``/refunds``
-(choose how new refunds end, settle the ones in flight).
+The customer's side is a page at ``/qr/{pr}`` (also ``/pay?code_url=…``) in WeChat Pay's look
+(``sandbox.pages``): the QR code with the amount and "scan with WeChat", and, standing in for the
+WeChat app, buttons to pay, start paying and wait, fail or leave; the merchant's refunds are at
+``/refunds`` (choose how new refunds end, settle the ones in flight).
 """
 
 from __future__ import annotations
@@ -38,13 +39,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from html import escape
-from pathlib import Path
-from string import Template
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import segno
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -57,6 +55,7 @@ from starlette.routing import Route
 
 from sandbox.base import Emulator, Outcome
 from sandbox.keys import rsa_pair
+from sandbox.pages import ident, qr_svg, records, render, yuan
 from sandbox.wechat_refunds import (
     EVENT_TYPES,
     FORCED_ERRORS,
@@ -83,14 +82,14 @@ STATE_DESC = {
     "REVOKED": "已撤销",
     "REFUND": "转入退款",
 }
+NATIVE_PAY = "扫码支付 · Native pay"  # the part of WeChat Pay the customer's pages are
+REFUND_COLUMNS = ("out_refund_no", "out_trade_no", "金额 · Amount", "状态 · Status", "处理 · Settle")
 PAID = frozenset({"SUCCESS", "REFUND"})
 FINISHED = frozenset({"CLOSED", "REVOKED"})
 
 _OUT_TRADE_NO = re.compile(r"[0-9A-Za-z_\-|*]{6,32}")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?([+-]\d{2}:\d{2}|Z)")
 _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
-_TEMPLATE = Path(__file__).parent / "templates" / "wechat_pay.html"
-_REFUNDS_TEMPLATE = Path(__file__).parent / "templates" / "wechat_refunds.html"
 
 
 class PaymentRefused(Exception):
@@ -705,10 +704,11 @@ class WechatEmulator(Emulator):
 
     def _render_refunds(self) -> str:
         choices = "".join(
-            f'<button name="outcome" value="{o}"{" disabled" if o == self.refund_outcome else ""}>{o}</button>'
+            f'<button name="outcome" value="{o}" aria-pressed="{"true" if o == self.refund_outcome else "false"}">'
+            f"{o}</button>"
             for o in OUTCOMES
         )
-        rows = []
+        rows: list[tuple[str, list[str]]] = []
         with self._lock:
             for refund in self._ledger.refunds.values():
                 actions = ""
@@ -720,14 +720,13 @@ class WechatEmulator(Emulator):
                                   for s in ("succeed", "abnormal", "closed"))
                         + "</form>"
                     )
-                rows.append(
-                    f'<tr data-refund-status="{refund.status}"><td>{escape(refund.out_refund_no)}</td>'
-                    f"<td>{escape(refund.out_trade_no)}</td><td>¥{refund.amount // 100}.{refund.amount % 100:02d}</td>"
-                    f"<td>{refund.status} · {STATUS_DESC[refund.status]}</td><td>{actions}</td></tr>"
-                )
-        return Template(_REFUNDS_TEMPLATE.read_text(encoding="utf-8")).substitute(
-            outcome=self.refund_outcome, choices=choices, rows="".join(rows) or '<tr><td colspan="5">—</td></tr>'
-        )
+                rows.append((f' data-refund-status="{refund.status}"',
+                             [ident(refund.out_refund_no), ident(refund.out_trade_no), yuan(refund.amount),
+                              f"{refund.status} · {STATUS_DESC[refund.status]}", actions]))
+        return render("wechat", "wechat_refunds", "微信支付 · 退款 Refunds (payrelay sandbox)",
+                      area="商户退款 · Merchant refunds",
+                      outcome=self.refund_outcome, choices=choices,
+                      refunds=records(REFUND_COLUMNS, rows, "暂无退款 · No refunds yet"))
 
     # ---- the customer ----------------------------------------------------------------------
 
@@ -757,7 +756,10 @@ class WechatEmulator(Emulator):
         pr = request.path_params["pr"]
         no = self._by_pr.get(pr)
         if no is None:
-            return HTMLResponse("<h1>二维码已失效</h1>", 404)
+            return HTMLResponse(render("wechat", "wechat_message", "微信支付 · 二维码已失效 (payrelay sandbox)",
+                                       area=NATIVE_PAY,
+                                       title="二维码已失效 · This QR code has expired",
+                                       message="请让商户重新生成二维码 · Ask the merchant for a new code"), 404)
         status = 200
         if request.method == "POST":
             form = parse_qs((await request.body()).decode())
@@ -789,18 +791,19 @@ class WechatEmulator(Emulator):
         actions = ""
         if payable:
             actions = (
-                f'<form method="post" action="/qr/{order.pr}">'
-                '<button name="outcome" value="paid">扫码支付 · Scan and pay</button>'
+                f'<form class="wx-actions" method="post" action="/qr/{order.pr}">'
+                '<button class="primary" name="outcome" value="paid">扫码支付 · Scan and pay</button>'
                 '<button name="outcome" value="processing">扫码后等待 · Scan, then wait</button>'
                 '<button name="outcome" value="failed">支付失败 · Payment fails</button>'
                 '<button name="outcome" value="cancel">离开 · Leave</button></form>'
             )
-        total = order.request["amount"]["total"]
-        return Template(_TEMPLATE.read_text(encoding="utf-8")).substitute(
+        amount = yuan(order.request["amount"]["total"])
+        return render(
+            "wechat", "wechat_pay", f"微信支付 · {amount} (payrelay sandbox)", area=NATIVE_PAY,
             out_trade_no=escape(order.out_trade_no),
             description=escape(str(order.request.get("description", ""))),
-            amount=f"{total // 100}.{total % 100:02d}",
-            qr=segno.make(order.code_url, error="m", micro=False).svg_inline(scale=6),
+            amount=amount,
+            qr=qr_svg(order.code_url, "微信支付二维码 · WeChat Pay QR code"),
             trade_state=order.trade_state,
             trade_state_desc=escape(STATE_DESC[order.trade_state]),
             actions=actions,

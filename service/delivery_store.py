@@ -42,17 +42,21 @@ class DeliveryStore:
 
         return [Delivery.from_hash(found) for found in await guarded(read())]
 
-    async def record_attempt(self, bucket: int, delivery: Delivery, outcome: str, answer: str, now: int) -> None:
+    async def record_attempt(self, bucket: int, delivery: Delivery, outcome: str, answer: str, now: int, *,
+                             claim: str) -> bool:
         """Write one attempt's outcome (``delivery`` as it is after the attempt: its ``ATTEMPT``
-        fields; ``outcome`` delivered, failed or dead; ``answer`` the receiver's, or why none),
-        with its entry in the payment's timeline (``service/lua/delivery_attempt.lua``)."""
+        fields, ``next_at`` when to try again; ``outcome`` delivered, failed or dead; ``answer``
+        the receiver's, or why none) with its entry in the payment's timeline, and end the
+        sender's ``claim`` (``service/lua/delivery_attempt.lua``); False: the claim was no longer
+        the sender's."""
         fields, cleared = delivery.spelled(*ATTEMPT)
         pid = delivery.payment_id
-        await guarded(self._attempt(
+        return bool(await guarded(self._attempt(
             keys=[keys.delivery(bucket, delivery.delivery_id), keys.dead(bucket), keys.payment(bucket, pid),
-                  keys.events(bucket, pid), keys.stats(bucket, now)],
-            args=[now, outcome, answer, len(cleared), *cleared, *[v for pair in fields.items() for v in pair]],
-        ))
+                  keys.events(bucket, pid), keys.stats(bucket, now), keys.outbox(bucket)],
+            args=[now, outcome, answer, claim, "" if delivery.next_at is None else delivery.next_at,
+                  len(cleared), *cleared, *[v for pair in fields.items() for v in pair]],
+        )))
 
     async def resend(self, bucket: int, payment_id: str, delivery_id: str, now: int) -> Delivery:
         """Make a pending or dead delivery of this payment due now, with a fresh retry window."""

@@ -48,8 +48,8 @@ class ExpirySweeper(Worker):
         self.metrics.due_oldest_age.set(0 if oldest_due_ms is None else max(0, now - oldest_due_ms) / 1000)
 
     async def handle(self, claim: Claim, now: int) -> int | None:
-        payment = await self.payments.store.get(claim.id)
-        if payment is None or payment.status in states.FINAL:
+        payment = Payment.from_hash(claim.record)
+        if payment.status in states.FINAL:
             return None
         status = payment.status
         holder_until = payment.creating_until or 0

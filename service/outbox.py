@@ -41,7 +41,7 @@ from service.model import Delivery, DeliveryState, Payment, Refund
 from service.schedule import Claim, Schedule, backoff_ms
 from service.settings import Client, Settings
 from service.views import iso, payment_view, refund_view
-from service.workers import Worker
+from service.workers import FINISHED, Finished, Worker
 
 DONE = (DeliveryState.DELIVERED.value, DeliveryState.DEAD.value)
 LEASE_MS = 15_000  # one send (≤ TIMEOUT_S) plus its Redis writes; claims never wait for a slot
@@ -164,9 +164,9 @@ class OutboxSender(Worker):
 
     # -- one delivery ---------------------------------------------------------------------------
 
-    async def handle(self, claim: Claim, now: int) -> int | None:
-        delivery = await self.deliveries.get(claim.bucket, claim.id)
-        if delivery is None or delivery.state is not DeliveryState.PENDING:
+    async def handle(self, claim: Claim, now: int) -> int | Finished | None:
+        delivery = Delivery.from_hash(claim.record)
+        if delivery.state is not DeliveryState.PENDING:
             return None
         attempt = await self.send(delivery)
         return await self._record(claim, delivery, attempt)
@@ -246,8 +246,8 @@ class OutboxSender(Worker):
             )
         return self._http
 
-    async def _record(self, claim: Claim, delivery: Delivery, attempt: Attempt) -> int | None:
-        """Write the attempt on the delivery hash; answer when to try again (None: done)."""
+    async def _record(self, claim: Claim, delivery: Delivery, attempt: Attempt) -> Finished:
+        """Write the attempt on the delivery hash and schedule its next one (if any), in one write."""
         now = now_ms()
         attempts = delivery.attempts
         window_start = delivery.window_start if delivery.window_start is not None else delivery.created_at
@@ -265,7 +265,8 @@ class OutboxSender(Worker):
             next_at=next_ms, last_status_code=attempt.status_code, last_error=attempt.error)
         outcome = state.value if state is not DeliveryState.PENDING else "failed"
         answer = attempt.error or f"HTTP {attempt.status_code}"
-        await self.deliveries.record_attempt(claim.bucket, attempted, outcome, answer, now)
+        await self.deliveries.record_attempt(claim.bucket, attempted, outcome, answer, now,
+                                             claim=self.schedule.token)
         kind = delivery.kind
         self.metrics.deliveries.labels(kind, outcome).inc()
         extra = {"worker": self.name, "deliveryId": claim.id, "paymentId": delivery.payment_id,
@@ -282,7 +283,7 @@ class OutboxSender(Worker):
                      attempts + 1, extra=extra)
         else:
             log.info("delivery %s → %s %sdelivered", claim.id, target, code, extra=extra)
-        return next_ms
+        return FINISHED
 
     async def _refresh_dead_gauge(self, now: int) -> None:
         """``payrelay_dead_deliveries``: every dead delivery still kept, across all instances."""

@@ -8,6 +8,7 @@ webhook and a query racing each other give one transition.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -86,6 +87,8 @@ class Payments:
             payment_id = keys.new_payment_id(bucket)
             expires_at = now + self.settings.payment_ttl * 1000
             new_payment = self._new_payment(client, request, payment_id, now, expires_at, notify_kind)
+            if adapter.creates_offline:  # opened before it is stored: one write (bench/README.md)
+                new_payment = await self._opened_offline(adapter, new_payment)
             reservation = await self.store.reserve(new_payment, now_ms=now)
             if reservation.outcome == "conflict":
                 raise errors.Conflict(
@@ -94,6 +97,8 @@ class Payments:
                     "fields; use a new transactionId or send the same request",
                     "transactionId",
                 )
+            if reservation.outcome == "new" and new_payment.status is PaymentState.WAITING:
+                return self._created(new_payment, "create")
             if reservation.outcome == "new":  # what the script just wrote is all the gateway call reads:
                 return await self._open_at_gateway(adapter, new_payment)  # no read back (bench/README.md)
             if reservation.outcome == "wait":  # a concurrent duplicate is creating it right now
@@ -167,6 +172,15 @@ class Payments:
             created_at=payment.created_at // 1000,
         )
 
+    async def _opened_offline(self, adapter: Adapter, payment: Payment) -> Payment:
+        """A payment whose gateway's create makes no call (it signs a URL), opened before it is
+        stored. A refusal here stores nothing."""
+        created = await self.gateway_call(adapter, "create", adapter.create(self._create_request(payment)))
+        if created.status is not Status.WAITING or not created.payment_url:
+            raise GatewayError(f"{adapter.gateway_type} opened no payment page")
+        return dataclasses.replace(payment, status=PaymentState.WAITING, payment_url=created.payment_url,
+                                   gateway_reference=created.gateway_reference, creating_until=None)
+
     async def _open_at_gateway(self, adapter: Adapter, payment: Payment) -> Payment:
         payment_id = payment.payment_id
         try:
@@ -191,17 +205,20 @@ class Payments:
         one that ended at once (an off-session charge, an order found paid or closed) moves
         straight from creating to its status, notified like any transition; None (the gateway
         holds nothing) is closed: nobody can pay it."""
-        if created is None:
-            await self.apply(GatewayState(payment_id, Status.CLOSED, "not_created"), adapter, source=source)
-        elif created.status is Status.WAITING:
-            await self.store.finalize(payment_id, created.payment_url or "", created.gateway_reference or "",
-                                      now_ms())
+        if created is not None and created.status is Status.WAITING:
+            payment = await self.store.finalize(payment_id, created.payment_url or "",
+                                                created.gateway_reference or "", now_ms())
         else:
-            await self.apply(GatewayState(payment_id, created.status, created.gateway_state,
-                                          created.gateway_reference, created.amount, created.failure_reason),
-                             adapter, source=source)
-        payment = await self._must_get(payment_id)
-        log.info("payment created", extra={"paymentId": payment_id, "gateway": adapter.gateway_type,
+            state = GatewayState(payment_id, Status.CLOSED, "not_created") if created is None else GatewayState(
+                payment_id, created.status, created.gateway_state, created.gateway_reference, created.amount,
+                created.failure_reason)
+            await self.apply(state, adapter, source=source)
+            payment = await self._must_get(payment_id)
+        return self._created(payment, source)
+
+    @staticmethod
+    def _created(payment: Payment, source: str) -> Payment:
+        log.info("payment created", extra={"paymentId": payment.payment_id, "gateway": payment.gateway,
                                            "outcome": payment.status, "source": source})
         return payment
 

@@ -244,8 +244,8 @@ class RefundSweeper(Worker):
         self.metrics.refunds_due.set(backlog)
 
     async def handle(self, claim: Claim, now: int) -> int | None:
-        refund = await self.refunds.store.get(claim.id)
-        if refund is None or refund.status in states.REFUND_FINAL:
+        refund = Refund.from_hash(claim.record)
+        if refund.status in states.REFUND_FINAL:
             return None
         if (refund.calling_until or 0) > now:  # its first call is still talking to the gateway
             return refund.calling_until

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from service import keys
@@ -28,6 +28,8 @@ class Look:
 class Claim:
     bucket: int
     id: str
+    # the entry's hash as of the claim (the claim's own token in it), for its handler
+    record: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 def backoff_ms(attempt: int, base_ms: int, cap_ms: int) -> int:
@@ -76,11 +78,11 @@ class Schedule:
         return Look(counts, soonest if due else None, soonest)
 
     async def claim(self, bucket: int, now_ms: int, limit: int) -> list[Claim]:
-        ids = await guarded(self._claim(
+        claimed = await guarded(self._claim(
             keys=[self.zset(bucket)],
             args=[now_ms, self.lease_ms, limit, self.entry_prefix(bucket), self.token],
         ))
-        claims = [Claim(bucket, id_) for id_ in ids]
+        claims = [Claim(bucket, id_, dict(zip(flat[::2], flat[1::2], strict=True))) for id_, flat in claimed]
         self.held.update(claims)
         return claims
 
@@ -93,6 +95,10 @@ class Schedule:
                   *self.done_values],
         ))
         return bool(ours)
+
+    def forget(self, claim: Claim) -> None:
+        """A claim its handler ended itself (in the script that recorded its outcome)."""
+        self.held.discard(claim)
 
     async def release_all(self, now_ms: int) -> None:
         """Hand back every claim still held (shutdown): due again at once for the others."""

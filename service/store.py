@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from service import keys, states
 from service.model import Payment, name_of
+from service.states import PaymentState
 
 log = logging.getLogger("payrelay.store")
 
@@ -130,27 +131,34 @@ class Store:
             return False
 
     async def reserve(self, payment: Payment, *, now_ms: int) -> Reservation:
-        """Store a new payment (status creating) for its transaction, unless one already answers
-        that transaction: then say which, and whether the request is the same."""
+        """Store a new payment for its transaction, unless one already answers that transaction:
+        then say which, and whether the request is the same. The new payment is creating (its
+        create holds it while it talks to the gateway), or waiting already when its gateway's
+        create makes no call (the payment comes with its paymentUrl)."""
         bucket = _bucket(payment.payment_id)
         flat = [item for pair in payment.to_hash().items() for item in pair]
+        opened = "1" if payment.status is PaymentState.WAITING else ""
         outcome, pid = await self._run(
             self._create,
             [keys.transaction(bucket, payment.client, payment.transaction_id),
              keys.payment(bucket, payment.payment_id), keys.due(bucket), keys.payment_prefix(bucket),
-             keys.index_prefix(bucket), keys.events(bucket, payment.payment_id)],
-            [now_ms, payment.fingerprint, payment.payment_id, keys.CREATING_LEASE_MS, *flat],
+             keys.index_prefix(bucket), keys.events(bucket, payment.payment_id), keys.stats(bucket, now_ms),
+             keys.reference_prefix(bucket)],
+            [now_ms, payment.fingerprint, payment.payment_id, keys.CREATING_LEASE_MS, opened, *flat],
         )
         return Reservation(outcome, pid)
 
-    async def finalize(self, payment_id: str, payment_url: str, reference: str, now_ms: int) -> str:
+    async def finalize(self, payment_id: str, payment_url: str, reference: str, now_ms: int) -> Payment:
+        """The gateway took the order: the payment is waiting (unless a racing create finalized
+        it first); answer it as it is now."""
         bucket = _bucket(payment_id)
-        return str(await self._run(
+        flat = await self._run(
             self._finalize, [keys.payment(bucket, payment_id), keys.due(bucket), keys.index_prefix(bucket),
                              keys.events(bucket, payment_id), keys.stats(bucket, now_ms),
                              keys.reference_prefix(bucket)],
-            [now_ms, payment_url, reference, payment_id],
-        ))
+            [now_ms, payment_url, reference],
+        )
+        return Payment.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def release(self, payment_id: str, look_at_ms: int, *, now_ms: int, why: str) -> None:
         """Give a create's lease back after a gateway call without a clear answer (``why``): the

@@ -29,6 +29,14 @@ log = logging.getLogger("payrelay.workers")
 IDLE_SECONDS = keys.WAKE_HORIZON_MS / 1000  # the longest an idle worker waits before it looks again
 
 
+class Finished:
+    """What ``handle`` answers when it ended the claim itself (in the script that recorded the
+    outcome): nothing is left to reschedule."""
+
+
+FINISHED = Finished()
+
+
 class Worker(abc.ABC):
     name: str
     schedule: Schedule
@@ -38,8 +46,9 @@ class Worker(abc.ABC):
     soonest: int | None = None  # the first score of its schedule at its last tick (ms)
 
     @abc.abstractmethod
-    async def handle(self, claim: Claim, now: int) -> int | None:
-        """Handle one claimed entry; answer when to look at it again (ms), or None when done."""
+    async def handle(self, claim: Claim, now: int) -> int | Finished | None:
+        """Handle one claimed entry (``claim.record``: its hash as claimed); answer when to look
+        at it again (ms), None when done, or FINISHED when it ended the claim itself."""
 
     @abc.abstractmethod
     async def retry_at(self, claim: Claim, now: int, exc: Exception) -> int:
@@ -70,6 +79,7 @@ class Worker(abc.ABC):
         return len(claims)
 
     async def _one(self, claim: Claim) -> None:
+        next_ms: int | Finished | None
         try:
             next_ms = await self.handle(claim, now_ms())
         except Exception as exc:
@@ -77,7 +87,10 @@ class Worker(abc.ABC):
                                                          "entry": claim.id},
                         exc_info=not isinstance(exc, StoreUnavailable))
             next_ms = await self.retry_at(claim, now_ms(), exc)
-        await self.schedule.finish(claim, next_ms)
+        if isinstance(next_ms, Finished):
+            self.schedule.forget(claim)
+        else:
+            await self.schedule.finish(claim, next_ms)
 
 
 class WorkerPool:

@@ -140,13 +140,39 @@ async def opened(store: Store) -> str:
     return reservation.payment_id
 
 
-# -- schedules (tests/test_schedule.py, tests/test_workers.py) -------------------------------------
+# -- Redis as payrelay uses it --------------------------------------------------------------------
+
+async def commands_during(redis_url: str, action: Callable[[], Awaitable[Any]]) -> list[str]:
+    """The commands payrelay sent Redis while ``action`` ran, as Redis saw them (MONITOR), by
+    name: what its clients sent, not what its scripts ran, nor a new connection's handshake."""
+    import redis.asyncio as aioredis
+
+    sentinel = f"end-{uuid.uuid4().hex}"
+    seen: list[str] = []
+    async with aioredis.from_url(redis_url, decode_responses=True) as client, client.monitor() as monitor:
+        await client.ping()  # MONITOR is on once the server answers something after it
+        await action()
+        await client.echo(sentinel)
+        while True:
+            command = await monitor.next_command()
+            if sentinel in command["command"]:
+                return seen
+            name = command["command"].split(" ")[0].upper()
+            if command["client_type"] != "lua" and name not in HANDSHAKE:
+                seen.append(name)
+
+
+HANDSHAKE = frozenset({"HELLO", "CLIENT", "SELECT", "AUTH", "PING"})
+
 
 async def due_now(redis: Any, zset: str, member: str) -> None:
     """Make an entry of a schedule due at once and announce it as the scripts do (``keys.wake``),
     so that a sleeping worker wakes: a test's shortcut past a backoff or a lease."""
     await redis.zadd(zset, {member: 0})
     await redis.publish(keys.wake(zset.rpartition(":")[2]), 0)
+
+
+# -- schedules (tests/test_schedule.py, tests/test_workers.py) -------------------------------------
 
 
 async def due(redis: Any, bucket: int, entries: dict[str, int]) -> None:

@@ -218,7 +218,7 @@ async def test_reopening_shows_the_same_trade(merchant: Merchant, alipay_emulato
 
     async with httpx.AsyncClient() as client:
         page = await client.get(alipay_emulator.base_url + first.headers["location"])
-    assert page.status_code == 200 and "¥ 89.00" in page.text
+    assert page.status_code == 200 and '<strong class="amount" id="amount">¥89.00</strong>' in page.text
     assert "10 GB 容量包 &lt;b&gt;&amp;&lt;/b&gt;" in page.text  # shown, escaped
     assert 'id="pay-form"' in page.text and 'id="leave-form"' in page.text
 
@@ -311,6 +311,25 @@ async def test_leaving_keeps_the_trade_open(merchant: Merchant, alipay_emulator:
     assert alipay_emulator.trades[out_trade_no].status == "WAIT_BUYER_PAY" and alipay_receiver.bodies == []
     assert (await merchant.query(out_trade_no))["trade_status"] == "WAIT_BUYER_PAY"
     assert (await alipay_emulator.pay(url, "paid")).startswith("https://shop.example/done?")
+
+
+async def test_the_cashiers_pages_link_back_and_speak_both_languages(merchant: Merchant,
+                                                                      alipay_emulator: AlipayEmulator,
+                                                                      alipay_receiver: Receiver) -> None:
+    url, out_trade_no = merchant.page_url(alipay_receiver)
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        cashier = await client.get(url)
+        left = await client.post(f"{cashier.url}/leave")
+        assert '<a id="back" href="https://shop.example/done">' in left.text  # the return_url, unsigned
+        assert "您已离开收银台 · You left the cashier" in left.text
+        await merchant.close(out_trade_no)
+        closed = await client.get(str(cashier.url))
+        assert closed.status_code == 409 and "交易已关闭 · This transaction has been closed" in closed.text
+        odd, _ = merchant.page_url(alipay_receiver, return_url="javascript:alert(1)")
+        left = await client.post(f"{(await client.get(odd)).url}/leave")
+    assert left.status_code == 200 and 'id="back"' not in left.text  # a link only to a web page
+    for page in (cashier, left, closed):
+        assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page.text
 
 
 async def test_outcomes_alipay_does_not_have(alipay_emulator: AlipayEmulator) -> None:

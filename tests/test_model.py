@@ -195,11 +195,13 @@ async def test_every_write_leaves_a_delivery_the_model_reads_whole(store: Store)
     await schedule.claim(bucket, NOW + 1, 10)
     failed = dataclasses.replace(await whole(), attempts=1, window_attempts=1, last_attempt_at=NOW + 2,
                                  next_at=NOW + 10_000, last_status_code=500, last_error="boom")
-    await deliveries.record_attempt(bucket, failed, "failed", "HTTP 500", NOW + 2)
-    assert await whole() == failed
+    assert failed.claim == schedule.token
+    assert await deliveries.record_attempt(bucket, failed, "failed", "HTTP 500", NOW + 2, claim=schedule.token)
+    failed = dataclasses.replace(failed, claim=None)  # the attempt ended the claim: due at its next try
+    assert await whole() == failed and await store.redis.zscore(keys.outbox(bucket), "dlv_1") == NOW + 10_000
     dead = dataclasses.replace(failed, state=DeliveryState.DEAD, next_at=None, last_error=None)
-    await deliveries.record_attempt(bucket, dead, "dead", "HTTP 500", NOW + 3)
-    assert await whole() == dead
+    assert not await deliveries.record_attempt(bucket, dead, "dead", "HTTP 500", NOW + 3, claim=schedule.token)
+    assert await whole() == dead  # recorded, though the claim was not the sender's any more
     (hour,) = await Stats(store.redis).hours(NOW + 3, hours=1)
     assert {n: c for n, c in hour.counts.items() if n.startswith("delivery:")} == {"delivery:failed": 1,
                                                                                   "delivery:dead": 1}

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Relay, StartRelay
-from tests.helpers import valid
+from tests.helpers import commands_during, order, valid
 
 
 @pytest.fixture
@@ -76,3 +76,27 @@ async def test_saved_method_then_off_session_charges(relay: Relay, stripe_emulat
         unknown = await client.post("/api/transactions",
                                     json=valid(onlineScenario=False, customerIdentifier="nobody@example.com"))
     assert unknown.status_code == 502 and unknown.json()["param"] == "customerIdentifier"
+
+
+@pytest.mark.parametrize(("emulator_name", "trips"), [("alipay", 1), ("stripe", 2), ("wechat", 2)])
+async def test_a_create_makes_the_fewest_redis_round_trips(
+        start_relay: StartRelay, clean_redis: str, request: pytest.FixtureRequest, emulator_name: str,
+        trips: int) -> None:
+    """One script stores an Alipay payment opened already (page pay signs its URL, no call); a
+    create that calls its gateway reserves, calls, then finalizes (which answers the payment)."""
+    emulator = request.getfixturevalue(f"{emulator_name}_emulator")
+    relay = start_relay(emulator, workers=False)
+    body = order(emulator)
+    async with relay.client() as client:
+        assert (await client.post("/api/transactions", json=order(emulator))).status_code == 200  # scripts loaded
+        answers = []
+
+        async def one() -> None:
+            answers.append(await client.post("/api/transactions", json=body))
+
+        sent = await commands_during(clean_redis, one)
+        again = await client.post("/api/transactions", json=body)
+    (answer,) = answers
+    assert answer.status_code == 200 and answer.json()["status"] == "waiting"
+    assert sent == ["EVALSHA"] * trips
+    assert again.json() == answer.json() | {"expireTime": again.json()["expireTime"]}  # the replay: the same URL

@@ -54,12 +54,13 @@ async def died_after_reserving(runtime: Runtime, body: dict[str, Any], *, swept:
     client = Client("shop", (), runtime.settings.clients[0].notify_url, ())
     bucket = keys.bucket_for(client.name, request.transaction_id)
     payment_id = keys.new_payment_id(bucket)
-    then = now_ms() - CUT_OFF_MS
+    then = now_ms() - (CUT_OFF_MS if swept else 0)  # not swept: due at the lease's end, 30 s away…
     record = payments._new_payment(client, request, payment_id, then, then + 1_800_000, "generic")
     reservation = await runtime.store.reserve(record, now_ms=then)
     assert reservation.outcome == "new"
-    if not swept:
-        await runtime.redis.zadd(keys.due(bucket), {payment_id: now_ms() + 3_600_000})
+    if not swept:  # … then the lease runs out, and the sweeper is to look only in an hour
+        await runtime.redis.hset(keys.payment(bucket, payment_id), "creatingUntil", then - 5_000)
+        await runtime.redis.zadd(keys.due(bucket), {payment_id: then + 3_600_000})
     return payment_id
 
 

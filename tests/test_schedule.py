@@ -28,7 +28,9 @@ async def test_a_claim_is_leased_to_one_process_and_finish_reschedules_or_drops(
     ours, theirs = schedule(redis_client), schedule(redis_client)
     assert (await ours.look(NOW)) == Look({bucket: 1}, NOW - 1, NOW - 1)
     assert (await ours.look(NOW - 2)) == Look({}, None, NOW - 1)  # nothing due yet: when it will be
-    assert await ours.claim(bucket, NOW, 10) == [Claim(bucket, "pr_a")]
+    (claimed,) = await ours.claim(bucket, NOW, 10)
+    assert claimed == Claim(bucket, "pr_a")
+    assert claimed.record == {"status": "waiting", "claim": ours.token}  # its hash, for the handler
     assert await theirs.claim(bucket, NOW, 10) == []  # leased: not due for anyone else
     assert await theirs.claim(bucket, NOW + 60_001, 10) == [Claim(bucket, "pr_a")]  # the lease ran out
     assert await ours.finish(Claim(bucket, "pr_a"), NOW + 5) is False  # no longer ours

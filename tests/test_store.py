@@ -16,7 +16,7 @@ async def test_reserve_then_duplicates(store: Store) -> None:
     assert (await reserve(store)).outcome == "wait"  # the first create still holds it
     resumed = await reserve(store, now=NOW + keys.CREATING_LEASE_MS + 1)
     assert (resumed.outcome, resumed.payment_id) == ("resume", first.payment_id)
-    assert await store.finalize(first.payment_id, "https://pay.example/x", "cs_1", NOW) == "waiting"
+    assert (await store.finalize(first.payment_id, "https://pay.example/x", "cs_1", NOW)).status == "waiting"
     existing = await reserve(store)
     assert (existing.outcome, existing.payment_id) == ("existing", first.payment_id)
     assert (await reserve(store, fingerprint="other")).outcome == "conflict"

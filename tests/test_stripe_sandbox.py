@@ -11,7 +11,7 @@ import httpx
 import pytest
 import stripe
 
-from sandbox.stripe import CheckoutError, StripeEmulator, parse_params
+from sandbox.stripe import CheckoutError, StripeEmulator, checkout_amount, parse_params
 from tests.fixtures_stripe import Receiver
 
 
@@ -190,7 +190,8 @@ async def test_paying_by_card(api: httpx.AsyncClient, stripe_emulator: StripeEmu
     session = await create(api)
     async with httpx.AsyncClient() as browser:
         page = (await browser.get(session["url"])).text
-    assert "25.00 USD" in page and "10 GB storage pack" in page and ">Pay 25.00 USD<" in page
+    assert '<span class="amount" id="amount">US$25.00</span>' in page and ">Pay US$25.00<" in page
+    assert '<span class="product" id="description">10 GB storage pack</span>' in page
     landed = await stripe_emulator.pay(session["url"], "paid")
     assert landed == f"https://shop.example/done?cs={session['id']}"
     paid = (await api.get(f"/v1/checkout/sessions/{session['id']}", params={"expand[]": "payment_intent"})).json()
@@ -205,6 +206,14 @@ async def test_paying_by_card(api: httpx.AsyncClient, stripe_emulator: StripeEmu
     async with httpx.AsyncClient() as browser:
         again = await browser.post(session["url"], data={"action": "pay"})
     assert again.status_code == 400 and len(stripe_webhooks.received) == 1
+
+
+@pytest.mark.parametrize(("minor", "currency", "shown"), [
+    (1200, "usd", "US$12.00"), (99, "eur", "€0.99"), (123456, "cny", "CN¥1,234.56"), (300, "jpy", "¥300"),
+    (25000, "omr", "OMR\u00a025.000"), (1250, "chf", "CHF\u00a012.50"), (1200, "xof", "F\u00a0CFA\u00a01,200"),
+])
+def test_the_page_writes_amounts_as_checkout_does(minor: int, currency: str, shown: str) -> None:
+    assert checkout_amount(minor, currency) == shown
 
 
 async def test_decline_and_cancel_keep_it_open(api: httpx.AsyncClient, stripe_emulator: StripeEmulator,

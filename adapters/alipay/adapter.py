@@ -122,6 +122,7 @@ class AlipayAdapter(Adapter):
     webhook_name = registry.ALIPAY.webhook
     currencies = frozenset({transformers.CURRENCY})
     supports_offline = False
+    creates_offline = True  # page pay: the SDK signs the cashier URL; Alipay sees nothing until it opens
     refund_limits = RefundLimits(
         # "交易超过约定时间（签约时设置的可退款时间）的订单无法进行退款" (alipay.trade.refund): the
         # window is the merchant's contract (typically 3 to 12 months), not a documented constant;

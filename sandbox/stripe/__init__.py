@@ -39,11 +39,11 @@ Modules, by what they own:
 - ``emulator``: ``StripeEmulator``, its state, clock, routes and ``env()``;
 - ``api``: the API's common mechanics (auth, ``Stripe-Account``, idempotency, ids, answers);
 - ``forms``: Stripe's form-encoded parameters in, and their validation;
-- ``currencies``: Stripe's own currency lists, amount steps and how amounts are shown;
+- ``currencies``: Stripe's own currency lists, amount steps and how amounts are written (API, page);
 - ``errors``: ``ApiError`` (an answer in Stripe's error format) and ``CheckoutError``;
 - ``sessions``, ``customers``, ``intents``, ``refunds``: the resources (Checkout Sessions; Customers
   and PaymentMethods; PaymentIntents; Refunds, their outcomes and ``settle_refund``);
-- ``checkout``: the hosted page and what the customer's actions on it do;
+- ``checkout``: the hosted page (``sandbox.pages`` lays it out) and what the customer's actions on it do;
 - ``events``: events, their signing, sending and ``signed_event``;
 - ``payer``: acting as the customer over HTTP (``pay``, ``settle``) by reading the hosted page.
 """
@@ -51,7 +51,7 @@ Modules, by what they own:
 from sandbox.stripe.api import API_VERSION
 from sandbox.stripe.api import _Call as _Call  # bench/gateways.py seeds sessions with it
 from sandbox.stripe.checkout import PAGE_PREFIX
-from sandbox.stripe.currencies import AMOUNT_STEPS, THREE_DECIMAL, ZERO_DECIMAL, display_amount
+from sandbox.stripe.currencies import AMOUNT_STEPS, THREE_DECIMAL, ZERO_DECIMAL, checkout_amount, display_amount
 from sandbox.stripe.emulator import StripeEmulator
 from sandbox.stripe.errors import ApiError, CheckoutError
 from sandbox.stripe.forms import parse_params
@@ -75,6 +75,7 @@ __all__ = [
     "CheckoutError",
     "RefundOutcome",
     "StripeEmulator",
+    "checkout_amount",
     "display_amount",
     "parse_params",
 ]

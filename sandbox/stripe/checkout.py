@@ -6,20 +6,19 @@ the Dashboard): choose what the next refunds do, settle a pending refund, fail a
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
-from string import Template
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from sandbox.pages import fragment, render
 from sandbox.stripe.api import _new_id
-from sandbox.stripe.currencies import display_amount
+from sandbox.stripe.currencies import checkout_amount
 from sandbox.stripe.refunds import REFUND_OUTCOMES
 
 PAGE_PREFIX = "/c/pay/"
-_TEMPLATE = Path(__file__).parent.parent / "templates" / "stripe_checkout.html"
+TEST_EMAIL = "customer@example.com"  # who pays when the session names no customer_email
 _Button = tuple[str, str, bool, tuple[tuple[str, str], ...]]  # action, label, secondary, more hidden fields
 
 
@@ -30,7 +29,7 @@ class Checkout:
         """The customer paid by card (paid) or started a bank transfer (complete but unpaid)."""
         account = self._owner[session["id"]]
         usage = self._setup_usage[session["id"]]
-        email = session["customer_email"] or "customer@example.com"
+        email = session["customer_email"] or TEST_EMAIL
         if session["customer"] is None and (usage or session["customer_creation"] == "always"):
             session["customer"] = self._new_customer(account, email)["id"]
         method = self._new_method(account, "card" if paid else "us_bank_account", None, email)
@@ -116,58 +115,71 @@ class Checkout:
         return HTMLResponse(self._render(session, f"Unknown action {action!r}.", True), 400)
 
     def _render(self, session: dict[str, Any], notice: str = "", error: bool = False) -> str:
-        action = f"{PAGE_PREFIX}{session['id']}"
-        amount = display_amount(session["amount_total"], session["currency"])
-        buttons: list[_Button] = []
+        amount = checkout_amount(session["amount_total"], session["currency"])
+        card = ""
+        sections: list[tuple[str, list[_Button]]] = []  # (heading, buttons): groups of forms
         intent = self.payment_intents.get(session["payment_intent"] or "")
         if session["status"] == "open":
-            buttons = [("pay", f"Pay {amount}", False, ()), ("delayed", "Pay with bank transfer (delayed)", False, ()),
-                       ("decline", "Decline (card 4000 0000 0000 0002)", True, ()), ("cancel", "Cancel", True, ())]
+            card = fragment("stripe_card", email=escape(session["customer_email"] or TEST_EMAIL))
+            sections = [("", [("pay", f"Pay {amount}", False, ())]),
+                        ("Other test outcomes", [("delayed", "Pay with bank transfer (delayed)", True, ()),
+                                                 ("decline", "Decline (card 4000 0000 0000 0002)", True, ()),
+                                                 ("cancel", "Cancel", True, ())])]
         elif self._pending(session):
             notice = notice or "Bank transfer initiated: the payment completes when the funds arrive."
-            buttons = [("settle_paid", "Funds arrive (settle as paid)", False, ()),
-                       ("settle_failed", "Transfer fails (settle as failed)", True, ())]
+            sections = [("Test: settle the transfer", [("settle_paid", "Funds arrive (settle as paid)", False, ()),
+                                                       ("settle_failed", "Transfer fails (settle as failed)", True,
+                                                        ())])]
         elif session["status"] == "expired":
             notice, error = notice or "This Checkout Session has expired and can no longer be paid.", True
         elif session["payment_status"] == "paid":
             notice = notice or "Payment complete. Thank you!"
-            buttons = self._refund_buttons(session)
+            sections = self._refund_sections(session)  # the Dashboard's part, on the page
         elif intent is not None and intent["status"] == "requires_payment_method":
             notice, error = notice or "The bank transfer failed.", True
-        forms = "\n  ".join(
+        notice_html = (f'<p class="notice{" error" if error else ""}" role="status">{escape(notice)}</p>'
+                       if notice else "")
+        description = self._descriptions.get(session["id"], "")
+        return render("stripe", "stripe_checkout", f"{description} · {amount} · Stripe Checkout (payrelay sandbox)",
+                      amount=escape(amount), description=escape(description),
+                      session_id=escape(session["id"]), notice=notice_html, card=card,
+                      actions="\n".join(self._actions(f"{PAGE_PREFIX}{session['id']}", heading, buttons)
+                                        for heading, buttons in sections))
+
+    @staticmethod
+    def _actions(action: str, heading: str, buttons: list[_Button]) -> str:
+        """One group of the page's buttons, each its own form posting its action."""
+        forms = "".join(
             f'<form method="post" action="{escape(action)}"><input type="hidden" name="action" value="{name}">'
             + "".join(f'<input type="hidden" name="{key}" value="{escape(value)}">' for key, value in extra)
             + f'<button type="submit"{" class=secondary" if secondary else ""}>{escape(label)}</button></form>'
             for name, label, secondary, extra in buttons
         )
-        notice_html = (f'<p class="notice{" error" if error else ""}" role="status">{escape(notice)}</p>'
-                       if notice else "")
-        return Template(_TEMPLATE.read_text(encoding="utf-8")).substitute(
-            title=escape("Pay " + (session["client_reference_id"] or "")).strip(),
-            amount=escape(amount), description=escape(self._descriptions.get(session["id"], "")),
-            email=escape(session["customer_email"] or "—"), session_id=escape(session["id"]),
-            notice=notice_html, actions=forms,
-        )
+        if not forms:
+            return ""
+        title = f"<h2>{escape(heading)}</h2>" if heading else ""
+        return f'<div class="actions">{title}{forms}</div>'
 
-    def _refund_buttons(self, session: dict[str, Any]) -> list[_Button]:
+    def _refund_sections(self, session: dict[str, Any]) -> list[tuple[str, list[_Button]]]:
         """A paid session's refund controls: the outcome of the next refunds, and each refund's fate."""
-        buttons: list[_Button] = [
+        outcomes: list[_Button] = [
             ("refund_outcome", f"Next refunds: {outcome}{' (chosen)' if outcome == self.refund_outcome else ''}",
              True, (("outcome", outcome),))
             for outcome in REFUND_OUTCOMES
         ]
+        fates: list[_Button] = []
         for refund in self.refunds.values():
             if refund["payment_intent"] != session["payment_intent"]:
                 continue
-            amount = display_amount(refund["amount"], refund["currency"])
+            amount = checkout_amount(refund["amount"], refund["currency"])
             if refund["status"] == "pending":
-                buttons.append(("refund_succeeded", f"Refund {amount} {refund['id']}: succeeds", False,
-                                (("refund", refund["id"]),)))
+                fates.append(("refund_succeeded", f"Refund {amount} {refund['id']}: succeeds", False,
+                              (("refund", refund["id"]),)))
             if refund["status"] in ("pending", "succeeded"):
-                buttons.append(("refund_failed", f"Refund {amount} {refund['id']}: fails", True,
-                                (("refund", refund["id"]),)))
-        return buttons
+                fates.append(("refund_failed", f"Refund {amount} {refund['id']}: fails", True,
+                              (("refund", refund["id"]),)))
+        return [("Test: what the next refunds do", outcomes), ("Test: this payment's refunds", fates)]
 
     @staticmethod
     def _render_missing() -> str:
-        return "<!doctype html><title>Not found</title><p>This Checkout Session does not exist.</p>"
+        return render("stripe", "stripe_missing", "Not found · Stripe Checkout (payrelay sandbox)")

@@ -2,9 +2,11 @@
 -- Atomic, so concurrent duplicates can never open two gateway orders.
 -- KEYS: 1 txn index, 2 the new payment's record, 3 due zset, 4 the prefix of the bucket's payment
 --       records (+ paymentId: a record's key), 5 the prefix of the bucket's listing indexes,
---       6 the new payment's timeline (all in one bucket)
--- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 creating lease ms,
---       5… field, value pairs of the new record
+--       6 the new payment's timeline, 7 the bucket's counts of the hour, 8 the prefix of the
+--       bucket's gateway references (all in one bucket)
+-- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 creating lease ms, 5 '1' when the
+--       new payment is opened already (its gateway's create makes no call: the record is
+--       waiting, with its paymentUrl), 6… field, value pairs of the new record
 -- Returns {outcome, paymentId}: new | existing | conflict | wait (another create holds it) |
 --         resume (the holder's lease ran out: the caller takes the create over, same paymentId)
 -- A creating payment is due at the end of its lease: should its create never finish (the
@@ -26,15 +28,19 @@ if current then
   end
 end
 local record, rec = {}, {}
-for i = 5, #ARGV do record[#record + 1] = ARGV[i] end
-for i = 5, #ARGV, 2 do rec[ARGV[i]] = ARGV[i + 1] end
+for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
+for i = 6, #ARGV, 2 do rec[ARGV[i]] = ARGV[i + 1] end
 redis.call('HSET', KEYS[2], unpack(record))
-redis.call('HSET', KEYS[2], 'status', CREATING, 'version', '0', 'previous', current or '',
-  'fingerprint', ARGV[2],
-  'creatingUntil', lease_until)
+redis.call('HSET', KEYS[2], 'version', '0', 'previous', current or '', 'fingerprint', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[3])
-schedule(KEYS[3], lease_until, ARGV[3], now)
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
-index_status(KEYS[5], rec, nil, CREATING)
 note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current})
+if ARGV[5] == '1' then
+  opened({payment = KEYS[2], due = KEYS[3], index = KEYS[5], events = KEYS[6], stats = KEYS[7], refs = KEYS[8]},
+    rec, rec.gatewayReference or '', now, nil)
+else
+  redis.call('HSET', KEYS[2], 'status', CREATING, 'creatingUntil', lease_until)
+  schedule(KEYS[3], lease_until, ARGV[3], now)
+  index_status(KEYS[5], rec, nil, CREATING)
+end
 return {'new', ARGV[3]}

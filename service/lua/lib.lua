@@ -114,3 +114,14 @@ local function index_reference(prefix, payment_key, reference, payment_id)
   redis.call('SET', prefix .. reference, payment_id)
   keep_with(prefix .. reference, payment_key)
 end
+
+-- the gateway took the order of the payment rec (its fields; at keys k: payment, due, index,
+-- events, stats, refs): it is waiting, due at its expiry, in the index of waiting payments (out
+-- of that of from, the status it leaves), its gateway reference findable, noted and counted
+local function opened(k, rec, reference, now, from)
+  schedule(k.due, rec.expiresAt, rec.paymentId, now)
+  index_status(k.index, rec, from, WAITING)
+  note(k.events, k.payment, now, {type = 'opened', gatewayReference = reference})
+  tally(k.stats, 'opened:' .. rec.gateway)
+  index_reference(k.refs, k.payment, reference, rec.paymentId)
+end
