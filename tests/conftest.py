@@ -190,11 +190,13 @@ def start_relay(clean_redis: str) -> Iterator[StartRelay]:
 
     Each emulator must be served (sandbox.runner) before; this binds it to payrelay's webhook
     URL. ``env`` overrides PAYRELAY_* variables; ``embedded`` runs it on the embedded store;
-    ``workers=False`` leaves the background work to other processes.
+    ``workers=False`` leaves the background work to other processes; ``worker_options``: the
+    workers' timings (``create_app``).
     """
     with ExitStack() as stack:
 
-        def start(*emulators: Emulator, embedded: bool = False, workers: bool = True, **env: str) -> Relay:
+        def start(*emulators: Emulator, embedded: bool = False, workers: bool = True,
+                  worker_options: dict[str, dict[str, Any]] | None = None, **env: str) -> Relay:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             values = {
@@ -208,7 +210,7 @@ def start_relay(clean_redis: str) -> Iterator[StartRelay]:
                 values.update(emulator.env())
             values.update(env)
             settings = Settings.from_env(values)
-            app = create_app(settings, run_workers=workers)
+            app = create_app(settings, run_workers=workers, worker_options=worker_options)
             server = ServerThread(app, port=port).start()
             stack.callback(server.stop)
             return Relay(url, settings, app, {e.gateway_type: e for e in emulators}, values)

@@ -5,7 +5,6 @@ Test modules import from here, never from each other."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import re
 import socket
@@ -24,8 +23,7 @@ import httpx
 from sandbox.base import Emulator
 from sandbox.runner import free_port
 from service import keys
-from service.delivery_store import DeliveryStore
-from service.model import DeliveryState, Payment
+from service.model import Payment
 from service.store import Store
 from tests.conftest import Relay
 
@@ -70,22 +68,6 @@ async def create(relay: Relay, body: dict[str, Any]) -> dict[str, Any]:
         answer = await client.post("/api/transactions", json=body)
     assert answer.status_code == 200, answer.text
     return answer.json()  # type: ignore[no-any-return]
-
-
-async def give_up(redis: Any, payment_id: str, at: int) -> None:
-    """Make the payment's notification dead once its first attempt is made, as the outbox does
-    after 24 h of retries (its own write of a last attempt), given up at ``at`` (epoch ms)."""
-    store = DeliveryStore(redis)
-    bucket = keys.bucket_of(payment_id)
-    assert bucket is not None
-
-    async def attempted() -> bool:
-        return any(d.attempts for d in await store.of_payment(bucket, payment_id))
-
-    await eventually(attempted)
-    (delivery,) = await store.of_payment(bucket, payment_id)
-    dead = dataclasses.replace(delivery, state=DeliveryState.DEAD, next_at=None)
-    await store.record_attempt(bucket, dead, "dead", "HTTP 500", at)
 
 
 MISSING = ...  # valid(field=MISSING): the field left out

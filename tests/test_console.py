@@ -20,12 +20,11 @@ import pytest
 from adapters.config import ConfigError, Secret
 from sandbox.stripe import StripeEmulator
 from service import keys, passwords
-from service.clock import now_ms
 from service.console.auth import SESSION_MAX_S, Sessions
 from service.delivery_store import DeliveryStore
 from service.settings import Settings, SettingsError
 from tests.conftest import Relay, StartRelay
-from tests.helpers import create, eventually, give_up, order, status_of
+from tests.helpers import create, eventually, order, status_of
 from tests.receiver import Receiver, Reply
 
 PASSWORD = "correct horse battery"
@@ -321,26 +320,31 @@ async def test_queues_and_dashboard_render(operator: httpx.AsyncClient) -> None:
         assert title in dashboard.text
 
 
-async def test_dead_notifications_are_queued_latest_first(relay: Relay, operator: httpx.AsyncClient,
+async def test_dead_notifications_are_queued_latest_first(start_relay: StartRelay, stripe_emulator: StripeEmulator,
                                                           receiver: Receiver, redis_client: Any) -> None:
-    """Given up by the outbox (its own write of a last attempt, as after 24 h of retries)."""
-    emulator = relay.emulators["stripe-connect"]
+    """The outbox gives each notification up at its first failed attempt (no retry window)."""
+    relay = start_relay(stripe_emulator, PAYRELAY_CONSOLE_USERS=USERS, PAYRELAY_NOTIFY_URL=receiver.url,
+                        PAYRELAY_NOTIFY_SECRET=NOTIFY_SECRET, worker_options={"outbox": {"give_up_ms": 0}})
     receiver.default = Reply(500)
-    given_up = []
-    for at in (1_000, 3_000, 2_000):
-        paid = await create(relay, order(emulator))
-        await emulator.pay(paid["paymentUrl"], "paid")
-        await give_up(redis_client, paid["paymentId"], now_ms() + at)
-        given_up.append((at, paid["paymentId"]))
     store = DeliveryStore(redis_client)
-    latest_first = [payment_id for _, payment_id in sorted(given_up, reverse=True)]
-    assert [d.payment_id for d in await store.dead(10)] == latest_first
-    assert [d.payment_id for d in await store.dead(2)] == latest_first[:2]
-    page = (await operator.get("/console/queues")).text
+    given_up: list[str] = []
+    for _ in range(3):
+        paid = await create(relay, order(stripe_emulator))
+        await stripe_emulator.pay(paid["paymentUrl"], "paid")
+        given_up.insert(0, paid["paymentId"])
+        await eventually(lambda: _dead_are(store, given_up))
+    assert [d.payment_id for d in await store.dead(2)] == given_up[:2]
+    async with browser(relay) as operator:
+        await sign_in(operator)
+        page = (await operator.get("/console/queues")).text
     section = page.split('id="dead-title"')[1].split("</section>")[0]
-    assert [section.index(payment_id) for payment_id in latest_first] == sorted(
-        section.index(payment_id) for payment_id in latest_first)
+    assert [section.index(payment_id) for payment_id in given_up] == sorted(
+        section.index(payment_id) for payment_id in given_up)
     assert '<span class="count">3</span>' in page.split('href="#dead"')[1]
+
+
+async def _dead_are(store: DeliveryStore, payment_ids: list[str]) -> bool:
+    return [d.payment_id for d in await store.dead(10)] == payment_ids
 
 
 # -- actions ---------------------------------------------------------------------------------------
