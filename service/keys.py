@@ -32,6 +32,8 @@ carries the bucket as a payment id does, so a gateway's refund webhook finds it.
 | payrelay:{bNN}:stats:<hour>                  | hash   | counts of an hour (hours since the epoch) |
 |                                              |        | for the console's charts; STATS_TTL       |
 | payrelay:worker:<name>                       | string | a worker's heartbeat; HEARTBEAT_TTL       |
+| payrelay:wake:<due|outbox|refund-due>        | channel| (pub/sub) the score of an entry due within|
+|                                              |        | WAKE_HORIZON_MS: wakes idle workers       |
 """
 
 from __future__ import annotations
