@@ -32,6 +32,8 @@ carries the bucket as a payment id does, so a gateway's refund webhook finds it.
 | payrelay:{bNN}:stats:<hour>                  | hash   | counts of an hour (hours since the epoch) |
 |                                              |        | for the console's charts; STATS_TTL       |
 | payrelay:worker:<name>                       | string | a worker's heartbeat; HEARTBEAT_TTL       |
+| payrelay:wake:<due|outbox|refund-due>        | channel| (pub/sub) the score of an entry due within|
+|                                              |        | WAKE_HORIZON_MS: wakes idle workers       |
 | payrelay:console:session:<sha256 of token>   | hash   | an operator's session; CONSOLE_SESSION_TTL|
 |                                              |        | idle, renewed by each request             |
 | payrelay:console:signins:<by>:<sha256>       | string | sign-ins by one name (or from one         |
