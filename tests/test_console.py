@@ -151,6 +151,21 @@ async def test_sessions_expire(relay: Relay, redis_client: Any) -> None:
         assert await redis_client.exists(key) == 0
 
 
+async def test_without_redis_the_console_says_so(start_relay: StartRelay, stripe_emulator: StripeEmulator,
+                                                 disposable_redis: Any) -> None:
+    relay = start_relay(stripe_emulator, PAYRELAY_CONSOLE_USERS=USERS, PAYRELAY_REDIS_URL=disposable_redis.url)
+    async with browser(relay) as http, browser(relay) as anonymous:
+        await sign_in(http)
+        form = await anonymous.get("/console/signin")
+        disposable_redis.stop()
+        for answer in (await http.get("/console/payments"), await http.get("/console/signin"),
+                       await anonymous.post("/console/signin", data={"csrf": csrf_of(form.text), "name": "alice",
+                                                                     "password": PASSWORD})):
+            assert answer.status_code == 503, answer.text
+            assert "cannot reach Redis" in answer.text or "unreachable" in answer.text
+            assert answer.headers["content-type"].startswith("text/html")
+
+
 @pytest.mark.parametrize(("name", "password"), [("alice", "wrong"), ("mallory", PASSWORD), ("bob", PASSWORD)])
 async def test_a_wrong_name_or_password_is_refused_alike(relay: Relay, name: str, password: str) -> None:
     async with browser(relay) as http:

@@ -58,6 +58,7 @@ DONE = {  # what the payment page says after an action, by action
     "redeliver": "The notification is due again now.",
     "refund": "The refund was sent to the gateway; it shows below.",
 }
+UNREACHABLE = "The console cannot reach Redis: try again shortly."
 Handler = Callable[[Request, Session], Awaitable[Response]]
 Refusal = errors.PayrelayError | GatewayError | StoreUnavailable
 
@@ -170,8 +171,11 @@ class Console:
 
     async def signin_form(self, request: Request) -> Response:
         target = local_path(request.query_params.get("next"))
-        if await self.sessions.session_of(request.cookies.get(COOKIE)):
-            return secured(RedirectResponse(target, status_code=303))
+        try:
+            if await self.sessions.session_of(request.cookies.get(COOKIE)):
+                return secured(RedirectResponse(target, status_code=303))
+        except StoreUnavailable:
+            return self._signin_page(request, target, status_code=503, message=UNREACHABLE)
         signed_out = request.query_params.get("signedout") == "1"
         return self._signin_page(request, target, message="You are signed out." if signed_out else "")
 
@@ -205,7 +209,7 @@ class Console:
             return again(429, f"Too many sign-ins {refused.by}: try again in {minutes} minute"
                               f"{'s' * (minutes > 1)}.", refused.retry_after)
         except StoreUnavailable:
-            return again(503, "The console cannot reach Redis: try again shortly.")
+            return again(503, UNREACHABLE)
         if token is None:
             return again(401, "That name and password do not match.")
         answer = secured(RedirectResponse(target, status_code=303))
