@@ -11,12 +11,13 @@ communication key ``PAYRELAY_CLOUDREVE_KEY``. Cloudreve signs every call (``serv
   late webhook.
 * On success payrelay's outbox sends ``GET notify_url`` until Cloudreve answers ``{"code":0}``.
 
-All Cloudreve orders belong to one API client, ``cloudreve:any-site`` (see ``CLIENT`` for why not
-one per site): ``order_no`` is the transactionId, ``name`` the description, ``amount`` integer minor
-units. Cloudreve sends no redirect URLs: the customer comes back to the site's root
-(``X-Cr-Site-Url`` + ``/``) whether paid or not; Cloudreve's own order page learns the outcome by
-querying. The business date is the order's: Cloudreve's order numbers start with ``YYYYMMDD``
-(else today, UTC), so a create re-sent after midnight is still the same request.
+All Cloudreve orders belong to one API client, ``cloudreve:any-site`` (see
+``service.settings.CLOUDREVE_CLIENT`` for why not one per site): ``order_no`` is the transactionId,
+``name`` the description, ``amount`` integer minor units. Cloudreve sends no redirect URLs: the
+customer comes back to the site's root (``X-Cr-Site-Url`` + ``/``) whether paid or not;
+Cloudreve's own order page learns the outcome by querying. The business date is the order's:
+Cloudreve's order numbers start with ``YYYYMMDD`` (else today, UTC), so a create re-sent after
+midnight is still the same request.
 
 Every answer is HTTP 200; errors are ``{"code": <status>*100+1, "error": "…"}`` where ``<status>``
 is the HTTP status the same failure gets on ``/api`` (40001 invalid, 40101 signature refused,
@@ -42,7 +43,7 @@ from service.api import parse_json
 from service.cloudreve_auth import CloudreveAuthError, verify_get, verify_post
 from service.payments import Payments
 from service.problems import Problem, printable, problem_of
-from service.settings import Client, Settings
+from service.settings import CLOUDREVE_CLIENT, Settings
 from service.store import StoreUnavailable
 from service.validation import parse_transaction
 from service.views import status_of
@@ -60,18 +61,6 @@ _CLOUDREVE_NAMES = {
 }
 
 
-# One client for every Cloudreve site, so that a query is answered by its order_no alone. A query's
-# signature covers only the URL path: neither order_no nor any X-Cr-* header is signed, and
-# Cloudreve may send none of those headers on a query (peers implementing this protocol check the
-# sign and look the order up by order_no alone). A site id on a query would therefore be a claim
-# anyone could make, and one client per site (``cloudreve:<site id>``, as before) made a query
-# without it unanswerable. Every site talking to this payrelay signs with the one
-# PAYRELAY_CLOUDREVE_KEY, so they are one trust domain anyway: any of them could sign a create in
-# another's name. Cloudreve's order numbers carry the time and random digits (v4: 12, v3: 6), so
-# sites do not collide in practice; if two ever did, the second create differs at least in its
-# notify_url (its own site's) and is refused with 40901, never handed the other site's payment.
-# The name has a colon, so no client of PAYRELAY_API_KEYS (``name:key``) can share its orders.
-CLIENT = Client(name="cloudreve:any-site", keys=())
 
 
 class BridgeError(Exception):
@@ -178,7 +167,7 @@ class CloudreveBridge:
             self._transaction_request(order, request), self.payments.adapters, amount_unit="minor",
             allowed_hosts=self.settings.redirect_hosts,
         )
-        payment = await self.payments.create(CLIENT, transaction, notify_kind="cloudreve")
+        payment = await self.payments.create(CLOUDREVE_CLIENT, transaction, notify_kind="cloudreve")
         log.info("cloudreve order opened for site %s", site_id, extra={"paymentId": payment.payment_id})
         return answer(0, data=payment.payment_url or "")
 
@@ -222,7 +211,7 @@ class CloudreveBridge:
         order_no = request.query_params.get("order_no")
         if not order_no:
             raise BridgeError(40001, "order_no is required")
-        payment = await self.payments.find(CLIENT, order_no)
+        payment = await self.payments.find(CLOUDREVE_CLIENT, order_no)
         if payment.gateway != request.path_params["paymentGatewayType"]:
             raise BridgeError(40401, f"no {request.path_params['paymentGatewayType']} order {order_no!r}")
         if status_of(payment) in states.OPEN:

@@ -58,7 +58,7 @@ class Payments:
         self.by_webhook = {a.webhook_name: a for a in adapters.values()}
         self.metrics = metrics
         self.refunds = Refunds(self, RefundStore(store.redis, settings.retention_seconds))
-        self.listing = Listing(store, [client.name for client in settings.clients])
+        self.listing = Listing(store, [client.name for client in settings.all_clients])
         self.timeline = Timeline(store.redis)
         self.stats = Stats(store.redis)
 

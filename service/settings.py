@@ -53,6 +53,20 @@ class Client:
     notify_secrets: tuple[Secret, ...] = ()  # the first signs; more are accepted by receivers
 
 
+# One client for every Cloudreve site, so that a query is answered by its order_no alone. A query's
+# signature covers only the URL path: neither order_no nor any X-Cr-* header is signed, and
+# Cloudreve may send none of those headers on a query (peers implementing this protocol check the
+# sign and look the order up by order_no alone). A site id on a query would therefore be a claim
+# anyone could make, and one client per site (``cloudreve:<site id>``, as before) made a query
+# without it unanswerable. Every site talking to this payrelay signs with the one
+# PAYRELAY_CLOUDREVE_KEY, so they are one trust domain anyway: any of them could sign a create in
+# another's name. Cloudreve's order numbers carry the time and random digits (v4: 12, v3: 6), so
+# sites do not collide in practice; if two ever did, the second create differs at least in its
+# notify_url (its own site's) and is refused with 40901, never handed the other site's payment.
+# The name has a colon, so no client of PAYRELAY_API_KEYS (``name:key``) can share its orders.
+CLOUDREVE_CLIENT = Client(name="cloudreve:any-site", keys=())
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str | None = field(repr=False)  # may carry the Redis password
@@ -69,6 +83,12 @@ class Settings:
     gateways: Mapping[str, Any] = field(default_factory=dict)  # paymentGatewayType → its config
     console_users: Mapping[str, Secret] = field(default_factory=dict)  # name → password hash; none: no console
     notes: tuple[str, ...] = field(default=(), compare=False)  # what `check` reports
+
+    @property
+    def all_clients(self) -> tuple[Client, ...]:
+        """Every client whose payments there can be: the configured ones, and Cloudreve's sites'
+        when the bridge is on."""
+        return (*self.clients, CLOUDREVE_CLIENT) if self.cloudreve_key else self.clients
 
     @property
     def retention_seconds(self) -> int:

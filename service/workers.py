@@ -17,6 +17,7 @@ import socket
 import time
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from service import keys
@@ -142,11 +143,15 @@ class WorkerPool:
                     await asyncio.wait_for(wake.wait(), (until - now) / 1000)
 
     async def _listen(self) -> None:
-        """Wake a worker when an entry of its schedule is announced due before it would look."""
+        """Wake a worker when an entry of its schedule is announced due before it would look.
+        Best effort: while it cannot listen, the workers' sleeps keep their limit."""
         by_channel = {worker.schedule.channel: worker.name for worker in self.workers}
         while not self._stopping.is_set():
-            pubsub = self.redis.pubsub()
+            pubsub = None
             try:
+                if isinstance(self.redis, RedisCluster):  # its pubsub picks a node by the slots it
+                    await self.redis.initialize()  # learns here (a KeyError before)
+                pubsub = self.redis.pubsub()
                 await pubsub.subscribe(*by_channel)
                 while not self._stopping.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -158,13 +163,14 @@ class WorkerPool:
                     asleep_until = self._asleep_until[name]
                     if asleep_until is None or int(message["data"]) < asleep_until:
                         self._wake[name].set()
-            except (RedisError, OSError, ValueError) as exc:  # the sleeps' own limit still holds
-                log.warning("wake-ups unavailable: %s", exc)
+            except Exception as exc:  # any trouble: listen again in a second
+                log.warning("wake-ups unavailable: %s: %s", type(exc).__name__, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), 1.0)
             finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                if pubsub is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()
 
     async def _heartbeat(self) -> None:
         while not self._stopping.is_set():

@@ -166,3 +166,10 @@ def write_env(path: Path, env: dict[str, str]) -> None:
     """An env file of double-quoted values, PEM line breaks written as \\n."""
     lines = (f'{name}="{value}"'.replace("\n", "\\n") for name, value in env.items())
     path.write_text("\n".join(lines) + "\n")
+
+
+def test_the_cloudreve_sites_are_a_client_whose_payments_are_listed_once_the_bridge_is_on() -> None:
+    off = Settings.from_env(BASE)
+    on = Settings.from_env(BASE | {"PAYRELAY_CLOUDREVE_KEY": "cr-secret-value"})
+    assert [client.name for client in off.all_clients] == ["shop", "blog"]
+    assert [client.name for client in on.all_clients] == ["shop", "blog", "cloudreve:any-site"]

@@ -29,7 +29,6 @@ from adapters import registry
 from adapters.errors import GatewayError
 from service import errors, keys, states
 from service.clock import now_ms
-from service.cloudreve import CLIENT as CLOUDREVE_CLIENT
 from service.console import charts
 from service.console.auth import Session, Sessions, SignInRefused, same_token
 from service.console.web import PREFIX, render, secured, static_files, with_query
@@ -102,8 +101,7 @@ class Console:
         self.payments = runtime.payments
         self.deliveries = DeliveryStore(runtime.redis)
         self.sessions = Sessions(runtime.redis, settings.console_users)
-        cloudreve = (CLOUDREVE_CLIENT,) if settings.cloudreve_key else ()
-        self.clients: Mapping[str, Client] = {client.name: client for client in (*settings.clients, *cloudreve)}
+        self.clients: Mapping[str, Client] = {client.name: client for client in settings.all_clients}
         self.gateways = [(gateway.name, gateway.label) for gateway in registry.GATEWAYS]
 
     def routes(self) -> list[BaseRoute]:
