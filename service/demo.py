@@ -1,12 +1,14 @@
 """`payrelay demo`: payrelay on the embedded store with the three sandbox gateways
 (``service.sandboxes``) and a notification receiver standing in for the storage app, logging
-each request, transition and delivery as a readable line."""
+each request, transition and delivery as a readable line, and the operator console with a demo
+operator (a password made at each start, printed once)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import secrets
 
 import uvicorn
 from starlette.applications import Starlette
@@ -18,10 +20,12 @@ from adapters import registry
 from sandbox.runner import ServerThread
 from service import logs, notify_signature
 from service.app import create_app
+from service.passwords import hash_password
 from service.sandboxes import LABEL_WIDTH, Sandboxes, check_free
 from service.settings import Settings
 
 NOTIFY_PATH = "/notify"
+OPERATOR = "operator"  # the demo's console user
 
 log = logging.getLogger("payrelay.demo")
 
@@ -52,7 +56,9 @@ def run_demo(host: str, port: int, state_dir: str, *, sandbox_port: int, notify_
     public_url = f"http://{host}:{port}"
     notify_url = f"http://{host}:{notify_port}{NOTIFY_PATH}"
     sandboxes = Sandboxes(state_dir, host, sandbox_port, public_url)
-    env = sandboxes.env(PAYRELAY_NOTIFY_URL=notify_url, PAYRELAY_PAYMENT_TTL=str(ttl))
+    password = secrets.token_urlsafe(12)
+    env = sandboxes.env(PAYRELAY_NOTIFY_URL=notify_url, PAYRELAY_PAYMENT_TTL=str(ttl),
+                        PAYRELAY_CONSOLE_USERS=f"{OPERATOR}:{hash_password(password)}")
     level = os.environ.get("PAYRELAY_LOG_LEVEL", "INFO")
     settings = Settings.from_env(env | {"PAYRELAY_LOG_LEVEL": level})
     check_free(host, {"payrelay": port, "the notification receiver": notify_port} | sandboxes.listeners)
@@ -62,7 +68,7 @@ def run_demo(host: str, port: int, state_dir: str, *, sandbox_port: int, notify_
         notifications.start()
         sandboxes.write(env)
         logs.configure(settings.log_level, settings.log_format)  # after the threads' uvicorn set theirs
-        print(_instructions(public_url, notify_url, ttl, sandboxes), flush=True)
+        print(_instructions(public_url, notify_url, ttl, sandboxes, password), flush=True)
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
     finally:
         notifications.stop()
@@ -70,13 +76,14 @@ def run_demo(host: str, port: int, state_dir: str, *, sandbox_port: int, notify_
     return 0
 
 
-def _instructions(url: str, notify_url: str, ttl: int, sandboxes: Sandboxes) -> str:
+def _instructions(url: str, notify_url: str, ttl: int, sandboxes: Sandboxes, password: str) -> str:
     key = sandboxes.api_key
     wechat = {e.gateway_type: e.base_url for e in sandboxes.emulators}[registry.WECHAT.name]
     return f"""
 payrelay demo is running at {url}  (embedded store: payments are not kept after you stop it)
 {sandboxes.describe()}
   {"notification receiver":<{LABEL_WIDTH}} {notify_url}  (checks each notification's signature, logs it)
+  {"operator console":<{LABEL_WIDTH}} {url}/console  (sign in as {OPERATOR}, password {password})
 payments expire after {ttl} s (--ttl); configuration written to {sandboxes.env_path}
 (keys kept in {sandboxes.state_dir}; `payrelay sandbox` runs the same sandboxes without the demo)
 
@@ -89,7 +96,8 @@ Create a payment (Stripe Checkout sandbox):
     "onlineScenario": true, "customerIdentifier": "buyer@example.com", "description": "10 GB storage pack"}}'
 
 Open the paymentUrl it answers in a browser and press Pay; the log below shows the webhook's
-transition and the notification's delivery. Then see the payment and its notifications:
+transition and the notification's delivery, and the console shows the payment, its timeline and
+its notifications (refund it there, or here). Then see the payment and its notifications:
   curl -s {url}/api/transactions/<paymentId> -H 'Authorization: Bearer {key}'
   curl -s {url}/api/transactions/<paymentId>/deliveries -H 'Authorization: Bearer {key}'
 

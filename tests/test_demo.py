@@ -162,6 +162,44 @@ def test_demo_from_create_to_succeeded_notified_and_refunded(start_demo: Callabl
     assert not [line for line in demo.logged() if line.startswith("{")]  # text, not JSON
 
 
+def test_the_console_the_demo_prints_shows_the_payment_and_refunds_it(start_demo: Callable[..., Demo]) -> None:
+    """As the README walks a newcomer through it: sign in with the printed login, see the payment
+    that was just paid with its delivered notification in its timeline, refund it from there."""
+    demo = start_demo()
+    found = re.search(rf"{re.escape(demo.url)}/console +\(sign in as (\w+), password (\S+)\)", demo.printed())
+    assert found, demo.printed()
+    name, password = found.groups()
+    created = demo.create("alipay-page")
+    pay_on_page(created["paymentUrl"])
+    payment_id = created["paymentId"]
+    with httpx.Client(base_url=demo.url, follow_redirects=False) as browser:
+        form = browser.get("/console/signin").text
+        signed = browser.post("/console/signin", data={"csrf": _csrf(form), "name": name, "password": password})
+        assert signed.status_code == 303, signed.text
+        assert payment_id in browser.get("/console/payments").text
+
+        def delivery_in_timeline() -> bool:
+            return "transaction.succeeded" in browser.get(f"/console/payments/{payment_id}").text
+
+        eventually(delivery_in_timeline)
+        confirm = browser.get(f"/console/payments/{payment_id}/confirm", params={"action": "refund"}).text
+        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', confirm))
+        done = browser.post(f"/console/payments/{payment_id}/refund", data=fields)
+        assert done.status_code == 303, done.text
+    [refund] = demo.get(f"/api/transactions/{payment_id}/refunds").json()["data"]
+    assert (refund["status"], refund["amount"]) == ("succeeded", demo.get(f"/api/transactions/{payment_id}").json()[
+        "refundedAmount"])
+    events = demo.get(f"/api/transactions/{payment_id}/events").json()["data"]
+    assert {"type": "operator", "actor": name, "action": "refund"}.items() <= next(
+        e for e in events if e["type"] == "operator").items()
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, html
+    return found.group(1)
+
+
 def test_the_wechat_page_the_demo_prints_shows_the_code_and_pays(start_demo: Callable[..., Demo]) -> None:
     demo = start_demo()
     printed = re.search(r"(http://\S+/pay\?code_url=)<paymentUrl>", demo.printed())
