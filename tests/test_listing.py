@@ -186,6 +186,7 @@ async def test_the_timeline_tells_what_happened_oldest_first(store: Store) -> No
     assert (moved["from"], moved["source"], moved["gatewayState"]) == ("waiting", "webhook", "pending")
     assert events[5].fields["amount"] == "999" and events[6].fields["source"] == "sweep"
     assert events[7].fields == {"actor": "alice", "action": "sync"}
+    assert events[0].fields == {}  # the transaction's first payment: no previous one
     assert (events[2].at, events[6].at) == (NOW + 1, NOW + 5)
 
 

@@ -34,7 +34,7 @@ redis.call('HSET', KEYS[2], unpack(record))
 redis.call('HSET', KEYS[2], 'version', '0', 'previous', current or '', 'fingerprint', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
-note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current})
+note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current or nil})  -- GET answers false for none
 if ARGV[5] == '1' then
   opened({payment = KEYS[2], due = KEYS[3], index = KEYS[5], events = KEYS[6], stats = KEYS[7], refs = KEYS[8]},
     rec, rec.gatewayReference or '', now, nil)
