@@ -210,6 +210,7 @@ class Payment(_HashModel):
     payment_url: str | None = _field("paymentUrl", OPTIONAL, default=None)
     gateway_reference: str | None = _field("gatewayReference", OPTIONAL, default=None)
     gateway_state: str | None = _field("gatewayState", OPTIONAL, default=None)  # its raw state, last move
+    opened_at: int | None = _field("openedAt", OPTIONAL_INT, default=None)  # the gateway took the order
     paid_at: int | None = _field("paidAt", OPTIONAL_INT, default=None)
     failure_reason: str | None = _field("failureReason", OPTIONAL, default=None)
     late_payment: bool = _field("latePayment", MARK, default=False)

@@ -179,7 +179,8 @@ class Payments:
         if created.status is not Status.WAITING or not created.payment_url:
             raise GatewayError(f"{adapter.gateway_type} opened no payment page")
         return dataclasses.replace(payment, status=PaymentState.WAITING, payment_url=created.payment_url,
-                                   gateway_reference=created.gateway_reference, creating_until=None)
+                                   gateway_reference=created.gateway_reference, creating_until=None,
+                                   opened_at=payment.created_at)
 
     async def _open_at_gateway(self, adapter: Adapter, payment: Payment) -> Payment:
         payment_id = payment.payment_id

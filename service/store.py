@@ -142,8 +142,7 @@ class Store:
             self._create,
             [keys.transaction(bucket, payment.client, payment.transaction_id),
              keys.payment(bucket, payment.payment_id), keys.due(bucket), keys.payment_prefix(bucket),
-             keys.index_prefix(bucket), keys.events(bucket, payment.payment_id), keys.stats(bucket, now_ms),
-             keys.reference_prefix(bucket)],
+             keys.index_prefix(bucket), keys.stats(bucket, now_ms), keys.reference_prefix(bucket)],
             [now_ms, payment.fingerprint, payment.payment_id, keys.CREATING_LEASE_MS, opened, *flat],
         )
         return Reservation(outcome, pid)
@@ -154,8 +153,7 @@ class Store:
         bucket = _bucket(payment_id)
         flat = await self._run(
             self._finalize, [keys.payment(bucket, payment_id), keys.due(bucket), keys.index_prefix(bucket),
-                             keys.events(bucket, payment_id), keys.stats(bucket, now_ms),
-                             keys.reference_prefix(bucket)],
+                             keys.stats(bucket, now_ms), keys.reference_prefix(bucket)],
             [now_ms, payment_url, reference],
         )
         return Payment.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))

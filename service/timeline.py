@@ -1,7 +1,9 @@
 """A payment's timeline: what happened to it, oldest first (``GET /api/transactions/{id}/events``).
 
-The scripts that change a payment append to it in the same write (``note`` in
-``service/lua/lib.lua``): created, opened at the gateway, every transition with its source and
+Its first two entries, created and opened at the gateway, are read from the payment's record
+(``createdAt``, ``previous``, ``openedAt``, ``gatewayReference``), so that a payment nothing more
+has happened to keeps no timeline of its own. The scripts that change a payment append the rest
+in the same write (``note`` in ``service/lua/lib.lua``): every transition with its source and
 the gateway's raw state, every word of a gateway that changed nothing and why (a duplicate, a
 stale or foreign word, evidence about another gateway object), integrity errors, refunds, and each
 delivery attempt. What happens outside those scripts, an operator's action or a re-send asked
@@ -18,8 +20,11 @@ from typing import Any
 
 from service import keys
 from service.clock import now_ms
+from service.model import Payment, name_of
 from service.store import guarded, load_script
 from service.views import iso
+
+RECORDED = tuple(name_of(Payment, attr) for attr in ("created_at", "previous", "opened_at", "gateway_reference"))
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,27 @@ class Timeline:
         self._record = redis.register_script(load_script("event"))
 
     async def of_payment(self, payment_id: str) -> list[Event]:
+        """Oldest first (none for a payment that is not there)."""
         bucket = keys.bucket_of(payment_id)
         if bucket is None:
             return []
-        return [_event(raw) for raw in await guarded(self.redis.lrange(keys.events(bucket, payment_id), 0, -1))]
+
+        async def read() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hmget(keys.payment(bucket, payment_id), *RECORDED)
+                pipe.lrange(keys.events(bucket, payment_id), 0, -1)
+                return list(await pipe.execute())
+
+        (created, previous, opened, reference), stored = await guarded(read())
+        if created is None:
+            return []
+        events = [Event(int(created), "created", {"previous": previous} if previous else {}),
+                  *(_event(raw) for raw in stored)]  # in the order they were written
+        if opened is not None:  # before what came after it (a create's troubles come before)
+            at = int(opened)
+            place = next((i for i, event in enumerate(events) if i and event.at >= at), len(events))
+            events.insert(place, Event(at, "opened", {"gatewayReference": reference or ""}))
+        return events
 
     async def record(self, payment_id: str, type_: str, **fields: str) -> None:
         """Append one entry (nothing when the payment is gone)."""

@@ -195,11 +195,16 @@ async def test_a_timeline_is_bounded_and_kept_as_long_as_its_payment(store: Stor
     pid = await make(store, "t1")
     for n in range(keys.TIMELINE_MAX + 20):  # words that change nothing, each another
         await apply(store, pid, now_ms=NOW + n, status="waiting", gateway_state=f"open-{n}")
-    events = await timeline.of_payment(pid)
-    assert len(events) == keys.TIMELINE_MAX and events[-1].fields["gatewayState"] == f"open-{keys.TIMELINE_MAX + 19}"
     bucket = keys.bucket_of(pid)
     assert bucket is not None
+    assert await store.redis.llen(keys.events(bucket, pid)) == keys.TIMELINE_MAX  # the newest kept
+    events = await timeline.of_payment(pid)  # and created and opened, read from the record
+    assert [e.type for e in events[:3]] == ["created", "opened", "ignored"] and len(events) == keys.TIMELINE_MAX + 2
+    assert events[-1].fields["gatewayState"] == f"open-{keys.TIMELINE_MAX + 19}"
     assert await store.redis.pttl(keys.events(bucket, pid)) == -1  # open: no end yet
+    fresh = await make(store, "t2")  # a payment nothing more has happened to has no timeline key
+    assert await store.redis.exists(keys.events(keys.bucket_of(fresh) or 0, fresh)) == 0
+    assert [e.type for e in await timeline.of_payment(fresh)] == ["created", "opened"]
     await apply(store, pid, now_ms=NOW + 500, status="closed", gateway_state="expired")
     payment_ttl = await store.redis.pttl(keys.payment(bucket, pid))
     assert payment_ttl - 1000 < await store.redis.pttl(keys.events(bucket, pid)) <= payment_ttl

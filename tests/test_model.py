@@ -230,8 +230,9 @@ HASHES: dict[str, dict[str, tuple[type, ...]]] = {
     "reschedule": {"KEYS[2]": (Payment, Delivery, Refund)},
     "refund": {"KEYS[1]": (Payment,), "KEYS[2]": (), "KEYS[3]": (Refund,), "KEYS[5] .. known": (Refund,)},
     "refund_apply": {"KEYS[1]": (Refund,), "KEYS[2]": (Payment,)},
-    "lib": {"key": (Delivery,), "stats": ()},  # queue_delivery writes a delivery (read_record reads any
-    # hash whole); tally counts in the hour's stats
+    # queue_delivery writes a delivery (read_record reads any hash whole); tally counts in the hour's
+    # stats; opened marks the payment
+    "lib": {"key": (Delivery,), "stats": (), "k.payment": (Payment,)},
     "delivery_attempt": {"KEYS[1]": (Delivery,)},
     "list": {"KEYS[2] .. id": (Payment,)},
     "event": {},

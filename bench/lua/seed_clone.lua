@@ -1,7 +1,7 @@
 -- Seed payments fast: clone one real payment record (made by payrelay's own create) many times,
 -- with what payrelay's create.lua + finalize.lua would write for each: the record hash, the
--- transaction index entry, the listing's index entries, the timeline's two entries, the gateway
--- reference's entry and, for open payments, the due-set entry. Each clone is created a millisecond
+-- transaction index entry, the listing's index entries, the gateway reference's entry and, for
+-- open payments, the due-set entry. Each clone is created a millisecond
 -- before the one before it. Bench only: the keys are not declared (single Redis, never Cluster).
 -- ARGV: 1 number of template field/value args (2n), 2 the template's paymentId, 3 'due' | 'final',
 --       4…3+2n template pairs, then per payment: paymentId, bucket tag, transactionId,
@@ -31,8 +31,7 @@ for i = 4 + n, #ARGV, 5 do
   redis.call('SET', tag .. 'txn:' .. client .. ':' .. txid, pid)
   redis.call('ZADD', tag .. 'index:all:' .. client, at, pid)
   redis.call('ZADD', tag .. 'index:status:' .. status .. ':' .. client, at, pid)
-  redis.call('RPUSH', tag .. 'events:' .. pid, '{"type":"created","previous":"","at":"' .. at .. '"}',
-    '{"type":"opened","gatewayReference":"' .. ref .. '","at":"' .. at .. '"}')
+  redis.call('HSET', key, 'openedAt', at)
   if ref ~= '' then redis.call('SET', tag .. 'ref:' .. ref, pid) end
   if with_due then redis.call('ZADD', tag .. 'due', expires, pid) end
   count = count + 1

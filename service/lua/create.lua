@@ -2,8 +2,8 @@
 -- Atomic, so concurrent duplicates can never open two gateway orders.
 -- KEYS: 1 txn index, 2 the new payment's record, 3 due zset, 4 the prefix of the bucket's payment
 --       records (+ paymentId: a record's key), 5 the prefix of the bucket's listing indexes,
---       6 the new payment's timeline, 7 the bucket's counts of the hour, 8 the prefix of the
---       bucket's gateway references (all in one bucket)
+--       6 the bucket's counts of the hour, 7 the prefix of the bucket's gateway references (all
+--       in one bucket)
 -- ARGV: 1 now ms, 2 request fingerprint, 3 new paymentId, 4 creating lease ms, 5 '1' when the
 --       new payment is opened already (its gateway's create makes no call: the record is
 --       waiting, with its paymentUrl), 6… field, value pairs of the new record
@@ -34,9 +34,8 @@ redis.call('HSET', KEYS[2], unpack(record))
 redis.call('HSET', KEYS[2], 'version', '0', 'previous', current or '', 'fingerprint', ARGV[2])
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
-note(KEYS[6], KEYS[2], ARGV[1], {type = 'created', previous = current or nil})  -- GET answers false for none
 if ARGV[5] == '1' then
-  opened({payment = KEYS[2], due = KEYS[3], index = KEYS[5], events = KEYS[6], stats = KEYS[7], refs = KEYS[8]},
+  opened({payment = KEYS[2], due = KEYS[3], index = KEYS[5], stats = KEYS[6], refs = KEYS[7]},
     rec, rec.gatewayReference or '', now, nil)
 else
   redis.call('HSET', KEYS[2], 'status', CREATING, 'creatingUntil', lease_until)

@@ -1,7 +1,6 @@
 -- The gateway accepted the order: the reserved payment becomes waiting, due at its expiry.
 -- KEYS: 1 payment record, 2 due zset, 3 the prefix of the bucket's listing indexes, 4 the
---       payment's timeline, 5 the bucket's counts of the hour, 6 the prefix of the bucket's
---       gateway references
+--       bucket's counts of the hour, 5 the prefix of the bucket's gateway references
 -- ARGV: 1 now ms, 2 paymentUrl, 3 gatewayReference
 -- Returns the payment's hash after the call, flat (a racing create may have finalized it first).
 local rec = read_record(KEYS[1])
@@ -9,7 +8,7 @@ if rec.status == CREATING then
   redis.call('HSET', KEYS[1], 'status', WAITING, 'paymentUrl', ARGV[2], 'gatewayReference', ARGV[3],
     'updatedAt', ARGV[1])
   redis.call('HDEL', KEYS[1], 'creatingUntil')
-  opened({payment = KEYS[1], due = KEYS[2], index = KEYS[3], events = KEYS[4], stats = KEYS[5], refs = KEYS[6]},
+  opened({payment = KEYS[1], due = KEYS[2], index = KEYS[3], stats = KEYS[4], refs = KEYS[5]},
     rec, ARGV[3], ARGV[1], CREATING)
 end
 return redis.call('HGETALL', KEYS[1])

@@ -116,12 +116,14 @@ local function index_reference(prefix, payment_key, reference, payment_id)
 end
 
 -- the gateway took the order of the payment rec (its fields; at keys k: payment, due, index,
--- events, stats, refs): it is waiting, due at its expiry, in the index of waiting payments (out
--- of that of from, the status it leaves), its gateway reference findable, noted and counted
+-- stats, refs): it is waiting since now (openedAt: the timeline reads its created and opened
+-- entries from the record, so a waiting payment has no timeline key), due at its expiry, in the
+-- index of waiting payments (out of that of from, the status it leaves), its gateway reference
+-- findable, and counted
 local function opened(k, rec, reference, now, from)
+  redis.call('HSET', k.payment, 'openedAt', now)
   schedule(k.due, rec.expiresAt, rec.paymentId, now)
   index_status(k.index, rec, from, WAITING)
-  note(k.events, k.payment, now, {type = 'opened', gatewayReference = reference})
   tally(k.stats, 'opened:' .. rec.gateway)
   index_reference(k.refs, k.payment, reference, rec.paymentId)
 end
