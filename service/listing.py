@@ -203,16 +203,19 @@ class Listing:
         return sorted(found.values(), key=lambda p: (p.created_at, p.payment_id), reverse=True)
 
     async def overdue(self, now_ms: int, limit: int = 100) -> list[Payment]:
-        """Payments past their expiry by ``OVERDUE_AFTER_MS`` and still not final, oldest first."""
+        """Payments past their expiry by ``OVERDUE_AFTER_MS`` and still not final, oldest first.
+        Each open status is walked oldest first up to its first payment that is not overdue: with
+        one PAYRELAY_PAYMENT_TTL, none created after it is, so the walk costs what it finds."""
+        cutoff = now_ms - OVERDUE_AFTER_MS
         late: list[Payment] = []
-        for status in (PaymentState.CREATING, *OPEN):
+        for status in OPEN:  # waiting reads creating too (states.PUBLIC)
             token = ""
             while len(late) < limit:
                 page = await self.page(ListQuery(status=status, descending=False, token=token,
-                                                 created_to=now_ms - OVERDUE_AFTER_MS, page_size=100))
-                late.extend(p for p in page.payments if p.expires_at < now_ms - OVERDUE_AFTER_MS)
+                                                 created_to=cutoff, page_size=100))
+                late.extend(p for p in page.payments if p.expires_at < cutoff)
                 token = page.next_token
-                if not token:
+                if not token or any(p.expires_at >= cutoff for p in page.payments):
                     break
         return sorted(late, key=lambda p: p.expires_at)[:limit]
 

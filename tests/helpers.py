@@ -245,6 +245,18 @@ def image_facts(dockerfile: list[tuple[str, str]]) -> ImageFacts:
                       tuple(json.loads(instructions(dockerfile, "CMD")[-1])), instructions(dockerfile, "WORKDIR")[-1])
 
 
+# -- the operator console's forms (tests/test_console.py, tests/test_demo.py) ----------------------
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a console page's forms carry."""
+    found = CSRF.search(html)
+    assert found, html
+    return found.group(1)
+
+
 # -- the customer, over HTTP, on a sandbox's page (for sandboxes running in another process) ---
 
 @dataclass

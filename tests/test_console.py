@@ -24,7 +24,7 @@ from service.console.auth import SESSION_MAX_S, Sessions
 from service.delivery_store import DeliveryStore
 from service.settings import Settings, SettingsError
 from tests.conftest import Relay, StartRelay
-from tests.helpers import create, eventually, order, status_of
+from tests.helpers import create, csrf_of, eventually, order, status_of
 from tests.receiver import Receiver, Reply
 
 PASSWORD = "correct horse battery"
@@ -32,7 +32,6 @@ HASHES = {"alice": passwords.hash_password(PASSWORD), "bob": passwords.hash_pass
 USERS = " ".join(f"{name}:{hashed}" for name, hashed in HASHES.items())
 NOTIFY_SECRET = "notify-secret-" + "n" * 20
 CLOUDREVE_KEY = "cloudreve-key-" + "c" * 20
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 PAYMENT_LINK = re.compile(r'<a class="mono" href="/console/payments/(pr_\w+)">')
 
 
@@ -44,12 +43,6 @@ def relay(start_relay: StartRelay, stripe_emulator: StripeEmulator, receiver: Re
 
 def browser(relay: Relay, **headers: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=relay.url, headers=headers, timeout=30)
-
-
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, html
-    return found.group(1)
 
 
 async def sign_in(http: httpx.AsyncClient, name: str = "alice", password: str = PASSWORD,

@@ -21,7 +21,7 @@ from adapters import registry
 from sandbox.runner import free_port
 from service.settings import Settings, read_env_file
 from tests import log_capture
-from tests.helpers import free_ports, order, pay_on_page
+from tests.helpers import csrf_of, free_ports, order, pay_on_page
 from tests.relay_process import ROOT
 
 TIME = r"\d\d:\d\d:\d\d"
@@ -174,7 +174,7 @@ def test_the_console_the_demo_prints_shows_the_payment_and_refunds_it(start_demo
     payment_id = created["paymentId"]
     with httpx.Client(base_url=demo.url, follow_redirects=False) as browser:
         form = browser.get("/console/signin").text
-        signed = browser.post("/console/signin", data={"csrf": _csrf(form), "name": name, "password": password})
+        signed = browser.post("/console/signin", data={"csrf": csrf_of(form), "name": name, "password": password})
         assert signed.status_code == 303, signed.text
         assert payment_id in browser.get("/console/payments").text
 
@@ -192,12 +192,6 @@ def test_the_console_the_demo_prints_shows_the_payment_and_refunds_it(start_demo
     events = demo.get(f"/api/transactions/{payment_id}/events").json()["data"]
     assert {"type": "operator", "actor": name, "action": "refund"}.items() <= next(
         e for e in events if e["type"] == "operator").items()
-
-
-def _csrf(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html
-    return found.group(1)
 
 
 def test_the_wechat_page_the_demo_prints_shows_the_code_and_pays(start_demo: Callable[..., Demo]) -> None:

@@ -159,11 +159,12 @@ async def test_search_by_any_id(store: Store, listing: Listing) -> None:
 
 async def test_overdue_lists_open_payments_long_past_their_expiry(store: Store, listing: Listing) -> None:
     stuck = await make(store, "stuck", at=NOW)  # expires NOW + 30 min
+    creating = await make(store, "creating", at=NOW + 1, opened=False)  # its create never ended
     await make(store, "fresh", at=NOW + 3_600_000)
     paid = await make(store, "paid", at=NOW)
     await apply(store, paid, now_ms=NOW + 5, status="succeeded", gateway_state="paid")
     later = NOW + 1_800_000 + 10 * 60_000
-    assert [p.payment_id for p in await listing.overdue(later)] == [stuck]
+    assert [p.payment_id for p in await listing.overdue(later)] == [stuck, creating]  # each once
 
 
 # -- the timeline -----------------------------------------------------------------------------

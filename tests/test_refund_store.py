@@ -276,3 +276,15 @@ async def test_every_applied_webhook_is_remembered_whatever_it_changed(store: St
         event = (GATEWAY, f"refund:evt_{index}")
         assert (await settle(refunds, one.refund_no, status, event=event, **changes)).outcome == outcome
         assert (await settle(refunds, one.refund_no, "failed", event=event)).outcome == "duplicate", outcome
+
+
+async def test_a_payment_is_flagged_refunded_while_money_is_back_with_the_customer(store: Store) -> None:
+    pid = await paid(store)
+    refunds = refunds_of(store)
+    flagged = keys.index(keys.bucket_of(pid) or 0, "shop", "flag:refunded")
+    one = await reserve(refunds, pid, "r1", 500)
+    assert await store.redis.zscore(flagged, pid) is None  # in flight: nothing back yet
+    await settle(refunds, one.refund_no, "succeeded")
+    assert await store.redis.zscore(flagged, pid) == NOW  # by its createdAt, as the listing reads
+    await settle(refunds, one.refund_no, "failed")  # the refund came back: nothing is refunded now
+    assert await store.redis.zscore(flagged, pid) is None

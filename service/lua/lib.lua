@@ -18,13 +18,14 @@ local function mark_event_seen(mark, ttl)
   if ttl ~= '' then redis.call('SET', mark, '1', 'EX', ttl) end
 end
 
--- the record at key, to apply the word of gateway about it: nil and the script's answer when it
--- is not there, is another gateway's, or the webhook event (mark, ttl) was applied before
+-- the record at key, to apply the word of gateway about it: nil, the script's answer and the
+-- record as read when it is not there, is another gateway's, or the webhook event (mark, ttl)
+-- was applied before
 local function record_for(key, gateway, mark, ttl)
   local rec, found = read_record(key)
-  if not found then return nil, {'missing', '', '0'} end
-  if rec.gateway ~= gateway then return nil, {'foreign', rec.status, rec.version} end
-  if seen_event(mark, ttl) then return nil, {'duplicate', rec.status, rec.version} end
+  if not found then return nil, {'missing', '', '0'}, rec end
+  if rec.gateway ~= gateway then return nil, {'foreign', rec.status, rec.version}, rec end
+  if seen_event(mark, ttl) then return nil, {'duplicate', rec.status, rec.version}, rec end
   return rec
 end
 

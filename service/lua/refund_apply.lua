@@ -18,11 +18,9 @@ local function noted(entry, refund)
   entry.source, entry.gatewayState = ARGV[12], ARGV[3]
   note(KEYS[8], KEYS[2], now, entry)
 end
-local rec, refused = record_for(KEYS[1], ARGV[9], KEYS[5], ARGV[6])
+local rec, refused, seen = record_for(KEYS[1], ARGV[9], KEYS[5], ARGV[6])
 if not rec then
-  if refused[1] == 'duplicate' then
-    noted({outcome = 'duplicate', said = target}, (read_record(KEYS[1])))
-  end
+  if refused[1] == 'duplicate' then noted({outcome = 'duplicate', said = target}, seen) end
   return refused
 end
 local current = rec.status
@@ -62,7 +60,7 @@ if target == REFUND_SUCCEEDED then refunded = redis.call('HINCRBY', KEYS[2], 're
 if refunded then  -- the payment is flagged refunded while any of its money is back with the customer
   local payment = redis.call('HMGET', KEYS[2], 'client', 'createdAt')
   local indexed = {paymentId = rec.paymentId, client = payment[1], createdAt = payment[2]}
-  if refunded > 0 then index_flag(KEYS[9], indexed, 'refunded') else index_flag(KEYS[9], indexed, 'refunded', true) end
+  index_flag(KEYS[9], indexed, 'refunded', refunded <= 0)
 end
 
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
