@@ -25,10 +25,6 @@ class DeliveryStore:
         self.redis = redis
         self._attempt = redis.register_script(load_script("delivery_attempt"))
 
-    async def get(self, bucket: int, delivery_id: str) -> Delivery | None:
-        found: dict[str, str] = await guarded(self.redis.hgetall(keys.delivery(bucket, delivery_id)))
-        return Delivery.from_hash(found) if found else None
-
     async def of_payment(self, bucket: int, payment_id: str) -> list[Delivery]:
         """A payment's deliveries, oldest first."""
         async def read() -> list[dict[str, str]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service import keys
-from service.store import guarded, load_script
+from service.store import as_hash, guarded, load_script
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Schedule:
             keys=[self.zset(bucket)],
             args=[now_ms, self.lease_ms, limit, self.entry_prefix(bucket), self.token],
         ))
-        claims = [Claim(bucket, id_, dict(zip(flat[::2], flat[1::2], strict=True))) for id_, flat in claimed]
+        claims = [Claim(bucket, id_, as_hash(flat)) for id_, flat in claimed]
         self.held.update(claims)
         return claims
 

@@ -41,6 +41,11 @@ async def guarded(call: Awaitable[T]) -> T:
         raise StoreUnavailable(f"Redis: {type(exc).__name__}") from exc
 
 
+def as_hash(flat: list[str]) -> dict[str, str]:
+    """A hash as a script answers it (HGETALL's field, value list) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 async def run_many(redis: Any, script: Any, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
     """One script run with each (keys, args), as one pipeline on a single Redis, each on its
     keys' node on Redis Cluster (``CLUSTER_CONCURRENCY`` at a time); the answers in order."""
@@ -156,7 +161,7 @@ class Store:
                              keys.stats(bucket, now_ms), keys.reference_prefix(bucket)],
             [now_ms, payment_url, reference],
         )
-        return Payment.from_hash(dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Payment.from_hash(as_hash(flat))
 
     async def release(self, payment_id: str, look_at_ms: int, *, now_ms: int, why: str) -> None:
         """Give a create's lease back after a gateway call without a clear answer (``why``): the
