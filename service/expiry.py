@@ -37,6 +37,7 @@ class ExpirySweeper(Worker):
     name = "expiry"
 
     def __init__(self, redis: Any, payments: Payments, metrics: Metrics, lease_ms: int = LEASE_MS) -> None:
+        super().__init__()
         self.payments = payments
         self.metrics = metrics
         self.schedule = Schedule(redis, keys.due, keys.payment_prefix, name_of(Payment, "status"), FINAL,

@@ -136,6 +136,7 @@ class OutboxSender(Worker):
                  retry_base_ms: int = RETRY_BASE_MS, retry_cap_ms: int = RETRY_CAP_MS,
                  give_up_ms: int = GIVE_UP_MS, timeout: float = TIMEOUT_S,
                  dead_refresh_s: float = DEAD_REFRESH_S, transport: Transport | None = None) -> None:
+        super().__init__()
         self.deliveries = DeliveryStore(redis)
         self.settings = settings
         self.metrics = metrics

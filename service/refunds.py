@@ -235,6 +235,7 @@ class RefundSweeper(Worker):
     name = "refunds"
 
     def __init__(self, redis: Any, refunds: Refunds, metrics: Metrics, lease_ms: int = LEASE_MS) -> None:
+        super().__init__()
         self.refunds = refunds
         self.metrics = metrics
         self.schedule = Schedule(redis, keys.refund_due, keys.refund_prefix, name_of(Refund, "status"), FINAL,

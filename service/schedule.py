@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service import keys
-from service.store import as_hash, guarded, load_script
+from service.store import as_hash, guarded, load_script, run_many
 
 
 @dataclass(frozen=True)
@@ -78,11 +78,27 @@ class Schedule:
         return Look(counts, soonest if due else None, soonest)
 
     async def claim(self, bucket: int, now_ms: int, limit: int) -> list[Claim]:
-        claimed = await guarded(self._claim(
-            keys=[self.zset(bucket)],
-            args=[now_ms, self.lease_ms, limit, self.entry_prefix(bucket), self.token],
-        ))
-        claims = [Claim(bucket, id_, as_hash(flat)) for id_, flat in claimed]
+        return await self.claim_due({bucket: limit}, now_ms, limit)
+
+    async def claim_due(self, counts: Mapping[int, int], now_ms: int, room: int) -> list[Claim]:
+        """Claims of at most ``room`` due entries, ``counts[bucket]`` at most of each bucket, the
+        buckets taken in a random order (none starves the others): one round trip."""
+        takes: list[tuple[int, int]] = []
+        buckets = list(counts)
+        random.shuffle(buckets)
+        for bucket in buckets:
+            if room <= 0:
+                break
+            take = min(room, counts[bucket])
+            takes.append((bucket, take))
+            room -= take
+        if not takes:
+            return []
+        answers = await run_many(self.redis, self._claim, [
+            ([self.zset(bucket)], [now_ms, self.lease_ms, take, self.entry_prefix(bucket), self.token])
+            for bucket, take in takes])
+        claims = [Claim(bucket, id_, as_hash(flat))
+                  for (bucket, _), claimed in zip(takes, answers, strict=True) for id_, flat in claimed]
         self.held.update(claims)
         return claims
 

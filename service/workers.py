@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 from typing import Any
@@ -46,6 +45,9 @@ class Worker(abc.ABC):
     concurrency = 32
     soonest: int | None = None  # the first score of its schedule at its last tick (ms)
 
+    def __init__(self) -> None:
+        self._in_hand: set[asyncio.Task[None]] = set()  # the entries being handled
+
     @abc.abstractmethod
     async def handle(self, claim: Claim, now: int) -> int | Finished | None:
         """Handle one claimed entry (``claim.record``: its hash as claimed); answer when to look
@@ -62,22 +64,37 @@ class Worker(abc.ABC):
         """Release what the worker holds (HTTP clients…); called once when its pool stops."""
 
     async def tick(self) -> int:
-        """Handle what is due now; answer how many. ``soonest`` is then when the next entry falls due."""
+        """Claim what is due now, as much as there is room for, and handle it; answer how many
+        entries it claimed. While more is due than there is room for, a tick returns once half
+        the room is free again, so the next claims go out while the slower entries are still in
+        hand (no entry waits for the slowest of a batch); else once all it holds is handled.
+        ``soonest`` is then when the next entry falls due."""
+        in_hand = self._in_hand
         now = now_ms()
         look = await self.schedule.look(now)
         self.soonest = look.soonest
-        counts = look.counts
-        await self.report(sum(counts.values()), look.oldest_due, now)
-        claims: list[Claim] = []
-        buckets = list(counts)
-        random.shuffle(buckets)  # no bucket starves the others
-        for bucket in buckets:
-            room = self.concurrency - len(claims)
-            if room <= 0:
-                break
-            claims += await self.schedule.claim(bucket, now, min(room, counts[bucket]))
-        await asyncio.gather(*(self._one(claim) for claim in claims))
+        backlog = sum(look.counts.values())
+        await self.report(backlog, look.oldest_due, now)
+        claims = await self.schedule.claim_due(look.counts, now, self.concurrency - len(in_hand))
+        for claim in claims:
+            task = asyncio.create_task(self._one(claim), name=f"{self.name} {claim.id}")
+            in_hand.add(task)
+            task.add_done_callback(in_hand.discard)
+        keep = self.concurrency // 2 if backlog > len(claims) else 0
+        while len(in_hand) > keep:
+            await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
         return len(claims)
+
+    async def settle(self) -> None:
+        """Wait until the entries in hand are handled (shutdown); cancelled, cancel them too."""
+        in_hand = self._in_hand
+        try:
+            while in_hand:
+                await asyncio.wait(in_hand)
+        except asyncio.CancelledError:
+            for task in in_hand:
+                task.cancel()
+            raise
 
     async def _one(self, claim: Claim) -> None:
         next_ms: int | Finished | None
@@ -141,6 +158,7 @@ class WorkerPool:
                 self._asleep_until[worker.name] = until
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), (until - now) / 1000)
+        await worker.settle()
 
     async def _listen(self) -> None:
         """Wake a worker when an entry of its schedule is announced due before it would look.

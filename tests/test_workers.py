@@ -25,6 +25,7 @@ class Recorder(Worker):
     name = "recorder"
 
     def __init__(self, redis: Any, fail: bool = False) -> None:
+        super().__init__()
         self.schedule = Schedule(redis, keys.due, keys.payment_prefix, "status", ("closed",), 60_000)
         self.handled: list[Claim] = []
         self.fail = fail
