@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 from adapters.base import Adapter, CreateRequest, Money
 from service.model import Payment
-from service.states import PaymentState
 
 
 def create_request_of(payment: Payment) -> CreateRequest:
@@ -45,9 +44,10 @@ class PaymentUrls:
         return payment
 
     def shown(self, payment: Payment) -> Payment:
-        """The payment with its URL (made again where its record keeps none). A creating payment
-        has none yet; one of a gateway no longer configured shows none."""
+        """The payment with its URL (made again where its record keeps none). One never opened
+        (still creating, or closed by a recovery that found nothing) has none; nor has one of a
+        gateway no longer configured."""
         adapter = self.rebuilt.get(payment.gateway)
-        if payment.payment_url is not None or adapter is None or payment.status is PaymentState.CREATING:
+        if payment.payment_url is not None or adapter is None or payment.opened_at is None:
             return payment
         return dataclasses.replace(payment, payment_url=adapter.payment_url(create_request_of(payment)))
