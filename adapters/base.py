@@ -187,6 +187,12 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     async def create(self, request: CreateRequest) -> Created: ...
 
+    def payment_url(self, request: CreateRequest) -> str | None:
+        """The payment URL ``create`` answers for ``request``, made again, byte for byte: only an
+        adapter that creates offline can (its records then keep no URL: payrelay asks here); the
+        others answer None, and their URL is kept as the gateway gave it."""
+        return None
+
     async def recover(self, request: CreateRequest) -> Created | None:
         """What an interrupted create of ``request`` made at the gateway; None when the gateway
         holds nothing under the payment's id (nobody can pay it). The default sends the same

@@ -11,9 +11,10 @@ ignored (a record written by a newer payrelay stays readable during a rolling de
 stores (the script sets ``previous`` from the transaction index).
 
 How absent values read: an optional field that is absent (or empty) is ``None``; a flag set
-only when true (``latePayment``, ``integrityError``) is absent when false; a few fields are
-always present and empty when there is nothing (``customerIdentifier``, ``notifyUrl``,
-``previous``; a delivery's ``nextAt`` once it is done): ``None`` too.
+only when true (``latePayment``, ``integrityError``) is absent when false; a delivery's
+``nextAt`` is always present and empty once it is done: ``None`` too. A payment leaves out
+what it does not have (every byte of a waiting payment counts: tests/test_memory.py); records of
+before that wrote ``customerIdentifier``, ``notifyUrl`` and ``previous`` empty read the same.
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ def _mark(raw: str | None) -> bool:
 
 
 TEXT = _Spelling(_required, str)
-BLANK = _Spelling(lambda raw: _required(raw) or None, lambda value: value or "")  # always there, '' = none
 OPTIONAL = _Spelling(lambda raw: raw or None, lambda value: value or None)
 INT = _Spelling(lambda raw: _int(_required(raw)), str)
 OPTIONAL_INT = _Spelling(lambda raw: None if raw is None else _int(raw),
@@ -190,12 +190,12 @@ class Payment(_HashModel):
     currency: str = _field("currency", TEXT)
     date: str = _field("date", TEXT)  # the business transaction's, as sent
     description: str = _field("description", TEXT)
-    customer_identifier: str | None = _field("customerIdentifier", BLANK, default=None)
+    customer_identifier: str | None = _field("customerIdentifier", OPTIONAL, default=None)
     complete_url: str = _field("completeUrl", TEXT)
     cancel_url: str = _field("cancelUrl", TEXT)
     online: bool = _field("online", FLAG)
     save_method: bool = _field("saveMethod", FLAG)  # supportOfflineScenario
-    notify_url: str | None = _field("notifyUrl", BLANK, default=None)
+    notify_url: str | None = _field("notifyUrl", OPTIONAL, default=None)
     notify_kind: str = _field("notifyKind", TEXT)  # a key of states.NOTIFY
     created_at: int = _field("createdAt", INT)  # epoch ms, like every time here
     updated_at: int = _field("updatedAt", INT)
@@ -203,7 +203,7 @@ class Payment(_HashModel):
     # the state machine's, and the create's
     status: PaymentState = _field("status", PAYMENT_STATE)  # noqa: RUF009 (a dataclasses.field)
     version: int = _field("version", INT)  # transitions so far
-    previous: str | None = _field("previous", BLANK, default=None)  # the transaction's payment before
+    previous: str | None = _field("previous", OPTIONAL, default=None)  # the transaction's payment before
     fingerprint: str = _field("fingerprint", TEXT)  # of the create request (same request or 409)
     creating_until: int | None = _field("creatingUntil", OPTIONAL_INT, default=None)  # the create's lease
     # what the gateway said

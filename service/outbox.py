@@ -46,6 +46,7 @@ from service.metrics import Metrics
 from service.model import Delivery, DeliveryState, Payment, Refund
 from service.schedule import Claim, Schedule, backoff_ms
 from service.settings import Client, Settings
+from service.urls import PaymentUrls
 from service.views import iso, payment_view, refund_view
 from service.workers import FINISHED, Finished, Worker
 
@@ -79,15 +80,15 @@ def snapshot_of(delivery: Delivery) -> Payment | Refund:
     return kind.from_hash(json.loads(delivery.snapshot))
 
 
-def data_of(delivery: Delivery, amount_unit: str) -> dict[str, Any]:
+def data_of(delivery: Delivery, amount_unit: str, urls: PaymentUrls) -> dict[str, Any]:
     """The notification's ``data``: the GET object of what changed, as of the change."""
     snapshot = snapshot_of(delivery)
     if isinstance(snapshot, Refund):
         return refund_view(snapshot, amount_unit)
-    return payment_view(snapshot, delivery.created_at, amount_unit)
+    return payment_view(urls.shown(snapshot), delivery.created_at, amount_unit)
 
 
-def notification_body(delivery: Delivery, amount_unit: str) -> bytes:
+def notification_body(delivery: Delivery, amount_unit: str, urls: PaymentUrls) -> bytes:
     """The generic event, byte for byte the same on every attempt (only the signature's t moves).
     ``data`` is the GET object as of the transition (``expireTime`` counted from then)."""
     event = {
@@ -95,7 +96,7 @@ def notification_body(delivery: Delivery, amount_unit: str) -> bytes:
         "type": delivery.type,
         "createdAt": iso(delivery.created_at),
         "version": delivery.version,
-        "data": data_of(delivery, amount_unit),
+        "data": data_of(delivery, amount_unit, urls),
     }
     return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -135,9 +136,12 @@ class OutboxSender(Worker):
     def __init__(self, redis: Any, settings: Settings, metrics: Metrics, *, lease_ms: int = LEASE_MS,
                  retry_base_ms: int = RETRY_BASE_MS, retry_cap_ms: int = RETRY_CAP_MS,
                  give_up_ms: int = GIVE_UP_MS, timeout: float = TIMEOUT_S,
-                 dead_refresh_s: float = DEAD_REFRESH_S, transport: Transport | None = None) -> None:
+                 dead_refresh_s: float = DEAD_REFRESH_S, transport: Transport | None = None,
+                 urls: PaymentUrls | None = None) -> None:
+        """``urls``: whose payment URLs a notification shows made again (``service.urls``)."""
         super().__init__()
         self.deliveries = DeliveryStore(redis)
+        self.urls = urls or PaymentUrls({})
         self.settings = settings
         self.metrics = metrics
         self.schedule = Schedule(redis, keys.outbox, keys.delivery_prefix, "state", DONE,
@@ -188,7 +192,7 @@ class OutboxSender(Worker):
             if secret is None:
                 return Attempt(False, error="no notify secret configured")
             method = "POST"
-            body = notification_body(delivery, self.settings.amount_unit)
+            body = notification_body(delivery, self.settings.amount_unit, self.urls)
             headers["Content-Type"] = "application/json"
             headers[notify_signature.HEADER] = notify_signature.sign(secret, int(time.time()), body)
         else:

@@ -18,9 +18,7 @@ from typing import TypeVar
 from adapters.base import (
     Adapter,
     Created,
-    CreateRequest,
     GatewayState,
-    Money,
     Status,
     WebhookReply,
 )
@@ -37,6 +35,7 @@ from service.states import OPEN, PaymentState
 from service.stats import Stats
 from service.store import Applied, Store, StoreUnavailable
 from service.timeline import Timeline
+from service.urls import create_request_of
 from service.validation import TransactionRequest
 
 log = logging.getLogger("payrelay.payments")
@@ -157,25 +156,10 @@ class Payments:
             creating_until=now + keys.CREATING_LEASE_MS,
         )
 
-    @staticmethod
-    def _create_request(payment: Payment) -> CreateRequest:
-        return CreateRequest(
-            payment_id=payment.payment_id,
-            amount=Money(payment.amount, payment.currency),
-            description=payment.description,
-            complete_url=payment.complete_url,
-            cancel_url=payment.cancel_url,
-            expires_at=payment.expires_at // 1000,
-            customer=payment.customer_identifier,
-            online=payment.online,
-            save_method=payment.save_method,
-            created_at=payment.created_at // 1000,
-        )
-
     async def _opened_offline(self, adapter: Adapter, payment: Payment) -> Payment:
         """A payment whose gateway's create makes no call (it signs a URL), opened before it is
         stored. A refusal here stores nothing."""
-        created = await self.gateway_call(adapter, "create", adapter.create(self._create_request(payment)))
+        created = await self.gateway_call(adapter, "create", adapter.create(create_request_of(payment)))
         if created.status is not Status.WAITING or not created.payment_url:
             raise GatewayError(f"{adapter.gateway_type} opened no payment page")
         return dataclasses.replace(payment, status=PaymentState.WAITING, payment_url=created.payment_url,
@@ -185,7 +169,7 @@ class Payments:
     async def _open_at_gateway(self, adapter: Adapter, payment: Payment) -> Payment:
         payment_id = payment.payment_id
         try:
-            created = await self.gateway_call(adapter, "create", adapter.create(self._create_request(payment)))
+            created = await self.gateway_call(adapter, "create", adapter.create(create_request_of(payment)))
         except GatewayError as exc:
             await self._create_failed(payment, exc)
             log.warning("gateway create failed", extra={"paymentId": payment_id,
@@ -233,7 +217,7 @@ class Payments:
             return await self._must_get(payment_id) if taken else payment
         adapter = self.adapter_of(payment)
         try:
-            created = await self.gateway_call(adapter, "recover", adapter.recover(self._create_request(payment)))
+            created = await self.gateway_call(adapter, "recover", adapter.recover(create_request_of(payment)))
         except GatewayError as exc:
             if exc.outcome_unknown:
                 now = now_ms()

@@ -15,6 +15,7 @@ from service.payments import Payments
 from service.refunds import RefundSweeper
 from service.settings import Settings
 from service.store import Store
+from service.urls import PaymentUrls
 from service.workers import IDLE_SECONDS, Worker, WorkerPool
 
 
@@ -29,8 +30,8 @@ class Runtime:
         self.metrics = Metrics()
         self._own_redis = redis is None
         self.redis = store_module.connect(settings.redis_url) if redis is None else redis
-        self.store = Store(self.redis, settings.retention_seconds)
         self.adapters = build_adapters(settings.gateways, settings.public_url)
+        self.store = Store(self.redis, settings.retention_seconds, PaymentUrls(self.adapters))
         self.payments = Payments(settings, self.store, self.adapters, self.metrics)
         self.pool: WorkerPool | None = None
 
@@ -39,7 +40,7 @@ class Runtime:
         return [
             ExpirySweeper(self.redis, self.payments, self.metrics, **options.get("expiry", {})),
             RefundSweeper(self.redis, self.payments.refunds, self.metrics, **options.get("refunds", {})),
-            OutboxSender(self.redis, self.settings, self.metrics, **options.get("outbox", {})),
+            OutboxSender(self.redis, self.settings, self.metrics, urls=self.store.urls, **options.get("outbox", {})),
         ]
 
     def start_workers(self) -> None:

@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from service import keys, states
 from service.model import Payment, name_of
 from service.states import PaymentState
+from service.urls import PaymentUrls
 
 log = logging.getLogger("payrelay.store")
 
@@ -116,8 +117,10 @@ class Applied:
 
 
 class Store:
-    def __init__(self, redis: Any, retention_seconds: int) -> None:
+    def __init__(self, redis: Any, retention_seconds: int, urls: PaymentUrls | None = None) -> None:
+        """``urls``: which gateways' payment URLs are made again rather than kept (none without)."""
         self.redis = redis
+        self.urls = urls or PaymentUrls({})
         self.retention_ms = retention_seconds * 1000
         self._create = redis.register_script(load_script("create"))
         self._finalize = redis.register_script(load_script("finalize"))
@@ -141,7 +144,7 @@ class Store:
         create holds it while it talks to the gateway), or waiting already when its gateway's
         create makes no call (the payment comes with its paymentUrl)."""
         bucket = _bucket(payment.payment_id)
-        flat = [item for pair in payment.to_hash().items() for item in pair]
+        flat = [item for pair in self.urls.kept(payment).to_hash().items() for item in pair]
         opened = "1" if payment.status is PaymentState.WAITING else ""
         outcome, pid = await self._run(
             self._create,
@@ -161,7 +164,7 @@ class Store:
                              keys.stats(bucket, now_ms), keys.reference_prefix(bucket)],
             [now_ms, payment_url, reference],
         )
-        return Payment.from_hash(as_hash(flat))
+        return self.read(as_hash(flat))
 
     async def release(self, payment_id: str, look_at_ms: int, *, now_ms: int, why: str) -> None:
         """Give a create's lease back after a gateway call without a clear answer (``why``): the
@@ -222,7 +225,11 @@ class Store:
         if bucket is None:
             return None
         found: dict[str, str] = await guarded(self.redis.hgetall(keys.payment(bucket, payment_id)))
-        return Payment.from_hash(found) if found else None
+        return self.read(found) if found else None
+
+    def read(self, found: dict[str, str]) -> Payment:
+        """A payment's hash as the payment its readers see (with its paymentUrl)."""
+        return self.urls.shown(Payment.from_hash(found))
 
     async def find(self, client: str, transaction_id: str) -> Payment | None:
         """The latest payment of a business transaction."""

@@ -53,9 +53,10 @@ class TransactionRequest:
     notify_url: str | None
 
     def fingerprint(self) -> str:
-        """Identifies the request's content, for idempotent replays and 409 on changes."""
+        """Identifies the request's content, for idempotent replays and 409 on changes: 128 bits
+        (the first half of the digest payrelay stored before; create.lua compares prefixes)."""
         canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _invalid(param: str, detail: str, code: str = "invalid_field") -> errors.InvalidRequest:

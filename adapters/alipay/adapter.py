@@ -178,10 +178,16 @@ class AlipayAdapter(Adapter):
     # -- API calls ------------------------------------------------------------------------------
 
     async def create(self, request: CreateRequest) -> Created:
-        params = transformers.page_pay_params(request, self._notify_url, request.created_at or time.time())
-        biz, others = transformers.page_pay_body(params)
-        query = signed_query(self._signing_key, self._sdk.build_body(transformers.PAGE_PAY, biz, **others))
-        return Created(payment_url=f"{self._gateway_url}?{query}", gateway_reference=None)
+        return Created(payment_url=self.payment_url(request), gateway_reference=None)
+
+    def payment_url(self, request: CreateRequest) -> str:
+        """The cashier URL: everything in it, the request's timestamp too, comes from ``request``
+        (``build_body`` would stamp the time of the call), and an RSA2 signature is the same for
+        the same text, so the same request always makes the same URL."""
+        now = request.created_at or time.time()
+        biz, others = transformers.page_pay_body(transformers.page_pay_params(request, self._notify_url, now))
+        body = self._sdk.build_body(transformers.PAGE_PAY, biz, **others, timestamp=transformers.china_time(now))
+        return f"{self._gateway_url}?{signed_query(self._signing_key, body)}"
 
     async def recover(self, request: CreateRequest) -> Created | None:
         """Page pay makes no gateway call at create: an interrupted create made nothing there,

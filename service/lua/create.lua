@@ -19,7 +19,8 @@ if current then
   local found = redis.call('HMGET', key, 'status', 'fingerprint', 'creatingUntil')
   local status = found[1]
   if status and not REISSUE[status] then
-    if found[2] ~= ARGV[2] then return {'conflict', current} end
+    -- a prefix: records of before stored the whole digest, whose first half is the fingerprint now
+    if string.sub(found[2] or '', 1, #ARGV[2]) ~= ARGV[2] then return {'conflict', current} end
     if status ~= CREATING then return {'existing', current} end
     if tonumber(found[3]) > now then return {'wait', current} end
     redis.call('HSET', key, 'creatingUntil', lease_until)
@@ -31,7 +32,8 @@ local record, rec = {}, {}
 for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
 for i = 6, #ARGV, 2 do rec[ARGV[i]] = ARGV[i + 1] end
 redis.call('HSET', KEYS[2], unpack(record))
-redis.call('HSET', KEYS[2], 'version', '0', 'previous', current or '', 'fingerprint', ARGV[2])
+redis.call('HSET', KEYS[2], 'version', '0', 'fingerprint', ARGV[2])
+if current then redis.call('HSET', KEYS[2], 'previous', current) end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])
 if ARGV[5] == '1' then

@@ -1,0 +1,51 @@
+"""service.urls: a URL made again is made once for a payment that is read again and again."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from adapters.base import Adapter, CreateRequest
+from service import urls
+from service.urls import PaymentUrls
+from tests.helpers import NOW, record
+
+
+class Signer:
+    """An offline gateway's adapter as PaymentUrls uses it: counts the URLs it makes."""
+
+    creates_offline = True
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def payment_url(self, request: CreateRequest) -> str:
+        self.made.append(request.payment_id)
+        return f"https://cashier.example/?out_trade_no={request.payment_id}"
+
+
+def payment(pid: str) -> Any:
+    return record(pid, gateway="alipay-page", status="waiting", openedAt=str(NOW))
+
+
+def test_a_payment_read_again_is_signed_once_and_the_least_recent_is_forgotten(monkeypatch: Any) -> None:
+    monkeypatch.setattr(urls, "MADE_KEPT", 2)
+    signer = Signer()
+    shown = PaymentUrls({"alipay-page": cast(Adapter, signer)}).shown
+    first = shown(payment("pr_a")).payment_url
+    assert first == "https://cashier.example/?out_trade_no=pr_a"
+    assert [shown(payment("pr_a")).payment_url for _ in range(3)] == [first] * 3
+    shown(payment("pr_b"))
+    shown(payment("pr_a"))  # read most recently: kept when a third comes
+    shown(payment("pr_c"))
+    shown(payment("pr_a"))
+    shown(payment("pr_b"))  # the least recently read: made again
+    assert signer.made == ["pr_a", "pr_b", "pr_c", "pr_b"]
+
+
+def test_a_payment_never_opened_or_of_a_kept_url_is_not_signed() -> None:
+    signer = Signer()
+    shown = PaymentUrls({"alipay-page": cast(Adapter, signer)}).shown
+    assert shown(record("pr_a", gateway="alipay-page", status="closed")).payment_url is None
+    kept = record("pr_b", gateway="stripe-connect", status="waiting", paymentUrl="https://checkout.example/b")
+    assert shown(kept).payment_url == "https://checkout.example/b"
+    assert signer.made == []
