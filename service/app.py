@@ -44,6 +44,7 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # (count, latency) by route, method, status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,8 +72,13 @@ class HttpMetrics:
             status = status or 500
             route = getattr(scope.get("route"), "path", "unmatched")
             method = scope["method"]
-            self.metrics.http_requests.labels(route, method, str(status)).inc()
-            self.metrics.http_latency.labels(route, method).observe(time.perf_counter() - started)
+            series = self._series.get((route, method, status))
+            if series is None:  # routes and methods are few: the series are looked up once each
+                series = self._series[route, method, status] = (
+                    self.metrics.http_requests.labels(route, method, str(status)),
+                    self.metrics.http_latency.labels(route, method))
+            series[0].inc()
+            series[1].observe(time.perf_counter() - started)
             level = logging.ERROR if status >= 500 else logging.INFO
             log.log(level, "%s %s %s", method, route, status, extra={"route": route, "status": status})
 
