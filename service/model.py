@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
@@ -32,9 +31,6 @@ from service.states import PaymentState
 
 class CorruptHash(ValueError):
     """A stored hash that does not read as its record kind (a bug, or a hand-edited key)."""
-
-
-_INT = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -53,7 +49,8 @@ def _required(raw: str | None) -> str:
 
 
 def _int(raw: str) -> int:
-    if not _INT.fullmatch(raw):
+    digits = raw[1:] if raw[:1] == "-" else raw
+    if not (digits.isascii() and digits.isdigit()):  # int() would also take " 1", "+1", "1_0"
         raise ValueError(f"is not an integer: {raw[:40]!r}")
     return int(raw)
 
@@ -110,13 +107,12 @@ class _HashModel:
         if not isinstance(found, Mapping):
             raise CorruptHash(f"a {cls.KIND} is a hash of strings, not {type(found).__name__}")
         values: dict[str, Any] = {}
-        for field in _fields(cls).values():
-            name = field.metadata["name"]
+        for attr, name, read in _readers(cls):
             raw = found.get(name)
             try:
                 if raw is not None and not isinstance(raw, str):
                     raise ValueError(f"is not a string: {type(raw).__name__}")
-                values[field.name] = field.metadata["spelling"].read(raw)
+                values[attr] = read(raw)
             except ValueError as exc:
                 ident = found.get(name_of(cls, cls.ID)) or "?"
                 raise CorruptHash(f"{cls.KIND} {ident[:64]}: field {name!r} {exc}") from None
@@ -147,6 +143,17 @@ def _fields(kind: type) -> dict[str, dataclasses.Field[Any]]:
     if kind not in _FIELDS:
         _FIELDS[kind] = {field.name: field for field in dataclasses.fields(kind)}
     return _FIELDS[kind]
+
+
+_READERS: dict[type, list[tuple[str, str, Callable[[str | None], Any]]]] = {}
+
+
+def _readers(kind: type) -> list[tuple[str, str, Callable[[str | None], Any]]]:
+    """(attribute, hash field name, how its value reads) of every field: what ``from_hash`` walks."""
+    if kind not in _READERS:
+        _READERS[kind] = [(attr, field.metadata["name"], field.metadata["spelling"].read)
+                          for attr, field in _fields(kind).items()]
+    return _READERS[kind]
 
 
 def _names(kind: type) -> dict[str, str]:
