@@ -15,6 +15,8 @@ only when true (``latePayment``, ``integrityError``) is absent when false; a del
 ``nextAt`` is always present and empty once it is done: ``None`` too. A payment leaves out
 what it does not have (every byte of a waiting payment counts: tests/test_memory.py); records of
 before that wrote ``customerIdentifier``, ``notifyUrl`` and ``previous`` empty read the same.
+Nor does it keep a value everyone has: ``notifyKind`` is there only when it is not
+``states.NOTIFY_DEFAULT`` (records of before that name it read the same).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from adapters.base import Money, PaymentRef, RefundStatus
-from service.states import PaymentState
+from service.states import NOTIFY_DEFAULT, PaymentState
 
 
 class CorruptHash(ValueError):
@@ -80,6 +82,11 @@ BLANK_INT = _Spelling(lambda raw: _int(value) if (value := _required(raw)) else 
 FLAG = _Spelling(lambda raw: _flag(_required(raw)), lambda value: "1" if value else "0")  # always there
 MARK = _Spelling(_mark, lambda value: "1" if value else None)  # there only when true
 COUNT = _Spelling(lambda raw: 0 if raw is None else _int(raw), lambda value: str(value) if value else None)
+
+
+def _default(value: str) -> _Spelling:
+    """A text there only when it is not ``value`` (records of before wrote it: they read the same)."""
+    return _Spelling(lambda raw: value if raw is None else raw, lambda given: None if given == value else given)
 
 
 def _enum(kind: type[enum.StrEnum]) -> _Spelling:
@@ -196,7 +203,7 @@ class Payment(_HashModel):
     online: bool = _field("online", FLAG)
     save_method: bool = _field("saveMethod", FLAG)  # supportOfflineScenario
     notify_url: str | None = _field("notifyUrl", OPTIONAL, default=None)
-    notify_kind: str = _field("notifyKind", TEXT)  # a key of states.NOTIFY
+    notify_kind: str = _field("notifyKind", _default(NOTIFY_DEFAULT))  # a key of states.NOTIFY
     created_at: int = _field("createdAt", INT)  # epoch ms, like every time here
     updated_at: int = _field("updatedAt", INT)
     expires_at: int = _field("expiresAt", INT)

@@ -114,6 +114,15 @@ def test_absent_and_empty_values_read_as_none() -> None:
     assert Payment.from_hash({**found, "unknownToThisVersion": "1"}) == payment  # a newer payrelay's field
 
 
+def test_a_record_of_before_reads_the_same() -> None:
+    """Values everyone has are left out now; records of before that wrote them read the same."""
+    now = stored()
+    before = {**now, "notifyKind": "generic"}
+    assert "notifyKind" not in now
+    assert Payment.from_hash(before) == Payment.from_hash(now)
+    assert Payment.from_hash({**now, "notifyKind": "cloudreve"}).notify_kind == "cloudreve"
+
+
 # -- what the scripts store --------------------------------------------------------------------------
 
 
