@@ -16,7 +16,8 @@ only when true (``latePayment``, ``integrityError``) is absent when false; a del
 what it does not have (every byte of a waiting payment counts: tests/test_memory.py); records of
 before that wrote ``customerIdentifier``, ``notifyUrl`` and ``previous`` empty read the same.
 Nor does it keep a value everyone has: ``notifyKind`` is there only when it is not
-``states.NOTIFY_DEFAULT`` (records of before that name it read the same).
+``states.NOTIFY_DEFAULT``, ``saveMethod`` only when true (records of before that wrote them read
+the same).
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ BLANK_INT = _Spelling(lambda raw: _int(value) if (value := _required(raw)) else 
                       lambda value: "" if value is None else str(value))
 FLAG = _Spelling(lambda raw: _flag(_required(raw)), lambda value: "1" if value else "0")  # always there
 MARK = _Spelling(_mark, lambda value: "1" if value else None)  # there only when true
+# there only when true, and records of before wrote 0 for false
+LEFT_OUT_FLAG = _Spelling(lambda raw: raw is not None and _flag(raw), MARK.write)
 COUNT = _Spelling(lambda raw: 0 if raw is None else _int(raw), lambda value: str(value) if value else None)
 
 
@@ -201,7 +204,7 @@ class Payment(_HashModel):
     complete_url: str = _field("completeUrl", TEXT)
     cancel_url: str = _field("cancelUrl", TEXT)
     online: bool = _field("online", FLAG)
-    save_method: bool = _field("saveMethod", FLAG)  # supportOfflineScenario
+    save_method: bool = _field("saveMethod", LEFT_OUT_FLAG)  # supportOfflineScenario
     notify_url: str | None = _field("notifyUrl", OPTIONAL, default=None)
     notify_kind: str = _field("notifyKind", _default(NOTIFY_DEFAULT))  # a key of states.NOTIFY
     created_at: int = _field("createdAt", INT)  # epoch ms, like every time here
