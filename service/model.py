@@ -16,8 +16,8 @@ only when true (``latePayment``, ``integrityError``) is absent when false; a del
 what it does not have (every byte of a waiting payment counts: tests/test_memory.py); records of
 before that wrote ``customerIdentifier``, ``notifyUrl`` and ``previous`` empty read the same.
 Nor does it keep a value everyone has: ``notifyKind`` is there only when it is not
-``states.NOTIFY_DEFAULT``, ``saveMethod`` only when true (records of before that wrote them read
-the same).
+``states.NOTIFY_DEFAULT``, ``saveMethod`` only when true, ``version`` only once it moved (records
+of before that wrote them read the same).
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ class Payment(_HashModel):
     expires_at: int = _field("expiresAt", INT)
     # the state machine's, and the create's
     status: PaymentState = _field("status", PAYMENT_STATE)  # noqa: RUF009 (a dataclasses.field)
-    version: int = _field("version", INT)  # transitions so far
+    version: int = _field("version", COUNT)  # transitions so far
     previous: str | None = _field("previous", OPTIONAL, default=None)  # the transaction's payment before
     fingerprint: str = _field("fingerprint", TEXT)  # of the create request (same request or 409)
     creating_until: int | None = _field("creatingUntil", OPTIONAL_INT, default=None)  # the create's lease
