@@ -15,6 +15,9 @@ only when true (``latePayment``, ``integrityError``) is absent when false; a del
 ``nextAt`` is always present and empty once it is done: ``None`` too. A payment leaves out
 what it does not have (every byte of a waiting payment counts: tests/test_memory.py); records of
 before that wrote ``customerIdentifier``, ``notifyUrl`` and ``previous`` empty read the same.
+Nor does it keep a value everyone has: ``notifyKind`` is there only when it is not
+``states.NOTIFY_DEFAULT``, ``saveMethod`` only when true, ``version`` only once it moved (records
+of before that wrote them read the same).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from adapters.base import Money, PaymentRef, RefundStatus
-from service.states import PaymentState
+from service.states import NOTIFY_DEFAULT, PaymentState
 
 
 class CorruptHash(ValueError):
@@ -76,7 +79,14 @@ BLANK_INT = _Spelling(lambda raw: _int(value) if (value := _required(raw)) else 
                       lambda value: "" if value is None else str(value))
 FLAG = _Spelling(lambda raw: _flag(_required(raw)), lambda value: "1" if value else "0")  # always there
 MARK = _Spelling(_mark, lambda value: "1" if value else None)  # there only when true
+# there only when true, and records of before wrote 0 for false
+LEFT_OUT_FLAG = _Spelling(lambda raw: raw is not None and _flag(raw), MARK.write)
 COUNT = _Spelling(lambda raw: 0 if raw is None else _int(raw), lambda value: str(value) if value else None)
+
+
+def _default(value: str) -> _Spelling:
+    """A text there only when it is not ``value`` (records of before wrote it: they read the same)."""
+    return _Spelling(lambda raw: value if raw is None else raw, lambda given: None if given == value else given)
 
 
 def _enum(kind: type[enum.StrEnum]) -> _Spelling:
@@ -201,15 +211,15 @@ class Payment(_HashModel):
     complete_url: str = _field("completeUrl", TEXT)
     cancel_url: str = _field("cancelUrl", TEXT)
     online: bool = _field("online", FLAG)
-    save_method: bool = _field("saveMethod", FLAG)  # supportOfflineScenario
+    save_method: bool = _field("saveMethod", LEFT_OUT_FLAG)  # supportOfflineScenario
     notify_url: str | None = _field("notifyUrl", OPTIONAL, default=None)
-    notify_kind: str = _field("notifyKind", TEXT)  # a key of states.NOTIFY
+    notify_kind: str = _field("notifyKind", _default(NOTIFY_DEFAULT))  # a key of states.NOTIFY
     created_at: int = _field("createdAt", INT)  # epoch ms, like every time here
     updated_at: int = _field("updatedAt", INT)
     expires_at: int = _field("expiresAt", INT)
     # the state machine's, and the create's
     status: PaymentState = _field("status", PAYMENT_STATE)  # noqa: RUF009 (a dataclasses.field)
-    version: int = _field("version", INT)  # transitions so far
+    version: int = _field("version", COUNT)  # transitions so far
     previous: str | None = _field("previous", OPTIONAL, default=None)  # the transaction's payment before
     fingerprint: str = _field("fingerprint", TEXT)  # of the create request (same request or 409)
     creating_until: int | None = _field("creatingUntil", OPTIONAL_INT, default=None)  # the create's lease

@@ -31,7 +31,7 @@ from service.model import Payment, ref_of
 from service.refund_store import RefundStore
 from service.refunds import Refunds
 from service.settings import Client, Settings
-from service.states import OPEN, PaymentState
+from service.states import NOTIFY_DEFAULT, OPEN, PaymentState
 from service.stats import Stats
 from service.store import Applied, Store, StoreUnavailable
 from service.timeline import Timeline
@@ -78,7 +78,7 @@ class Payments:
     # -- create ---------------------------------------------------------------------------------
 
     async def create(self, client: Client, request: TransactionRequest, *,
-                     notify_kind: str = "generic") -> Payment:
+                     notify_kind: str = NOTIFY_DEFAULT) -> Payment:
         adapter = self.adapters[request.gateway]
         bucket = keys.bucket_for(client.name, request.transaction_id)
         while True:

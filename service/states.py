@@ -53,6 +53,7 @@ NOTIFY: Mapping[str, frozenset[PaymentState]] = types.MappingProxyType({
     "generic": frozenset({S.PROCESSING, S.SUCCEEDED, S.FAILED, S.CLOSED}),
     "cloudreve": frozenset({S.SUCCEEDED}),
 })
+NOTIFY_DEFAULT = "generic"  # the kind of a payment whose record names none (every byte counts there)
 
 
 # A refund's moves: processing ends succeeded or failed; a succeeded refund can still fail on
@@ -93,7 +94,7 @@ def lua_tables() -> str:
         f"local MOVES = {{{moves}}}\n"
         f"local FINAL = {_lua_set(FINAL)}\n"
         f"local REISSUE = {_lua_set(REISSUE)}\n"
-        f"local NOTIFY = {{{notify}}}\n"
+        f"local NOTIFY, NOTIFY_DEFAULT = {{{notify}}}, {NOTIFY_DEFAULT!r}\n"
         f"local REFUND_PROCESSING, REFUND_SUCCEEDED = {R.PROCESSING.value!r}, {R.SUCCEEDED.value!r}\n"
         f"local REFUND_MOVES = {{{refund_moves}}}\n"
         f"local REFUND_NOTIFY = {{{refund_notify}}}\n"

@@ -114,6 +114,18 @@ def test_absent_and_empty_values_read_as_none() -> None:
     assert Payment.from_hash({**found, "unknownToThisVersion": "1"}) == payment  # a newer payrelay's field
 
 
+def test_a_record_of_before_reads_the_same() -> None:
+    """Values everyone has are left out now; records of before that wrote them read the same."""
+    now = stored()
+    before = {**now, "notifyKind": "generic", "saveMethod": "0", "version": "0"}
+    assert set(before) - set(now) == {"notifyKind", "saveMethod", "version"}
+    assert Payment.from_hash(before) == Payment.from_hash(now)
+    assert Payment.from_hash({**now, "notifyKind": "cloudreve"}).notify_kind == "cloudreve"
+    assert Payment.from_hash({**now, "saveMethod": "1"}).save_method is True
+    with pytest.raises(CorruptHash, match="'saveMethod' is not 0 or 1"):
+        Payment.from_hash({**now, "saveMethod": "yes"})
+
+
 # -- what the scripts store --------------------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ local record, rec = {}, {}
 for i = 6, #ARGV do record[#record + 1] = ARGV[i] end
 for i = 6, #ARGV, 2 do rec[ARGV[i]] = ARGV[i + 1] end
 redis.call('HSET', KEYS[2], unpack(record))
-redis.call('HSET', KEYS[2], 'version', '0', 'fingerprint', ARGV[2])
+redis.call('HSET', KEYS[2], 'fingerprint', ARGV[2])
 if current then redis.call('HSET', KEYS[2], 'previous', current) end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[5] .. 'all:' .. rec.client, rec.createdAt, ARGV[3])

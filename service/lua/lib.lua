@@ -24,6 +24,7 @@ end
 local function record_for(key, gateway, mark, ttl)
   local rec, found = read_record(key)
   if not found then return nil, {'missing', '', '0'}, rec end
+  rec.version = rec.version or '0'  -- a payment keeps none until its first move
   if rec.gateway ~= gateway then return nil, {'foreign', rec.status, rec.version}, rec end
   if seen_event(mark, ttl) then return nil, {'duplicate', rec.status, rec.version}, rec end
   return rec

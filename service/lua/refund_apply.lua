@@ -75,8 +75,8 @@ end
 redis.call('ZREM', KEYS[3], rec.refundNo)
 
 local payment = redis.call('HMGET', KEYS[2], 'notifyUrl', 'notifyKind')
-local url, kind = payment[1], payment[2]
-local notify_on = REFUND_NOTIFY[kind or '']
+local url, kind = payment[1], payment[2] or NOTIFY_DEFAULT
+local notify_on = REFUND_NOTIFY[kind]
 if url and url ~= '' and notify_on and notify_on[target] then
   queue_delivery(KEYS[6], KEYS[4], KEYS[7], ARGV[7], ARGV[8], rec, kind, url, 'refund.' .. target, now)
 end

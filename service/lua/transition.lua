@@ -115,9 +115,10 @@ else
 end
 
 local url = rec.notifyUrl
-local notify_on = NOTIFY[rec.notifyKind]
+local kind = rec.notifyKind or NOTIFY_DEFAULT
+local notify_on = NOTIFY[kind]
 if url and url ~= '' and notify_on and notify_on[target] then
-  queue_delivery(KEYS[5], KEYS[3], KEYS[6], retention, ARGV[11], rec, rec.notifyKind, url,
+  queue_delivery(KEYS[5], KEYS[3], KEYS[6], retention, ARGV[11], rec, kind, url,
     'transaction.' .. target, now)
 end
 mark_event()
