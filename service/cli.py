@@ -79,7 +79,12 @@ def _worker(args: argparse.Namespace) -> int:
         finally:
             await runtime.close()
 
-    asyncio.run(run())
+    try:  # the event loop `serve` runs on (uvicorn's "auto": uvloop where it is installed)
+        import uvloop
+    except ImportError:
+        asyncio.run(run())
+    else:
+        uvloop.run(run())
     return 0
 
 
