@@ -72,9 +72,9 @@ def summarize(runs: list[dict[str, Any]], figures: tuple[str, ...] = FIGURES) ->
         out[key] = values["median"]
         out[key + "_min"] = values["min"]
         out[key + "_max"] = values["max"]
-    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
-    out["socket_errors"] = sum(r["socket_errors"] for r in runs)
-    out["requests"] = sum(r["requests"] for r in runs)
+    for key in ("non_2xx", "socket_errors", "requests"):  # wrk's runs'
+        if key in runs[0]:
+            out[key] = sum(r[key] for r in runs)
     return out
 
 

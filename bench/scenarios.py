@@ -299,9 +299,7 @@ def sweep(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
                 log(f"sweep {kind:8} {processes} process(es): {run['closed']} closed in "
                     f"{run['seconds_to_all_closed']:.1f} s, {run['closes_per_s']:.0f}/s"
                     + ("" if run["finished"] else f" (stopped at {mode.sweep_limit_s:g} s: measured rate)"))
-        summaries = {kind: {**load.summarize([{**r, "non_2xx": 0, "socket_errors": 0, "requests": r["closed"]}
-                                              for r in done], SWEEP_FIGURES), "per_run": done}
-                     for kind, done in runs.items()}
+        summaries = {kind: {**load.summarize(done, SWEEP_FIGURES), "per_run": done} for kind, done in runs.items()}
         row: dict[str, Any] = {"gateway": gateway, "processes": processes, "payments": mode.sweep_payments}
         if "floor" in summaries:
             row |= versus(summaries["payrelay"], summaries["floor"], "closes_per_s", GOALS["sweep"])
