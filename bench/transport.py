@@ -57,17 +57,16 @@ async def aiohttp_client() -> AsyncIterator[Send]:
 @contextlib.asynccontextmanager
 async def aiosonic_client() -> AsyncIterator[Send]:
     import aiosonic
+    from aiosonic.pools import PoolConfig
 
-    client = aiosonic.HTTPClient(aiosonic.TCPConnector(pool_size=transport.MAX_CONNECTIONS))
-    try:
+    connector = aiosonic.TCPConnector({":default": PoolConfig(size=transport.MAX_CONNECTIONS)})
+    async with aiosonic.HTTPClient(connector) as client:
         async def send(method: str, url: str, body: bytes, headers: dict[str, str]) -> int:
             answer = await client.request(url, method=method, data=body or None, headers=headers)
             await answer.content()
             return int(answer.status_code)
 
         yield send
-    finally:
-        await client.shutdown()
 
 
 @contextlib.asynccontextmanager
