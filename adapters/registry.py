@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.alipay.config import AlipayConfig
 from adapters.stripe.config import StripeConfig
-from adapters.transport import HttpxTransport, Transport
+from adapters.transport import AiohttpTransport, Transport
 from adapters.wechat.config import WechatConfig
 
 if TYPE_CHECKING:
@@ -66,5 +66,5 @@ GATEWAY_TYPES = tuple(BY_TYPE)
 def build_adapters(configs: Mapping[str, Any], public_url: str) -> dict[str, Adapter]:
     """The adapters of the configured gateways, by paymentGatewayType, on one shared transport
     (each adapter's ``aclose`` closes it; closing it again does nothing)."""
-    transport = HttpxTransport()
+    transport = AiohttpTransport()
     return {kind: BY_TYPE[kind].build(config, public_url, transport) for kind, config in configs.items()}

@@ -74,5 +74,5 @@ def configure(level: str = "INFO", form: str = "json") -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)  # our middleware logs requests
-    for noisy in ("stripe", "httpx", "httpcore"):  # SDK debug logs may echo request bodies
+    for noisy in ("stripe", "aiohttp", "httpx", "httpcore"):  # SDK debug logs may echo request bodies
         logging.getLogger(noisy).setLevel(logging.WARNING)

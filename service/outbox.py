@@ -22,7 +22,6 @@ the window, a re-send) delivers it; nothing is lost and nothing unsigned goes ou
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -31,8 +30,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
+from adapters.transport import (
+    AiohttpTransport,
+    Response,
+    Transport,
+    TransportError,
+    TransportTimeout,
+    Unreachable,
+    UnusableUrl,
+)
 from service import keys, notify_signature
 from service.clock import now_ms
 from service.delivery_store import DeliveryStore
@@ -101,15 +107,15 @@ class Attempt:
     error: str | None = None
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: TransportError) -> str:
     """A short, secret-free account of a transport failure (no URLs, no bodies)."""
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    if isinstance(exc, httpx.ConnectError):
-        return "could not connect (ConnectError)"
-    if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
+    if isinstance(exc, TransportTimeout):
+        return "timed out"
+    if isinstance(exc, Unreachable):
+        return "could not connect"
+    if isinstance(exc, UnusableUrl):
         return "the notify URL is not usable"
-    return f"request failed ({type(exc).__name__})"
+    return f"request failed ({type(exc.__cause__ or exc).__name__})"
 
 
 def _shown(url: str) -> str:
@@ -129,7 +135,7 @@ class OutboxSender(Worker):
     def __init__(self, redis: Any, settings: Settings, metrics: Metrics, *, lease_ms: int = LEASE_MS,
                  retry_base_ms: int = RETRY_BASE_MS, retry_cap_ms: int = RETRY_CAP_MS,
                  give_up_ms: int = GIVE_UP_MS, timeout: float = TIMEOUT_S,
-                 dead_refresh_s: float = DEAD_REFRESH_S, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 dead_refresh_s: float = DEAD_REFRESH_S, transport: Transport | None = None) -> None:
         self.deliveries = DeliveryStore(redis)
         self.settings = settings
         self.metrics = metrics
@@ -140,8 +146,8 @@ class OutboxSender(Worker):
         self.give_up_ms = give_up_ms
         self.timeout = timeout
         self.dead_refresh_s = dead_refresh_s
-        self._transport = transport
-        self._http: httpx.AsyncClient | None = None
+        # its own connections, one per send in flight, all kept alive
+        self._transport = transport or AiohttpTransport(max_connections=self.concurrency)
         self._clients = {client.name: client for client in settings.clients}
         self._dead_refreshed = 0.0
         self._dead_changed = True
@@ -158,9 +164,7 @@ class OutboxSender(Worker):
         return now + backoff_ms(0, self.retry_base_ms, self.retry_cap_ms)
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self._transport.aclose()
 
     # -- one delivery ---------------------------------------------------------------------------
 
@@ -173,50 +177,42 @@ class OutboxSender(Worker):
 
     async def send(self, delivery: Delivery) -> Attempt:
         kind = delivery.kind
-        http = self._client()
+        body: bytes | None = None
+        headers = {"User-Agent": USER_AGENT}
+        if kind == "cloudreve":
+            method = "GET"
+            headers["Accept"] = "application/json"
+        elif kind == "generic":
+            secret = self._secret_for(delivery)
+            if secret is None:
+                return Attempt(False, error="no notify secret configured")
+            method = "POST"
+            body = notification_body(delivery, self.settings.amount_unit)
+            headers["Content-Type"] = "application/json"
+            headers[notify_signature.HEADER] = notify_signature.sign(secret, int(time.time()), body)
+        else:
+            return Attempt(False, error=f"unknown delivery kind {kind[:20]!r}")
         try:
-            if kind == "cloudreve":
-                request = http.build_request("GET", delivery.url, headers={"Accept": "application/json"})
-            elif kind == "generic":
-                secret = self._secret_for(delivery)
-                if secret is None:
-                    return Attempt(False, error="no notify secret configured")
-                body = notification_body(delivery, self.settings.amount_unit)
-                headers = {
-                    "Content-Type": "application/json",
-                    notify_signature.HEADER: notify_signature.sign(secret, int(time.time()), body),
-                }
-                request = http.build_request("POST", delivery.url, content=body, headers=headers)
-            else:
-                return Attempt(False, error=f"unknown delivery kind {kind[:20]!r}")
-            async with asyncio.timeout(self.timeout):
-                response = await http.send(request, stream=True)
-                try:
-                    return await self._judge(kind, response)
-                finally:
-                    await response.aclose()
-        except (TimeoutError, httpx.HTTPError, httpx.InvalidURL) as exc:
+            # the (bounded) answer is read in every case: a response read to its end frees its
+            # connection for the next delivery instead of closing it
+            response = await self._transport.request(method, delivery.url, headers=headers, content=body,
+                                                     timeout=self.timeout, limit=MAX_ANSWER)
+        except TransportError as exc:
             return Attempt(False, error=_describe(exc))
+        return self._judge(kind, response)
 
-    async def _judge(self, kind: str, response: httpx.Response) -> Attempt:
-        # read the (bounded) answer in every case: a response read to its end frees its
-        # connection for the next delivery instead of closing it
-        raw = b""
-        async for chunk in response.aiter_bytes():
-            raw += chunk
-            if len(raw) > MAX_ANSWER:
-                break
-        status = response.status_code
+    def _judge(self, kind: str, response: Response) -> Attempt:
+        status = response.status
         if 300 <= status < 400:
             return Attempt(False, status, "redirect not followed")
         if not 200 <= status < 300:
             return Attempt(False, status)
         if kind != "cloudreve":
             return Attempt(True, status)
-        if len(raw) > MAX_ANSWER:
+        if response.cut:
             return Attempt(False, status, "Cloudreve's answer is too long")
         try:
-            answer = json.loads(raw)
+            answer = json.loads(response.body)
         except ValueError:
             return Attempt(False, status, "Cloudreve's answer is not JSON")
         code = answer.get("code") if isinstance(answer, dict) else None
@@ -235,16 +231,6 @@ class OutboxSender(Worker):
         if client is None or not client.notify_secrets:
             return None
         return client.notify_secrets[0].reveal()
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                transport=self._transport, follow_redirects=False, timeout=httpx.Timeout(self.timeout),
-                headers={"User-Agent": USER_AGENT},
-                limits=httpx.Limits(max_connections=self.concurrency,
-                                    max_keepalive_connections=self.concurrency),  # reuse every connection
-            )
-        return self._http
 
     async def _record(self, claim: Claim, delivery: Delivery, attempt: Attempt) -> Finished:
         """Write the attempt on the delivery hash and schedule its next one (if any), in one write."""

@@ -8,14 +8,14 @@ from urllib.parse import urlsplit
 
 from adapters import registry
 from adapters.config import ConfigError
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from service import store
 from service.settings import Settings
 
 
 async def problems(settings: Settings, *, reach_redis: bool) -> list[ConfigError]:
     found: list[ConfigError] = []
-    transport = HttpxTransport()
+    transport = AiohttpTransport()
     for kind, config in settings.gateways.items():
         try:
             registry.BY_TYPE[kind].build(config, settings.public_url, transport)

@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from adapters import registry
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from sandbox.base import Emulator
 from sandbox.runner import ServerThread, free_port
 from service.app import create_app
@@ -231,9 +231,9 @@ async def browser() -> AsyncIterator[Any]:
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[HttpxTransport]:
+async def transport() -> AsyncIterator[AiohttpTransport]:
     """An HTTP transport for the adapters a test builds itself, closed after the test."""
-    made = HttpxTransport()
+    made = AiohttpTransport()
     yield made
     await made.aclose()
 

@@ -23,7 +23,7 @@ from starlette.routing import Route
 from adapters.alipay.adapter import AlipayAdapter
 from adapters.alipay.config import AlipayConfig
 from adapters.config import Secret
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from sandbox.alipay import AlipayEmulator
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
@@ -105,6 +105,6 @@ def alipay_config(emulator: AlipayEmulator) -> AlipayConfig:
 
 @pytest.fixture
 async def alipay_adapter(alipay_emulator: AlipayEmulator, alipay_receiver: Receiver) -> AsyncIterator[AlipayAdapter]:
-    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, HttpxTransport(), timeout=5)
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, AiohttpTransport(), timeout=5)
     yield adapter
     await adapter.aclose()

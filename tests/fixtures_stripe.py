@@ -16,7 +16,7 @@ from starlette.routing import Route
 from adapters.config import Secret
 from adapters.stripe.adapter import StripeAdapter
 from adapters.stripe.config import StripeConfig
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from sandbox.runner import ServerThread, serving
 from sandbox.stripe import StripeEmulator
 from tests.fixtures_wechat import Switchboard
@@ -95,7 +95,7 @@ async def make_stripe_adapter(stripe_emulator: StripeEmulator) -> AsyncIterator[
     made: list[StripeAdapter] = []
 
     def make(**changes: Any) -> StripeAdapter:
-        made.append(StripeAdapter(stripe_config(stripe_emulator, **changes), PUBLIC_URL, HttpxTransport()))
+        made.append(StripeAdapter(stripe_config(stripe_emulator, **changes), PUBLIC_URL, AiohttpTransport()))
         return made[-1]
 
     yield make

@@ -24,7 +24,7 @@ from wechatpayv3.async_ import AsyncWeChatPay, WeChatPayType
 
 from adapters.base import CreateRequest, Money
 from adapters.config import Env
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from adapters.wechat.adapter import WechatAdapter
 from adapters.wechat.config import WechatConfig
 from sandbox.keys import rsa_pair
@@ -131,7 +131,7 @@ def wechat_receiver(_wechat_boards: tuple[Switchboard, Switchboard]) -> Iterator
 async def wechat_adapter(
     wechat_emulator: WechatEmulator, wechat_receiver: CallbackReceiver
 ) -> AsyncIterator[WechatAdapter]:
-    adapter = WechatAdapter(wechat_config(wechat_emulator), wechat_receiver.url, HttpxTransport())
+    adapter = WechatAdapter(wechat_config(wechat_emulator), wechat_receiver.url, AiohttpTransport())
     wechat_emulator.bind(wechat_emulator.base_url, adapter.notify_url)
     yield adapter
     await adapter.aclose()

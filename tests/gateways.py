@@ -28,7 +28,7 @@ from adapters.config import Secret
 from adapters.stripe import adapter as stripe_adapter
 from adapters.stripe import transformers as stripe_tx
 from adapters.stripe.adapter import StripeAdapter
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from adapters.wechat import transformers as wechat_tx
 from adapters.wechat.adapter import WechatAdapter
 from sandbox.keys import rsa_pair
@@ -123,7 +123,7 @@ def _stripe_forge(emulator: Any, ref: PaymentRef, kind: str) -> Forged:
 
 def _stripe_wrong_credentials(emulator: Any) -> tuple[Adapter, str, str]:
     wrong = "sk_test_" + "w" * 30
-    adapter = StripeAdapter(stripe_config(emulator, secret_key=Secret(wrong)), PUBLIC_URL, HttpxTransport())
+    adapter = StripeAdapter(stripe_config(emulator, secret_key=Secret(wrong)), PUBLIC_URL, AiohttpTransport())
     return adapter, "authentication_error", wrong
 
 
@@ -138,7 +138,7 @@ STRIPE = Gateway(
     at_gateway=lambda e: (len(e.sessions), e.calls["close"]),
     outage_code=None,
     outage_match=None,
-    adapter_at=lambda e, url: StripeAdapter(stripe_config(e, api_base=url), PUBLIC_URL, HttpxTransport()),
+    adapter_at=lambda e, url: StripeAdapter(stripe_config(e, api_base=url), PUBLIC_URL, AiohttpTransport()),
     timeout_s=stripe_adapter.TIMEOUT,
     timeout_match=None,
     unreachable_match=None,
@@ -190,7 +190,7 @@ def _alipay_forge(emulator: Any, ref: PaymentRef, kind: str) -> Forged:
 def _alipay_at(emulator: Any, url: str, *, key: Secret | None = None) -> AlipayAdapter:
     config = alipay_config(emulator)
     return AlipayAdapter(AlipayConfig(config.app_id, key or config.private_key, config.alipay_public_key,
-                                      url + "/gateway.do"), "http://127.0.0.1:9", HttpxTransport(), timeout=0.3)
+                                      url + "/gateway.do"), "http://127.0.0.1:9", AiohttpTransport(), timeout=0.3)
 
 
 def _alipay_wrong_credentials(emulator: Any) -> tuple[Adapter, str, str]:
@@ -253,7 +253,7 @@ def _wechat_forge(emulator: Any, ref: PaymentRef, kind: str) -> Forged:
 
 def _wechat_wrong_credentials(emulator: Any) -> tuple[Adapter, str, str]:
     config = replace(wechat_config(emulator), cert_serial_no="0123456789ABCDEF")
-    return (WechatAdapter(config, "http://127.0.0.1:9", HttpxTransport()), "SIGN_ERROR",
+    return (WechatAdapter(config, "http://127.0.0.1:9", AiohttpTransport()), "SIGN_ERROR",
             emulator.keys.merchant_private_key.splitlines()[1])
 
 
@@ -267,7 +267,7 @@ WECHAT = Gateway(
     outage_code="SYSTEM_ERROR",
     outage_match=None,
     adapter_at=lambda e, url: WechatAdapter(replace(wechat_config(e), api_base=url), "http://127.0.0.1:9",
-                                            HttpxTransport(), timeout=0.2),
+                                            AiohttpTransport(), timeout=0.2),
     timeout_s=0.2,
     timeout_match="timed out",
     unreachable_match=None,

@@ -38,7 +38,7 @@ from adapters.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
-from adapters.transport import HttpxTransport, MockTransport, Transport
+from adapters.transport import AiohttpTransport, MockTransport, Transport
 from sandbox.alipay import AlipayEmulator, CashierError
 from sandbox.keys import rsa_pair
 from sandbox.runner import ServerThread
@@ -188,7 +188,7 @@ async def test_close_after_pay_answers_the_paid_state(alipay_adapter: AlipayAdap
 
 
 async def test_many_concurrent_queries(alipay_emulator: AlipayEmulator, alipay_receiver: Receiver) -> None:
-    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, HttpxTransport(max_connections=4))
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, AiohttpTransport(max_connections=4))
     request = make_request()
     await opened(adapter, request)
     try:
@@ -401,11 +401,11 @@ def test_a_broken_private_key_is_not_shown(alipay_emulator: AlipayEmulator) -> N
     broken = "-----BEGIN PRIVATE KEY-----\n" + secret_body + "\n-----END PRIVATE KEY-----\n"
     with pytest.raises(GatewayConfigError) as raised:
         AlipayAdapter(AlipayConfig(config.app_id, Secret(broken), config.alipay_public_key, None), "x",
-                      HttpxTransport())
+                      AiohttpTransport())
     assert secret_body not in str(raised.value) and raised.value.__cause__ is None
     assert raised.value.__suppress_context__
     with pytest.raises(GatewayConfigError, match="PUBLIC_KEY"):
-        AlipayAdapter(AlipayConfig(config.app_id, config.private_key, "not a key", None), "x", HttpxTransport())
+        AlipayAdapter(AlipayConfig(config.app_id, config.private_key, "not a key", None), "x", AiohttpTransport())
 
 
 # -- notifications --------------------------------------------------------------------------------------
@@ -622,7 +622,7 @@ async def test_query_of_an_unknown_refund_no_is_none(alipay_adapter: AlipayAdapt
 
 async def test_timeout_after_the_effect_then_the_query_finds_it(alipay_emulator: AlipayEmulator,
                                                                 alipay_receiver: Receiver) -> None:
-    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, HttpxTransport(), timeout=0.5)
+    adapter = AlipayAdapter(alipay_config(alipay_emulator), alipay_receiver.url, AiohttpTransport(), timeout=0.5)
     try:
         request = await paid(adapter, alipay_emulator)
         refund = refund_of(request)
@@ -874,7 +874,7 @@ def _verifier_setup(keys: dict[str, tuple[str, str]]) -> tuple[AlipayEmulator, A
         other = AlipayEmulator(platform_key=rsa_pair(), app_key=keys["app_key"])
         adapter = AlipayAdapter(AlipayConfig(emulator.app_id, Secret(emulator.app_private_key),
                                              emulator.alipay_public_key, None), "http://127.0.0.1:9",
-                                HttpxTransport())  # only parses notifications: never opens a connection
+                                AiohttpTransport())  # only parses notifications: never opens a connection
         _setup_cache.update(keys=keys, emulator=emulator, adapter=adapter, other=other, sdk=plain_sdk(keys))
     return _setup_cache["emulator"], _setup_cache["adapter"], _setup_cache["other"]
 

@@ -19,7 +19,7 @@ from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, Refund
 from adapters.errors import GatewayProtocolError, GatewayRefused, GatewayUnavailable, WebhookSignatureError
 from adapters.stripe import transformers as tx
 from adapters.stripe.adapter import StripeAdapter
-from adapters.transport import HttpxTransport, Response, Transport
+from adapters.transport import AiohttpTransport, Response, Transport
 from sandbox.stripe import StripeEmulator
 from tests.fixtures_stripe import PUBLIC_URL, MakeAdapter, Receiver, stripe_config
 from tests.test_stripe_adapter import opened, request
@@ -214,7 +214,7 @@ class Hasty(Transport):
     """The adapter's transport with every request's deadline cut to ``seconds``."""
 
     def __init__(self, seconds: float) -> None:
-        self.inner, self.seconds = HttpxTransport(), seconds
+        self.inner, self.seconds = AiohttpTransport(), seconds
 
     async def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                       content: bytes | None = None, timeout: float) -> Response:

@@ -21,7 +21,7 @@ from adapters.errors import (
     WebhookMismatch,
     WebhookPayloadError,
 )
-from adapters.transport import HttpxTransport, MockTransport
+from adapters.transport import AiohttpTransport, MockTransport
 from adapters.wechat import qr
 from adapters.wechat import transformers as wx
 from adapters.wechat.adapter import WechatAdapter
@@ -265,7 +265,7 @@ async def test_unverified_2xx_answers_are_protocol_errors(
 async def test_a_wrong_serial_on_an_answer_is_a_protocol_error(wechat_emulator: WechatEmulator) -> None:
     """An answer naming another key id: public key mode has no platform certificate for it."""
     config = replace(wechat_config(wechat_emulator), public_key_id="PUB_KEY_ID_0000000000000000000000000000")
-    adapter = WechatAdapter(config, "http://127.0.0.1:9", HttpxTransport())
+    adapter = WechatAdapter(config, "http://127.0.0.1:9", AiohttpTransport())
     try:
         with pytest.raises(GatewayProtocolError):
             await adapter.create(order())

@@ -13,7 +13,7 @@ import pytest
 
 from adapters import errors
 from adapters.base import Money, PaymentRef, RefundLimits, RefundRequest, RefundState, RefundStatus, Status, map_state
-from adapters.transport import HttpxTransport
+from adapters.transport import AiohttpTransport
 from adapters.wechat import transformers as wx
 from adapters.wechat.adapter import WechatAdapter
 from sandbox.wechat import WechatEmulator
@@ -187,7 +187,7 @@ async def test_a_timeout_after_the_refund_is_made_is_found_by_query(
     wechat_adapter: WechatAdapter, wechat_emulator: WechatEmulator, wechat_receiver: CallbackReceiver,
     payment: PaymentRef,
 ) -> None:
-    hasty = WechatAdapter(wechat_config(wechat_emulator), wechat_receiver.url, HttpxTransport(), timeout=0.3)
+    hasty = WechatAdapter(wechat_config(wechat_emulator), wechat_receiver.url, AiohttpTransport(), timeout=0.3)
     wechat_emulator.refund_delay = 1.0
     request = asking(payment, 700)
     try:
