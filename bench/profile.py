@@ -20,6 +20,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prometheus metrics", ("prometheus_client/",)),
     ("redis client", ("redis/",)),
     ("httpx / httpcore / anyio (outbound calls)", ("httpx/", "httpcore/", "anyio/", "urllib/", "http/client.py")),
+    ("aiohttp / yarl / multidict (outbound calls)", ("aiohttp/", "yarl/", "multidict/")),
     ("json", ("json/",)),
     ("uvicorn / httptools / h11", ("uvicorn/", "httptools", "h11/")),
     ("starlette", ("starlette/",)),
