@@ -141,6 +141,10 @@ def render(results: dict[str, Any]) -> str:
         lines += _table(["gateway", "processes", "who", "payments", "closes/s", "s to all closed", "runs",
                          "closed in Redis / at gateway", "gateway calls (last run)", "÷ floor", "goal",
                          "cpu (last run)"], rows)
+        two = results["sweep"][-1]
+        lines += ["Scaling from 1 process to 2 (closes/s with 2 ÷ with 1, medians): "
+                  + ", ".join(f"{kind} {_f(two.get(f'{kind}_scaling'), 2)}" for kind in ("payrelay", "floor")
+                              if f"{kind}_scaling" in two) + ".", ""]
     if results.get("transport"):
         lines += ["### 5. Outbound HTTP clients (one process each, uvloop)", ""]
         lines += _table(["target", "client", "in flight", "requests/s", "client CPU µs per request", "answers"],

@@ -1,4 +1,4 @@
-"""The scenarios of issue 8. Each takes the harness and the mode and answers a JSON-able result."""
+"""The scenarios of issues 8 and 15. Each takes the harness and the mode and adds JSON-able results."""
 
 from __future__ import annotations
 
@@ -306,6 +306,9 @@ def sweep(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
         else:
             row |= {"payrelay": summaries["payrelay"]}
         rows.append(row)
+    for kind in kinds:  # the goal asks the sweep to scale from 1 process to 2
+        one, two = (row[kind]["closes_per_s"] for row in rows)
+        rows[1][f"{kind}_scaling"] = round(two / one, 2) if one else None
     results["sweep"] = rows
 
 
