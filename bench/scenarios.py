@@ -47,7 +47,7 @@ def log(message: str) -> None:
 GOALS = {"alipay-page": 0.8, "stripe-connect": 0.7, "get": 0.8, "webhooks": 0.7, "sweep": 0.7}
 WEBHOOKS_PER_WORKER = 1500
 DRAIN_LIMIT_S = 120.0  # a run's notifications not delivered by then are reported as still queued
-DRAIN_QUIET_S = 1.0  # once every accepted webhook's notification arrived: no more for this long
+DRAIN_QUIET_S = 0.5  # once every accepted webhook's notification arrived: no more for this long
 
 
 def versus(relay: dict[str, Any], floor: dict[str, Any], key: str, goal: float) -> dict[str, Any]:
