@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated scenarios: " + ",".join(scenarios.SCENARIOS))
     parser.add_argument("--sweep-gateway", choices=("alipay-page", "wechat-pay-native", "stripe-connect"))
     parser.add_argument("--sweep-payments", type=int)
-    parser.add_argument("--warmup", type=float, help="seconds of warm-up per app and configuration")
-    parser.add_argument("--run-seconds", type=float, help="seconds per measured run")
+    # whole seconds: wrk's -d takes no fractions
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per app and configuration")
+    parser.add_argument("--run-seconds", type=int, help="seconds per measured run")
     parser.add_argument("--runs", type=int,
                         help="measured runs per app and configuration (payrelay and floor alternate)")
     parser.add_argument("--base-port", type=int, help="listen on consecutive ports from this one: "
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         mode.sweep_gateway = args.sweep_gateway
     if args.sweep_payments:
         mode.sweep_payments = args.sweep_payments
-    timing = Timing(warmup_s=0.5, run_s=1, runs=3) if args.quick else Timing(warmup_s=2, run_s=4, runs=3)
+    timing = Timing(warmup_s=1, run_s=1, runs=3) if args.quick else Timing(warmup_s=2, run_s=4, runs=3)
     for name, value in (("warmup_s", args.warmup), ("run_s", args.run_seconds), ("runs", args.runs)):
         if value is not None:
             setattr(timing, name, value)

@@ -41,8 +41,8 @@ def payrelay_shown() -> str:
 
 @dataclass
 class Timing:
-    warmup_s: float
-    run_s: float
+    warmup_s: int  # whole seconds, as wrk's -d takes them
+    run_s: int
     runs: int
 
 
