@@ -1,7 +1,8 @@
 """The floor: the least each job payrelay does can cost, with the fastest components at hand.
 
 Served by the same ``uvicorn.run(...)`` call as ``payrelay serve`` (service/cli.py), on the same
-Redis, in payrelay's key layout (``service.keys``), so that it reads what the harness seeded:
+Redis, in payrelay's key layout (``service.keys``), so that it reads what the harness seeded (but
+for its outbox, which payrelay's workers must not see):
 
 * ``POST /api/transactions`` — one Lua call (the record hash and its due entry,
   bench/floor_lua/create.lua); for ``alipay-page`` the RSA2 signature (SHA-256, PKCS#1 v1.5,
@@ -59,6 +60,16 @@ EXPIRY_MS = 30 * 60_000
 CLIENT = "bench"
 # the outbound connections of one process: as many as payrelay's transport may open (adapters.transport)
 MAX_CONNECTIONS = 64
+# the floor's own outbox: payrelay's workers, running beside it on the same Redis, must not claim its entries
+OUTBOX_PREFIX = "bench-floor:"
+
+
+def floor_outbox(bucket: int) -> str:
+    return f"{OUTBOX_PREFIX}{keys.tag(bucket)}outbox"
+
+
+def floor_delivery(bucket: int, delivery_id: str) -> str:
+    return f"{OUTBOX_PREFIX}{keys.tag(bucket)}delivery:{delivery_id}"
 
 
 def der_key(text: str, private: bool) -> Any:
@@ -184,8 +195,8 @@ class Floor:
         delivery_id = "dlv_" + secrets.token_hex(12)
         now = int(time.time() * 1000)
         found = await self.transition_script(
-            keys=[keys.payment(bucket, payment_id), keys.due(bucket), keys.outbox(bucket),
-                  keys.delivery(bucket, delivery_id)], args=[now, payment_id, delivery_id])
+            keys=[keys.payment(bucket, payment_id), keys.due(bucket), floor_outbox(bucket),
+                  floor_delivery(bucket, delivery_id)], args=[now, payment_id, delivery_id])
         if found:
             record = dict(zip(found[::2], found[1::2], strict=True))
             task = asyncio.create_task(self.notify(delivery_id, record))
