@@ -19,11 +19,11 @@ from bench.scenarios import Mode, log
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-FULL = Mode(quick=False, connections=(1, 16, 64), workers=(1, 2), webhook_rate_guess=1000,
+FULL = Mode(quick=False, connections=(1, 16, 64), workers=(1, 2), webhook_rate_guess=2000,
             sweep_payments=20_000, sweep_gateway="alipay-page", sweep_limit_s=300,
             scale_sizes=(10_000, 1_000_000), memory_sample=10_000, profile_s=8,
             transport_requests=20_000)
-QUICK = Mode(quick=True, connections=(1, 16), workers=(1, 2), webhook_rate_guess=500,
+QUICK = Mode(quick=True, connections=(1, 16), workers=(1, 2), webhook_rate_guess=2000,
              sweep_payments=2_000, sweep_gateway="alipay-page", sweep_limit_s=120,
              scale_sizes=(1_000, 20_000), memory_sample=2_000, profile_s=3,
              transport_requests=3_000)
