@@ -1,5 +1,5 @@
-"""``python -m bench [--quick] [--only create,webhooks,get,sweep,scale]``: run the benchmarks, write
-bench/results/<date>[-quick].json and regenerate the tables in bench/README.md from it."""
+"""``python -m bench [--quick] [--only create,webhooks,get,sweep,transport,scale]``: run the benchmarks,
+write bench/results/<date>[-quick].json and regenerate the tables in bench/README.md from it."""
 
 from __future__ import annotations
 
@@ -7,23 +7,26 @@ import argparse
 import datetime as dt
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench import report, scenarios
-from bench.harness import Harness, Timing, machine
+from bench.harness import PORT_NAMES, Harness, Timing, machine, ports
 from bench.scenarios import Mode, log
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-FULL = Mode(quick=False, connections=(1, 16, 64), workers=(1, 2), webhook_rate_guess=1000,
-            sweep_payments=100_000, sweep_gateway="alipay-page", sweep_limit_s=150,
-            scale_sizes=(10_000, 1_000_000), memory_sample=10_000, profile_s=8)
-QUICK = Mode(quick=True, connections=(1, 16), workers=(1, 2), webhook_rate_guess=500,
+FULL = Mode(quick=False, connections=(1, 16, 64), workers=(1, 2), webhook_rate_guess=2000,
+            sweep_payments=20_000, sweep_gateway="alipay-page", sweep_limit_s=300,
+            scale_sizes=(10_000, 1_000_000), memory_sample=10_000, profile_s=8,
+            transport_requests=20_000)
+QUICK = Mode(quick=True, connections=(1, 16), workers=(1, 2), webhook_rate_guess=2000,
              sweep_payments=2_000, sweep_gateway="alipay-page", sweep_limit_s=120,
-             scale_sizes=(1_000, 20_000), memory_sample=2_000, profile_s=3)
+             scale_sizes=(1_000, 20_000), memory_sample=2_000, profile_s=3,
+             transport_requests=3_000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated scenarios: " + ",".join(scenarios.SCENARIOS))
     parser.add_argument("--sweep-gateway", choices=("alipay-page", "wechat-pay-native", "stripe-connect"))
     parser.add_argument("--sweep-payments", type=int)
+    # whole seconds: wrk's -d takes no fractions
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up per app and configuration")
+    parser.add_argument("--run-seconds", type=int, help="seconds per measured run")
+    parser.add_argument("--runs", type=int,
+                        help="measured runs per app and configuration (payrelay and floor alternate)")
+    parser.add_argument("--base-port", type=int, help="listen on consecutive ports from this one: "
+                        + ", ".join(PORT_NAMES) + " (default: free ones)")
+    parser.add_argument("--port", action="append", default=[], metavar="NAME=PORT",
+                        help="a fixed port for one of " + ", ".join(PORT_NAMES) + "; repeatable")
     parser.add_argument("--output", help="results file (default bench/results/<date>[-quick].json)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, profiles)")
     args = parser.parse_args(argv)
@@ -40,12 +52,23 @@ def main(argv: list[str] | None = None) -> int:
         mode.sweep_gateway = args.sweep_gateway
     if args.sweep_payments:
         mode.sweep_payments = args.sweep_payments
-    timing = Timing(warmup_s=1, run_s=2, runs=2) if args.quick else Timing(warmup_s=2, run_s=4, runs=3)
+    timing = Timing(warmup_s=1, run_s=1, runs=3) if args.quick else Timing(warmup_s=2, run_s=4, runs=3)
+    for name, value in (("warmup_s", args.warmup), ("run_s", args.run_seconds), ("runs", args.runs)):
+        if value is not None:
+            setattr(timing, name, value)
+    fixed = {}
+    for item in args.port:
+        name, _, port = item.partition("=")
+        if name not in PORT_NAMES or not port.isdigit():
+            parser.error(f"--port {item}: NAME=PORT with NAME one of {', '.join(PORT_NAMES)}")
+        fixed[name] = int(port)
     chosen = args.only.split(",") if args.only else list(scenarios.SCENARIOS)
     unknown = set(chosen) - set(scenarios.SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
 
+    # a SIGTERM (timeout, Ctrl-C's cousin) unwinds like an exception, so every process started is stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="payrelay-bench-"))
     started = dt.datetime.now(dt.UTC)
     results: dict = {
@@ -60,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     log(f"work directory {work}; load average {results['meta']['loadavg_start']}")
-    h = Harness(work, timing)
+    h = Harness(work, timing, ports(args.base_port, fixed))
+    results["meta"]["ports"] = h.ports
     try:
         for name in chosen:
             t0 = time.monotonic()

@@ -11,8 +11,9 @@ Control endpoints (JSON):
   POST /seed/{gateway}      {"items": [[paymentId, amountMinor], …], "template": {...}} → {"refs": […]}
   POST /sign/{gateway}      {"ids": [...], "path": file, "host": "h:p"} → writes length-prefixed requests
   GET  /stats               per gateway: API calls by operation, objects held, objects closed
-  POST /reset               forget every gateway-side object (between scenarios)
-  POST /notify              stands in for the storage app's notification URL (answers 200)
+  POST /reset               forget every gateway-side object and the notification count (between scenarios)
+  POST /notify              stands in for the storage app's notification URL (answers 200, counts it)
+  GET  /notified            {"count": notifications received, "last": wall-clock time of the last one}
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Gateways:
         self.wechat = WechatEmulator()
         self.emulators = {"stripe-connect": self.stripe, "alipay-page": self.alipay, "wechat-pay-native": self.wechat}
         self.recorders = {name: Recorder(emu.app) for name, emu in self.emulators.items()}
+        self.notified = 0
+        self.last_notified: float | None = None
 
     def control_app(self) -> Starlette:
         return Starlette(routes=[
@@ -85,12 +88,19 @@ class Gateways:
             Route("/stats", self.stats),
             Route("/reset", self.reset, methods=["POST"]),
             Route("/notify", self.notify, methods=["POST"]),
+            Route("/notified", self.notifications),
         ])
 
     async def notify(self, request: Request) -> JSONResponse:
-        """payrelay's notifications to the storage app land here (accepted, dropped)."""
+        """The notifications to the storage app (payrelay's and the floor's) land here: counted,
+        with the time of the last (a webhook is done once the notification it caused arrived)."""
         await request.body()
+        self.notified += 1
+        self.last_notified = time.time()
         return JSONResponse({"ok": True})
+
+    async def notifications(self, request: Request) -> JSONResponse:
+        return JSONResponse({"count": self.notified, "last": self.last_notified})
 
     async def env(self, request: Request) -> JSONResponse:
         env: dict[str, str] = {}
@@ -193,6 +203,7 @@ class Gateways:
         for emu in self.emulators.values():
             emu.calls.clear()
             emu.webhooks_sent.clear()
+        self.notified, self.last_notified = 0, None
         return JSONResponse({"ok": True})
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ CLIENT = "bench"
 # the create body bench/lua/create.lua sends, per gateway: (amount, currency)
 AMOUNTS = {"alipay-page": ("25.00", "CNY"), "stripe-connect": ("25.00", "USD"),
            "wechat-pay-native": ("25.00", "CNY")}
+NOTIFY_SECRET = "bench-notify-secret"
 BACKGROUND = ("ZCOUNT", "ZRANGE", "PING", "INFO", "ECHO", "CLIENT", "MONITOR", "HELLO", "SELECT")
 
 
@@ -40,22 +41,33 @@ def payrelay_shown() -> str:
 
 @dataclass
 class Timing:
-    warmup_s: float
-    run_s: float
+    warmup_s: int  # whole seconds, as wrk's -d takes them
+    run_s: int
     runs: int
 
 
+PORT_NAMES = ("redis", "stripe-connect", "alipay-page", "wechat-pay-native", "control", "payrelay", "floor")
+
+
+def ports(base: int | None = None, fixed: dict[str, int] | None = None) -> dict[str, int]:
+    """The port of every server the bench starts: ``fixed`` ones, else ``base`` + their place in
+    PORT_NAMES, else free ones."""
+    return {name: (fixed or {}).get(name) or (base + i if base else free_port()) for i, name in enumerate(PORT_NAMES)}
+
+
 class Harness:
-    def __init__(self, work: Path, timing: Timing) -> None:
+    def __init__(self, work: Path, timing: Timing, port_of: dict[str, int]) -> None:
         self.work = work
         self.timing = timing
         self.logs = work / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self._starts = 0
-        self.redis = Redis(self.logs)
-        self.ports = {name: free_port() for name in ("stripe-connect", "alipay-page", "wechat-pay-native", "control")}
-        self.gateways = Proc("gateways", [PYTHON, "-m", "bench.gateways", json.dumps(self.ports)], self.logs)
-        self.control = f"http://127.0.0.1:{self.ports['control']}"
+        self.ports = port_of
+        self.redis = Redis(self.logs, port_of["redis"])
+        gateway_ports = {name: port_of[name] for name in ("stripe-connect", "alipay-page", "wechat-pay-native",
+                                                          "control")}
+        self.gateways = Proc("gateways", [PYTHON, "-m", "bench.gateways", json.dumps(gateway_ports)], self.logs)
+        self.control = f"http://127.0.0.1:{port_of['control']}"
         wait_http(self.control + "/stats", proc=self.gateways.proc)
         self.gateway_env = httpx.get(self.control + "/env").json()
         self.commands: dict[str, str] = {}
@@ -68,7 +80,7 @@ class Harness:
             "PAYRELAY_REDIS_URL": self.redis.url,
             "PAYRELAY_API_KEYS": f"{CLIENT}:{API_KEY}",
             "PAYRELAY_NOTIFY_URL": self.control + "/notify",
-            "PAYRELAY_NOTIFY_SECRET": "bench-notify-secret",
+            "PAYRELAY_NOTIFY_SECRET": NOTIFY_SECRET,
             "PAYRELAY_LOG_LEVEL": "INFO",
             **extra,
         }
@@ -79,7 +91,7 @@ class Harness:
 
     @contextlib.contextmanager
     def payrelay(self, workers: int, **extra: str) -> Iterator[App]:
-        port = free_port()
+        port = self.ports["payrelay"]
         env = self.env(PAYRELAY_PUBLIC_URL=f"http://127.0.0.1:{port}", **extra)
         argv = [*payrelay_command(), "serve", "--port", str(port), "--workers", str(workers)]
         self.commands["payrelay"] = payrelay_shown() + " serve --port PORT --workers N"
@@ -91,21 +103,24 @@ class Harness:
         finally:
             proc.stop()
 
+    def floor_env(self) -> dict[str, str]:
+        return {**self.gateway_env, "FLOOR_REDIS_URL": self.redis.url, "FLOOR_NOTIFY_URL": self.control + "/notify",
+                "FLOOR_NOTIFY_SECRET": NOTIFY_SECRET, "FLOOR_PUBLIC_URL": f"http://127.0.0.1:{self.ports['floor']}"}
+
     @contextlib.contextmanager
-    def floor(self, workers: int, calls: str, stripe_template: dict[str, Any] | None) -> Iterator[App]:
-        port = free_port()
-        env = {"FLOOR_REDIS_URL": self.redis.url, "FLOOR_REDIS_CALLS": calls,
-               "FLOOR_STRIPE_URL": self.gateway_env["PAYRELAY_STRIPE_API_BASE"],
-               "FLOOR_STRIPE_KEY": self.gateway_env["PAYRELAY_STRIPE_SECRET_KEY"]}
-        if stripe_template:
-            env |= {"FLOOR_STRIPE_BODY": stripe_template["body"], "FLOOR_STRIPE_TEMPLATE_ID": stripe_template["pid"],
-                    "FLOOR_STRIPE_ACCOUNT": stripe_template["headers"].get("stripe-account", "")}
+    def floor(self, workers: int, stripe_capture: dict[str, Any] | None = None) -> Iterator[App]:
+        """bench/floor.py; ``stripe_capture``: the create call payrelay's SDK made (its body is replayed)."""
+        port = self.ports["floor"]
+        env = self.floor_env()
+        if stripe_capture:
+            env |= {"FLOOR_STRIPE_BODY": stripe_capture["body"], "FLOOR_STRIPE_TEMPLATE_ID": stripe_capture["pid"],
+                    "FLOOR_STRIPE_ACCOUNT": stripe_capture["headers"].get("stripe-account", "")}
         argv = [PYTHON, "-m", "bench.floor", "--port", str(port), "--workers", str(workers)]
         self.commands["floor"] = "python -m bench.floor --port PORT --workers N"
         proc = Proc(self._name(f"floor-w{workers}"), argv, self.logs, env)
         app = App("floor", workers, port, proc)
         try:
-            app.wait_ready(path="/api/transactions")
+            app.wait_ready(path="/api/transactions/pr_00none")
             yield app
         finally:
             proc.stop()
@@ -115,12 +130,21 @@ class Harness:
         self.commands["worker"] = payrelay_shown() + " worker"
         return [Proc(self._name(f"worker-{i}"), argv, self.logs, self.env(**extra)) for i in range(count)]
 
+    def floor_sweepers(self, count: int) -> list[Proc]:
+        argv = [PYTHON, "-m", "bench.floor_sweep"]
+        self.commands["floor sweep"] = "python -m bench.floor_sweep"
+        return [Proc(self._name(f"floor-sweep-{i}"), argv, self.logs, self.floor_env()) for i in range(count)]
+
     # -- state ----------------------------------------------------------------------------------
 
     def reset(self) -> None:
         """Flush Redis and forget every gateway-side object (between scenarios and configurations)."""
         self.redis.flush()
         httpx.post(self.control + "/reset", timeout=60).raise_for_status()
+
+    def notified(self) -> dict[str, Any]:
+        """The notify receiver's count and the wall-clock time of its last notification."""
+        return dict(httpx.get(self.control + "/notified", timeout=30).json())
 
     def gateway_stats(self) -> dict[str, Any]:
         return httpx.get(self.control + "/stats", timeout=120).json()
@@ -195,26 +219,43 @@ class Harness:
 
     # -- load -----------------------------------------------------------------------------------
 
-    def measure(self, app_procs: dict[str, Proc], make: Any, *, after_run: Any = None,
-                warmup: bool = True) -> dict[str, Any]:
-        """Warm-up, then the measured runs; ``make(i)`` gives run i's wrk Load (i = 0 is the warm-up).
-        CPU seconds per process (payrelay / floor / workers, emulators, Redis) over the measured runs."""
-        if warmup and self.timing.warmup_s > 0:
-            load.run(make(0), self.timing.warmup_s)
-        groups = {**app_procs, "gateways": self.gateways, "redis": self.redis.proc}
-        cpu_before = {name: p.cpu() for name, p in groups.items()}
-        wall = time.monotonic()
-        runs = []
+    def alternate(self, apps: list[App], make: Callable[[App, int], load.Load], *,
+                  after_run: Callable[[App, dict[str, Any]], dict[str, Any]] | None = None,
+                  figures: tuple[str, ...] = load.FIGURES) -> dict[str, dict[str, Any]]:
+        """Each app's warm-up, then their measured runs taking turns (payrelay, floor, payrelay,
+        floor, …) in one session, so that both see the same machine. ``make(app, i)`` gives run i's
+        wrk Load (i = 0: the warm-up); ``after_run(app, result)`` adds figures to a run (and waits
+        for what it needs, inside the run's CPU accounting). Per app: the median and spread of
+        ``figures`` over its runs, its runs, and the CPU cores each process group used meanwhile."""
+        for app in apps:
+            if self.timing.warmup_s > 0:
+                warm = load.run(make(app, 0), self.timing.warmup_s)
+                if after_run is not None:
+                    after_run(app, warm)
+        runs: dict[str, list[dict[str, Any]]] = {app.kind: [] for app in apps}
+        cpu: dict[str, dict[str, float]] = {app.kind: {} for app in apps}
+        elapsed = dict.fromkeys(runs, 0.0)
         for i in range(1, self.timing.runs + 1):
-            result = load.run(make(i), self.timing.run_s)
-            if after_run is not None:
-                result |= after_run(result)
-            runs.append(result)
-        elapsed = time.monotonic() - wall
-        summary = load.summarize(runs)
-        summary["cpu_cores"] = {name: round((p.cpu() - cpu_before[name]) / elapsed, 2) for name, p in groups.items()}
-        summary["per_run"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in runs]
-        return summary
+            for app in apps:
+                spec = make(app, i)
+                groups = {app.kind: app.proc, "gateways": self.gateways, "redis": self.redis.proc}
+                before = {name: p.cpu() for name, p in groups.items()}
+                started = time.monotonic()
+                result = load.run(spec, self.timing.run_s)
+                if after_run is not None:
+                    result |= after_run(app, result)
+                elapsed[app.kind] += time.monotonic() - started
+                for name, p in groups.items():
+                    cpu[app.kind][name] = cpu[app.kind].get(name, 0.0) + p.cpu() - before[name]
+                runs[app.kind].append(result)
+        out = {}
+        for kind, done in runs.items():
+            summary = load.summarize(done, figures)
+            summary["cpu_cores"] = {name: round(v / elapsed[kind], 2) for name, v in cpu[kind].items()}
+            summary["per_run"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+                                  for r in done]
+            out[kind] = summary
+        return out
 
     def close(self) -> None:
         self.gateways.stop()

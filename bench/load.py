@@ -57,15 +57,29 @@ def run(load: Load, seconds: float, timeout_s: int = 10) -> dict[str, Any]:
     }
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+FIGURES = ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(runs: list[dict[str, Any]], figures: tuple[str, ...] = FIGURES) -> dict[str, Any]:
     """Median of each figure over the measured runs, with the min–max spread."""
     out: dict[str, Any] = {"runs": len(runs)}
-    for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms"):
-        values = [r[key] for r in runs]
-        out[key] = statistics.median(values)
-        out[key + "_min"] = min(values)
-        out[key + "_max"] = max(values)
-    out["non_2xx"] = sum(r["non_2xx"] for r in runs)
-    out["socket_errors"] = sum(r["socket_errors"] for r in runs)
-    out["requests"] = sum(r["requests"] for r in runs)
+    for key in figures:
+        values = spread([r[key] for r in runs])
+        out[key] = values["median"]
+        out[key + "_min"] = values["min"]
+        out[key + "_max"] = values["max"]
+    for key in ("non_2xx", "socket_errors", "requests"):  # wrk's runs'
+        if key in runs[0]:
+            out[key] = sum(r[key] for r in runs)
     return out
+
+
+def ratio(of: dict[str, Any], to: dict[str, Any], key: str = "rps") -> dict[str, float]:
+    """Pairwise ratios of two apps' alternated runs (run i of ``of`` ÷ run i of ``to``, which ran
+    right after it): their median, min and max."""
+    pairs = zip(of["per_run"], to["per_run"], strict=True)
+    return {k: round(v, 3) for k, v in spread([a[key] / b[key] if b[key] else 0.0 for a, b in pairs]).items()}

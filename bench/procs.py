@@ -124,8 +124,8 @@ class Proc:
 class Redis:
     """A redis-server of our own on a free port: no persistence (see README), flushed per scenario."""
 
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
+    def __init__(self, log_dir: Path, port: int) -> None:
+        self.port = port
         self.dir = log_dir / "redis"
         self.dir.mkdir(parents=True, exist_ok=True)
         binary = shutil.which("redis-server")

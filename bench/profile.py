@@ -20,6 +20,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("prometheus metrics", ("prometheus_client/",)),
     ("redis client", ("redis/",)),
     ("httpx / httpcore / anyio (outbound calls)", ("httpx/", "httpcore/", "anyio/", "urllib/", "http/client.py")),
+    ("aiohttp / yarl / multidict (outbound calls)", ("aiohttp/", "yarl/", "multidict/")),
     ("json", ("json/",)),
     ("uvicorn / httptools / h11", ("uvicorn/", "httptools", "h11/")),
     ("starlette", ("starlette/",)),
@@ -30,6 +31,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("sockets", ("socket.py", "ssl.py")),
     ("event loop (asyncio / uvloop)", ("asyncio/", "uvloop", "selectors.py")),
 )
+LOOP = CATEGORIES[-1][0]
 
 # leaf frames that are one socket system call (on this VM, a loopback send costs as much as the
 # receiver's TCP processing, which runs in the sender's call)
@@ -61,6 +63,41 @@ def _short(frame: str) -> str:
     return f"{name} ({where})"
 
 
+def _category(frame: str) -> str:
+    where = _file_of(frame)
+    return next((name for name, marks in CATEGORIES if where.startswith(marks)), "other")
+
+
+def _function(frame: str) -> str:
+    """A frame without its line number, so that samples anywhere in one function add up."""
+    name, _, where = _short(frame).partition(" (")
+    return f"{name} ({where.rstrip(')').rsplit(':', 1)[0]})"
+
+
+def trimmed(frames: list[str]) -> tuple[str, ...]:
+    """A whole stack, trimmed to the frames that say where the time goes: from below the event loop
+    that runs every task (the process's start-up frames down to it are the same in every sample;
+    py-spy shows a task resumed by the loop from its own coroutine down, without that root),
+    every payrelay frame, the frame where each library is entered (the library's own frames below it
+    left out), and the leaf."""
+    categories = [_category(frame) for frame in frames]
+    if frames and frames[0].startswith("<module>") and LOOP in categories:
+        below = categories.index(LOOP)
+        while below < len(frames) - 1 and categories[below + 1] == LOOP:
+            below += 1
+        frames = frames[below + 1:] or frames[below:]
+    kept: list[str] = []
+    last = ""
+    for i, frame in enumerate(frames):
+        category = _category(frame)
+        if category.startswith("payrelay") or category != last or i == len(frames) - 1:
+            name = _function(frame)
+            if not kept or kept[-1] != name:
+                kept.append(name)
+        last = category
+    return tuple(kept)
+
+
 def summarize(path: Path, seconds: float, rate: int = 200, top: int = 12) -> dict[str, Any]:
     stacks: list[tuple[list[str], int]] = []
     for line in path.read_text().splitlines():
@@ -72,19 +109,14 @@ def summarize(path: Path, seconds: float, rate: int = 200, top: int = 12) -> dic
     by_category: collections.Counter[str] = collections.Counter()
     leaf: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
+    whole: collections.Counter[str] = collections.Counter()
     for frames, count in stacks:
+        whole[" → ".join(trimmed(frames))] += count
         if frames and any(mark in frames[-1] for mark in SYSCALL_LEAVES):
             by_category["socket syscalls (send/recv on loopback)"] += count
             leaf[_short(frames[-1])] += count
             continue
-        for frame in reversed(frames):
-            where = _file_of(frame)
-            category = next((name for name, marks in CATEGORIES if where.startswith(marks)), None)
-            if category:
-                by_category[category] += count
-                break
-        else:
-            by_category["other"] += count
+        by_category[next((c for c in map(_category, reversed(frames)) if c != "other"), "other")] += count
         if frames:
             leaf[_short(frames[-1])] += count
         for frame in {_short(f) for f in frames if "/service/" in f or "/adapters/" in f or "service/" in _file_of(f)
@@ -100,4 +132,5 @@ def summarize(path: Path, seconds: float, rate: int = 200, top: int = 12) -> dic
         "by_category_pct": share(by_category),
         "top_self_pct": share(leaf, top),
         "top_inclusive_payrelay_pct": share(inclusive, top + 4),
+        "top_stacks_pct": share(whole, top + 3),
     }

@@ -1,9 +1,10 @@
-"""The scenarios of issue 8. Each takes the harness and the mode and answers a JSON-able result."""
+"""The scenarios of issues 8 and 15. Each takes the harness and the mode and adds JSON-able results."""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import json
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 
 import httpx
 
-from bench import load, profile, seed
-from bench.harness import AMOUNTS, API_KEY, Harness
+from bench import load, procs, profile, seed
+from bench.harness import AMOUNTS, API_KEY, App, Harness
+from bench.procs import PYTHON
 from service import keys
 
 GATEWAYS_CREATE = ("alipay-page", "stripe-connect")
@@ -30,22 +32,37 @@ class Mode:
     webhook_rate_guess: int  # per worker, sizes the pool of distinct signed webhooks
     sweep_payments: int
     sweep_gateway: str
-    sweep_limit_s: float  # a sweep still running then is stopped; its time is extrapolated from its rate
+    sweep_limit_s: float  # a sweep still running then is stopped; its measured rate is reported as such
     scale_sizes: tuple[int, int]
     memory_sample: int
     profile_s: float
+    transport_requests: int
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _floor_calls(sequence: list[str]) -> str:
-    mapping = {"EVALSHA": "hset", "EVAL": "hset", "HGETALL": "hgetall", "GET": "get"}
-    return ",".join(mapping.get(name, "ping") for name in sequence)
+# ratio to the floor each scenario's goal asks (issue 15)
+GOALS = {"alipay-page": 0.8, "stripe-connect": 0.7, "get": 0.8, "webhooks": 0.7, "sweep": 0.7}
+WEBHOOKS_PER_WORKER = 1500
+DRAIN_LIMIT_S = 120.0  # a run's notifications not delivered by then are reported as still queued
+DRAIN_QUIET_S = 0.5  # once every accepted webhook's notification arrived: no more for this long
 
 
-# -- 1 + 2: create, against the floor ----------------------------------------------------------------
+def versus(relay: dict[str, Any], floor: dict[str, Any], key: str, goal: float) -> dict[str, Any]:
+    """payrelay against the floor over alternated runs: the pairwise ratios of ``key``, and the goal."""
+    ratio = load.ratio(relay, floor, key)
+    return {"payrelay": relay, "floor": floor, "ratio": ratio, "ratio_of": key, "goal_ratio": goal,
+            "goal_met": ratio["median"] >= goal}
+
+
+def _ratio_text(row: dict[str, Any]) -> str:
+    r = row["ratio"]
+    return f"÷ floor {r['median']:.2f} ({r['min']:.2f}–{r['max']:.2f})"
+
+
+# -- 1: create, alternated with the floor --------------------------------------------------------------
 
 def create(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
     rows: list[dict[str, Any]] = []
@@ -60,32 +77,28 @@ def create(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
     results["round_trips"] = trips
     log(f"round trips per request: {trips}")
     for workers in mode.workers:
-        with h.payrelay(workers) as relay:
-            floors = {g: h.floor(workers, _floor_calls(trips[g]["sequence"]), capture) for g in GATEWAYS_CREATE}
+        with h.payrelay(workers) as relay, h.floor(workers, capture) as floor:
             for gateway in GATEWAYS_CREATE:
-                with floors[gateway] as floor:
-                    for conns in mode.connections:
-                        for app in (relay, floor):
-                            h.reset()
-                            amount, currency = AMOUNTS[gateway]
-                            tag = f"{app.kind}-{gateway}-w{workers}-c{conns}-{time.time_ns()}"
+                amount, currency = AMOUNTS[gateway]
+                for conns in mode.connections:
+                    h.reset()
+                    tag = f"{gateway}-w{workers}-c{conns}-{time.time_ns()}"
 
-                            def make(i: int, app: Any = app, tag: str = tag, conns: int = conns,
-                                     gateway: str = gateway, amount: str = amount, currency: str = currency) -> Any:
-                                return load.Load(app.url, script, (f"{tag}-{i}", gateway, API_KEY, amount, currency),
-                                                 conns)
+                    def make(app: App, i: int, tag: str = tag, conns: int = conns, gateway: str = gateway,
+                             amount: str = amount, currency: str = currency) -> load.Load:
+                        return load.Load(app.url, script, (f"{app.kind}-{tag}-{i}", gateway, API_KEY, amount,
+                                                           currency), conns)
 
-                            summary = h.measure({app.kind: app.proc}, make)
-                            row = {"app": app.kind, "gateway": gateway, "workers": workers, "connections": conns,
-                                   **summary}
-                            rows.append(row)
-                            log(f"create {app.kind:8} {gateway:14} w{workers} c{conns:<3} "
-                                f"{summary['rps']:8.0f}/s p50 {summary['p50_ms']:6.2f} p99 {summary['p99_ms']:7.2f} ms "
-                                f"non2xx {summary['non_2xx']} cpu {summary['cpu_cores']}")
-                            if app is relay and workers == 1 and conns == 16 and mode.profile_s:
-                                profiles[f"create {gateway}"] = profiled_run(h, relay, make(99), mode.profile_s)
+                    both = h.alternate([relay, floor], make)
+                    row = {"gateway": gateway, "workers": workers, "connections": conns,
+                           **versus(both["payrelay"], both["floor"], "rps", GOALS[gateway])}
+                    rows.append(row)
+                    log(f"create {gateway:14} w{workers} c{conns:<3} payrelay {both['payrelay']['rps']:7.0f}/s "
+                        f"floor {both['floor']['rps']:7.0f}/s {_ratio_text(row)} non2xx "
+                        f"{both['payrelay']['non_2xx']}/{both['floor']['non_2xx']}")
+                    if workers == 1 and conns == 16 and mode.profile_s:
+                        profiles[f"create {gateway}"] = profiled_run(h, relay, make(relay, 99), mode.profile_s)
     results["create"] = rows
-    results["create_vs_floor"] = compare(rows)
 
 
 def parse_client_reference(body: str) -> str:
@@ -94,30 +107,7 @@ def parse_client_reference(body: str) -> str:
     return dict(parse_qsl(body))["client_reference_id"]
 
 
-def compare(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for row in rows:
-        if row["app"] != "payrelay":
-            continue
-        floor = next((r for r in rows if r["app"] == "floor" and all(
-            r[k] == row[k] for k in ("gateway", "workers", "connections"))), None)
-        if floor is None:
-            continue
-        rps_ratio = row["rps"] / floor["rps"] if floor["rps"] else 0.0
-        added_p50 = row["p50_ms"] - floor["p50_ms"]
-        out.append({
-            "gateway": row["gateway"], "workers": row["workers"], "connections": row["connections"],
-            "payrelay_rps": row["rps"], "floor_rps": floor["rps"], "rps_ratio": round(rps_ratio, 3),
-            "payrelay_p50_ms": row["p50_ms"], "floor_p50_ms": floor["p50_ms"], "added_p50_ms": round(added_p50, 3),
-            "p50_ratio": round(row["p50_ms"] / floor["p50_ms"], 2) if floor["p50_ms"] else None,
-            "payrelay_p99_ms": row["p99_ms"], "floor_p99_ms": floor["p99_ms"],
-            "p99_ratio": round(row["p99_ms"] / floor["p99_ms"], 2) if floor["p99_ms"] else None,
-            "goal_rps_met": rps_ratio >= 0.7, "goal_p50_met": added_p50 <= 2.0,
-        })
-    return out
-
-
-def profiled_run(h: Harness, app: Any, spec: load.Load, seconds: float) -> dict[str, Any]:
+def profiled_run(h: Harness, app: App, spec: load.Load, seconds: float) -> dict[str, Any]:
     out = h.work / f"profile-{time.time_ns()}.txt"
     spy = profile.record(app.worker_pid(), seconds, out)
     time.sleep(0.5)  # py-spy attaches
@@ -131,14 +121,15 @@ def profiled_run(h: Harness, app: Any, spec: load.Load, seconds: float) -> dict[
     return summary
 
 
-# -- 3: webhooks ---------------------------------------------------------------------------------------
+# -- 2: webhooks, until the notifications they caused are delivered -------------------------------------
 
 class WebhookPool:
     """Waiting payments of one gateway (in Redis and at the emulator) with one signed success webhook
-    each, in a file wrk replays from ``next``. Topped up between runs so every request is a distinct,
-    first-time webhook, sized by the rate seen so far (signing is the slow part of preparing)."""
+    each, in a file wrk replays from ``next``. Topped up before each run so every request is a
+    distinct, first-time webhook, sized by the rate seen so far (signing is the slow part of
+    preparing). payrelay and the floor take turns on the same pool."""
 
-    def __init__(self, h: Harness, app: Any, gateway: str) -> None:
+    def __init__(self, h: Harness, app: App, gateway: str) -> None:
         self.h, self.app, self.gateway = h, app, gateway
         self.template = h.template(app, gateway)
         self.seeder = seed.Seeder(h.redis.client, self.template)
@@ -166,8 +157,47 @@ class WebhookPool:
         self.size += missing
         self.prep_s += time.monotonic() - started
 
-    def load(self, script: Path) -> load.Load:
-        return load.Load(self.app.url, script, (str(self.path), str(self.next), "1"), WEBHOOK_CONNECTIONS)
+    def load(self, url: str, script: Path) -> load.Load:
+        return load.Load(url, script, (str(self.path), str(self.next), "1"), WEBHOOK_CONNECTIONS)
+
+
+class Deliveries:
+    """One run's webhooks, done once the notification each caused reached the notify receiver:
+    ``start`` just before wrk starts, ``finish`` after it stopped waits for the notifications."""
+
+    def __init__(self, h: Harness) -> None:
+        self.h = h
+        self.before = 0
+        self.started = 0.0
+
+    def start(self) -> None:
+        self.before = self.h.notified()["count"]
+        self.started = time.time()
+
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        stopped = time.time()
+        accepted = result["requests"] - result["non_2xx"]
+        expected = accepted - result["wrapped"]  # a webhook sent again is acknowledged and notifies nobody
+        at_stop = self.h.notified()["count"] - self.before
+        done, last_change = at_stop, time.monotonic()
+        deadline = last_change + DRAIN_LIMIT_S
+        # in-flight requests wrk dropped at its stop may still be handled: their notifications count too
+        while time.monotonic() < deadline and done < result["sent"]:
+            time.sleep(0.05)
+            count = self.h.notified()["count"] - self.before
+            if count != done:
+                done, last_change = count, time.monotonic()
+            elif done >= expected and time.monotonic() - last_change >= DRAIN_QUIET_S:
+                break
+        last = self.h.notified()["last"] or stopped
+        span = max(last, stopped) - self.started
+        return {"accepted_per_s": accepted / result["seconds"], "delivered": done,
+                "sustained_per_s": done / span if span > 0 else 0.0,
+                "queued_at_stop": max(0, accepted - at_stop), "drain_s": max(0.0, last - stopped),
+                "undelivered": max(0, accepted - done)}
+
+
+WEBHOOK_FIGURES = ("sustained_per_s", "accepted_per_s", "queued_at_stop", "drain_s", "p50_ms", "p99_ms")
 
 
 def webhooks(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
@@ -175,76 +205,66 @@ def webhooks(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
     profiles: dict[str, Any] = results.setdefault("profiles", {})
     script = load.script("replay.lua", h.work)
     for workers in mode.workers:
-        with h.payrelay(workers) as app:
+        with h.payrelay(workers) as relay, h.floor(workers) as floor:
             for gateway in GATEWAYS_WEBHOOK:
                 h.reset()
-                pool = WebhookPool(h, app, gateway)
+                pool = WebhookPool(h, relay, gateway)
                 rate = {"seen": float(mode.webhook_rate_guess * workers)}
+                run = Deliveries(h)
 
-                def make(i: int, pool: WebhookPool = pool, rate: dict[str, float] = rate) -> load.Load:
+                def make(app: App, i: int, pool: WebhookPool = pool, rate: dict[str, float] = rate,
+                         run: Deliveries = run) -> load.Load:
                     seconds = h.timing.warmup_s if i == 0 else (mode.profile_s + 1 if i == 99 else h.timing.run_s)
                     pool.ensure(int(rate["seen"] * seconds * 1.5) + 200)
-                    return pool.load(script)
+                    run.start()
+                    return pool.load(app.url, script)
 
-                state = {"due": 0}
-
-                def applied(result: dict[str, Any], state: dict[str, int] = state, pool: WebhookPool = pool,
-                            rate: dict[str, float] = rate) -> dict[str, Any]:
+                def delivered(app: App, result: dict[str, Any], pool: WebhookPool = pool,
+                              rate: dict[str, float] = rate, run: Deliveries = run) -> dict[str, Any]:
                     pool.next += result["sent"]
-                    due = seed.due_count(h.redis.client)
-                    done, state["due"] = state["due"] - due, due
                     rate["seen"] = max(rate["seen"], result["rps"])
-                    return {"applied": done, "applied_per_s": done / result["seconds"]}
+                    return run.finish(result)
 
-                if h.timing.warmup_s:  # the warm-up consumes distinct webhooks too
-                    warm = load.run(make(0), h.timing.warmup_s)
-                    pool.next += warm["sent"]
-                    rate["seen"] = warm["rps"] * 1.2
-                for i in range(1, h.timing.runs + 1):  # sign everything before the clock starts
-                    pool.ensure(int(rate["seen"] * h.timing.run_s * i * 1.5) + 200)
-                time.sleep(0.5)
-                state["due"] = seed.due_count(h.redis.client)
-                summary = h.measure({"payrelay": app.proc}, make, after_run=applied, warmup=False)
-                per_run = summary["per_run"]
-                summary["applied_per_s"] = sorted(r["applied_per_s"] for r in per_run)[len(per_run) // 2]
-                summary["applied_per_s_min"] = min(r["applied_per_s"] for r in per_run)
-                summary["applied_per_s_max"] = max(r["applied_per_s"] for r in per_run)
-                summary["pool_exhausted"] = any(r["wrapped"] for r in per_run)
-                # headline: webhooks answered 2xx within the runs (wrk) and applied (due set), whichever is lower
-                summary["verified_applied_per_s"] = min(summary["rps"], summary["applied_per_s"])
-                summary["applied_per_s_per_worker"] = summary["verified_applied_per_s"] / workers
-                summary["goal_met"] = summary["applied_per_s_per_worker"] >= 1500
-                summary["prepare_s"] = round(pool.prep_s, 1)
-                row = {"gateway": gateway, "workers": workers, "connections": WEBHOOK_CONNECTIONS, **summary}
+                both = h.alternate([relay, floor], make, after_run=delivered, figures=WEBHOOK_FIGURES)
+                row = {"gateway": gateway, "workers": workers, "connections": WEBHOOK_CONNECTIONS,
+                       **versus(both["payrelay"], both["floor"], "sustained_per_s", GOALS["webhooks"])}
+                per_worker = both["payrelay"]["sustained_per_s"] / workers
+                row |= {"sustained_per_s_per_worker": per_worker,
+                        "goal_per_worker_met": per_worker >= WEBHOOKS_PER_WORKER,
+                        "pool_exhausted": any(r["wrapped"] for a in both.values() for r in a["per_run"]),
+                        "prepare_s": round(pool.prep_s, 1)}
                 rows.append(row)
-                log(f"webhooks {gateway:18} w{workers} {summary['rps']:7.0f} req/s, applied "
-                    f"{summary['applied_per_s']:7.0f}/s p99 {summary['p99_ms']:6.2f} ms non2xx {summary['non_2xx']} "
-                    f"exhausted {summary['pool_exhausted']} prep {pool.prep_s:.0f} s cpu {summary['cpu_cores']}")
+                log(f"webhooks {gateway:18} w{workers} payrelay sustained {both['payrelay']['sustained_per_s']:6.0f}/s "
+                    f"(accepted {both['payrelay']['accepted_per_s']:6.0f}/s, queued at stop "
+                    f"{both['payrelay']['queued_at_stop']:.0f}) floor {both['floor']['sustained_per_s']:6.0f}/s "
+                    f"{_ratio_text(row)} exhausted {row['pool_exhausted']}")
                 if workers == 1 and mode.profile_s:
-                    profiles[f"webhook {gateway}"] = profiled_run(h, app, make(99), mode.profile_s)
+                    profiles[f"webhook {gateway}"] = profiled_run(h, relay, make(relay, 99), mode.profile_s)
     results["webhooks"] = rows
 
 
-# -- 4: GET ----------------------------------------------------------------------------------------------
+# -- 3: GET ----------------------------------------------------------------------------------------------
 
 def get(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
     rows = []
     script = load.script("get.lua", h.work)
+    stored = 2_000 if mode.quick else 10_000
     for workers in mode.workers:
-        with h.payrelay(workers) as app:
+        with h.payrelay(workers) as relay, h.floor(workers) as floor:
             h.reset()
-            ids_file = seed_waiting(h, app, 10_000 if not mode.quick else 2_000)
+            ids_file = seed_waiting(h, relay, stored)
             for conns in GET_CONNECTIONS:
-                summary = h.measure({"payrelay": app.proc},
-                                    lambda i, c=conns, f=ids_file: load.Load(app.url, script,
-                                                                             (str(f), API_KEY, BY_ID), c))
-                rows.append({"workers": workers, "connections": conns, "stored": 10_000, **summary})
-                log(f"get w{workers} c{conns} {summary['rps']:7.0f}/s p50 {summary['p50_ms']:.2f} "
-                    f"p99 {summary['p99_ms']:.2f} ms non2xx {summary['non_2xx']}")
+                both = h.alternate([relay, floor], lambda app, i, c=conns, f=ids_file: load.Load(
+                    app.url, script, (str(f), API_KEY, BY_ID), c))
+                row = {"workers": workers, "connections": conns, "stored": stored,
+                       **versus(both["payrelay"], both["floor"], "rps", GOALS["get"])}
+                rows.append(row)
+                log(f"get w{workers} c{conns} payrelay {both['payrelay']['rps']:7.0f}/s floor "
+                    f"{both['floor']['rps']:7.0f}/s {_ratio_text(row)}")
     results["get"] = rows
 
 
-def seed_waiting(h: Harness, app: Any, count: int, gateway: str = "alipay-page", sample: int = 50_000) -> Path:
+def seed_waiting(h: Harness, app: App, count: int, gateway: str = "alipay-page", sample: int = 50_000) -> Path:
     template = h.template(app, gateway)
     ids = seed.Seeder(h.redis.client, template).seed(
         count, prefix=f"get-{time.time_ns()}", expires_ms=int(time.time() * 1000) + 7 * 86_400_000)
@@ -254,76 +274,95 @@ def seed_waiting(h: Harness, app: Any, count: int, gateway: str = "alipay-page",
     return path
 
 
-# -- 5: expiry sweep ------------------------------------------------------------------------------------
+# -- 4: expiry sweep, alternated with the floor ---------------------------------------------------------
+
+SWEEP_FIGURES = ("closes_per_s", "seconds_to_all_closed")
+
 
 def sweep(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
+    """Per process count: payrelay's `payrelay worker`s and the floor's sweepers take turns, each on
+    freshly seeded due payments, swept to the last one (or stopped at ``sweep_limit_s``: then the
+    measured rate is reported, labelled so)."""
     rows = []
     gateway = mode.sweep_gateway
-    count = mode.sweep_payments
+    h.reset()
+    with h.payrelay(1) as app:  # only to make the template payment
+        template = h.template(app, gateway)
+    # the floor sweeps Alipay only (bench/floor_sweep.py)
+    kinds = ("payrelay", "floor") if gateway == "alipay-page" else ("payrelay",)
     for processes in (1, 2):
-        h.reset()
-        with h.payrelay(1) as app:  # only to make the template payment; it sweeps nothing of these
-            template = h.template(app, gateway)
-        h.reset()
-        ids = list(seed.new_ids(template["client"], f"sweep-{time.time_ns()}", count))
-        amount = int(template["amount"])
-        started = time.monotonic()
-        refs = seed.seed_gateway(h.control, gateway, [(pid, amount) for pid, _, _ in ids], template["paymentId"])
-        due_ms = int(time.time() * 1000) - 1000
-        seed.Seeder(h.redis.client, template).seed(
-            count, prefix="", expires_ms=due_ms, ids=ids,
-            refs=[r or "" for r in refs] if gateway == "stripe-connect" else None)
-        log(f"sweep: {count} due {gateway} payments seeded in {time.monotonic() - started:.1f} s")
-        before = h.gateway_stats()[gateway]["calls"]
-        workers = h.worker_procs(processes)
-        t0 = time.monotonic()
-        cpu0 = {"workers": 0.0, "gateways": h.gateways.cpu(), "redis": h.redis.proc.cpu()}
-        progress = []
-        limit = mode.sweep_limit_s
-        remaining = count
-        spy = None
-        if processes == 1 and mode.profile_s:
-            spy_out = h.work / f"profile-sweep-{time.time_ns()}.txt"
-        while time.monotonic() - t0 < limit:
-            time.sleep(0.5)
-            if spy is None and processes == 1 and mode.profile_s and time.monotonic() - t0 > 3:
-                spy = profile.record(workers[0].pid, mode.profile_s, spy_out, gil=True)
-            remaining = seed.due_count(h.redis.client)
-            progress.append((round(time.monotonic() - t0, 2), count - remaining))
-            if remaining == 0 or not all(w.alive() for w in workers):
-                break
-        redis_done = time.monotonic() - t0
-        if spy is not None:
-            spy.wait(60)
-            if spy_out.exists():
-                summary = profile.summarize(spy_out, mode.profile_s)
-                summary["rps_while_profiled"] = None
-                summary["raw"] = spy_out.name
-                results.setdefault("profiles", {})[f"expiry sweep {gateway} (payrelay worker)"] = summary
-        cpu = {"workers": sum(w.cpu() for w in workers), "gateways": h.gateways.cpu() - cpu0["gateways"],
-               "redis": h.redis.proc.cpu() - cpu0["redis"]}
-        for w in workers:
-            w.stop()  # in-flight closes finish first (SIGTERM: the workers hand back what they hold)
-        stats = h.gateway_stats()[gateway]
-        closed_in_redis = count_status(h, ids, "closed")
-        calls = {k: v - before.get(k, 0) for k, v in stats["calls"].items() if v - before.get(k, 0)}
-        # from the first close (process start-up excluded) to the last
-        first = next((t for t, n in progress if n > 0), redis_done)
-        row = {
-            "gateway": gateway, "processes": processes, "payments": count,
-            "seconds_total": round(redis_done, 2), "seconds_from_first_close": round(redis_done - first, 2),
-            "closes_per_s": round((count - remaining) / redis_done, 1),
-            "closes_per_s_steady": round((count - remaining - progress[0][1]) / max(0.001, redis_done - first), 1),
-            "finished": remaining == 0,
-            "capped_at_s": None if remaining == 0 else limit,
-            "extrapolated_total_s": round(redis_done + remaining / max(0.001, (count - remaining) / redis_done), 1),
-            "closed_in_redis": closed_in_redis, "closed_at_gateway": stats["closed"], "left_due": remaining,
-            "gateway_calls": calls, "cpu_cores": {k: round(v / redis_done, 2) for k, v in cpu.items()},
-            "goal_met": processes == 2 and remaining == 0 and count / redis_done >= 1000,
-        }
+        runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+        for i in range(h.timing.runs):
+            for kind in kinds:
+                profiled = mode.profile_s if kind == "payrelay" and processes == 1 and i == 0 else 0
+                run = sweep_once(h, mode, template, kind, processes, profiled, results)
+                runs[kind].append(run)
+                log(f"sweep {kind:8} {processes} process(es): {run['closed']} closed in "
+                    f"{run['seconds_to_all_closed']:.1f} s, {run['closes_per_s']:.0f}/s"
+                    + ("" if run["finished"] else f" (stopped at {mode.sweep_limit_s:g} s: measured rate)"))
+        summaries = {kind: {**load.summarize(done, SWEEP_FIGURES), "per_run": done} for kind, done in runs.items()}
+        row: dict[str, Any] = {"gateway": gateway, "processes": processes, "payments": mode.sweep_payments}
+        if "floor" in summaries:
+            row |= versus(summaries["payrelay"], summaries["floor"], "closes_per_s", GOALS["sweep"])
+        else:
+            row |= {"payrelay": summaries["payrelay"]}
         rows.append(row)
-        log(f"sweep {processes} process(es): {row}")
+    for kind in kinds:  # the goal asks the sweep to scale from 1 process to 2
+        one, two = (row[kind]["closes_per_s"] for row in rows)
+        rows[1][f"{kind}_scaling"] = round(two / one, 2) if one else None
     results["sweep"] = rows
+
+
+def sweep_once(h: Harness, mode: Mode, template: dict[str, str], kind: str, processes: int, profile_s: float,
+               results: dict[str, Any]) -> dict[str, Any]:
+    gateway, count = mode.sweep_gateway, mode.sweep_payments
+    h.reset()
+    ids = list(seed.new_ids(template["client"], f"sweep-{time.time_ns()}", count))
+    amount = int(template["amount"])
+    refs = seed.seed_gateway(h.control, gateway, [(pid, amount) for pid, _, _ in ids], template["paymentId"])
+    seed.Seeder(h.redis.client, template).seed(
+        count, prefix="", expires_ms=int(time.time() * 1000) - 1000, ids=ids,
+        refs=[r or "" for r in refs] if gateway == "stripe-connect" else None)
+    sweepers = h.worker_procs(processes) if kind == "payrelay" else h.floor_sweepers(processes)
+    t0 = time.monotonic()
+    cpu0 = {"gateways": h.gateways.cpu(), "redis": h.redis.proc.cpu()}
+    first = None
+    remaining = count
+    spy = None
+    spy_out = h.work / f"profile-sweep-{time.time_ns()}.txt"
+    while time.monotonic() - t0 < mode.sweep_limit_s:
+        time.sleep(0.1)
+        if profile_s and spy is None and first is not None:
+            spy = profile.record(sweepers[0].pid, profile_s, spy_out, gil=True)
+        remaining = seed.due_count(h.redis.client)
+        if first is None and remaining < count:
+            first = time.monotonic()
+        if remaining == 0 or not any(w.alive() for w in sweepers):
+            break
+    done_at = time.monotonic()
+    cpu = {"sweepers": sum(w.cpu() for w in sweepers), "gateways": h.gateways.cpu() - cpu0["gateways"],
+           "redis": h.redis.proc.cpu() - cpu0["redis"]}
+    for w in sweepers:
+        w.stop()  # in-flight closes finish first (SIGTERM: payrelay's workers hand back what they hold)
+    if spy is not None:
+        spy.wait(60)
+        if spy_out.exists():
+            summary = profile.summarize(spy_out, profile_s)
+            summary["rps_while_profiled"] = None
+            summary["raw"] = spy_out.name
+            results.setdefault("profiles", {})[f"expiry sweep {gateway} (payrelay worker)"] = summary
+    stats = h.gateway_stats()[gateway]
+    closed = count - remaining
+    steady = done_at - (first or done_at)
+    return {
+        "closed": closed, "finished": remaining == 0, "left_due": remaining,
+        "seconds_to_all_closed": round(done_at - t0, 2), "seconds_from_first_close": round(steady, 2),
+        # from the first close to the last: process start-up (imports, connections) left out
+        "closes_per_s": round(closed / steady, 1) if steady > 0 else 0.0,
+        "closed_in_redis": count_status(h, ids, "closed"), "closed_at_gateway": stats["closed"],
+        "gateway_calls": dict(stats["calls"]),
+        "cpu_cores": {k: round(v / (done_at - t0), 2) for k, v in cpu.items()},
+    }
 
 
 def count_status(h: Harness, ids: list[tuple[str, str, int]], status: str) -> int:
@@ -335,6 +374,50 @@ def count_status(h: Harness, ids: list[tuple[str, str, int]], status: str) -> in
             total += sum(1 for s in pipe.execute() if s == status)
     total += sum(1 for s in pipe.execute() if s == status)
     return total
+
+
+# -- 5: outbound HTTP clients ---------------------------------------------------------------------------
+
+TRANSPORT_IN_FLIGHT = (8, 32)
+
+
+def transport(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
+    """Every candidate client (bench/transport.py), each in a process of its own, against the notify
+    receiver (a POST of a notification-sized JSON body) and the Alipay emulator (a signed GET of
+    alipay.trade.query, as payrelay's adapter and the sweep send it): client CPU per request and
+    throughput, with 8 and 32 requests in flight."""
+    from adapters.alipay.adapter import signed_query
+    from bench.floor import alipay_request, der_key
+
+    env = h.gateway_env
+    query = signed_query(der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True),
+                         alipay_request(env["PAYRELAY_ALIPAY_APP_ID"], "alipay.trade.query",
+                                        {"out_trade_no": "pr_00transportprobe"}))
+    body = json.dumps({"id": "evt_" + "0" * 24, "type": "payment.succeeded",
+                       "data": {"paymentId": "pr_" + "0" * 26, "note": "x" * 900}}).encode()
+    targets = {"notify receiver (POST)": ("POST", h.control + "/notify", body),
+               "Alipay emulator (GET query)": ("GET", f"{env['PAYRELAY_ALIPAY_GATEWAY_URL']}?{query}", b"")}
+    names = subprocess.run([PYTHON, "-c", "import json; from bench import transport; "
+                            "print(json.dumps(list(transport.clients())))"],
+                           capture_output=True, text=True, check=True, cwd=procs.ROOT).stdout
+    rows = []
+    for target, (method, url, content) in targets.items():
+        for in_flight in TRANSPORT_IN_FLIGHT:
+            for client in json.loads(names):
+                h.reset()
+                done = subprocess.run([PYTHON, "-m", "bench.transport", client, method, url,
+                                       str(mode.transport_requests), str(in_flight)],
+                                      input=content, capture_output=True, cwd=procs.ROOT, timeout=600)
+                if done.returncode:
+                    rows.append({"target": target, "client": client, "in_flight": in_flight,
+                                 "error": done.stderr.decode()[-300:]})
+                    log(f"transport {client} failed: {done.stderr.decode()[-300:]}")
+                    continue
+                row = {"target": target, **json.loads(done.stdout)}
+                rows.append(row)
+                log(f"transport {target:28} {client:32} x{in_flight:<2} {row['per_s']:7.0f}/s "
+                    f"{row['cpu_us_per_request']:6.0f} µs CPU/request {row['statuses']}")
+    results["transport"] = rows
 
 
 # -- 6: scale and memory ----------------------------------------------------------------------------------
@@ -365,15 +448,15 @@ def scale(h: Harness, mode: Mode, results: dict[str, Any]) -> None:
             queries_file.write_text("\n".join(list_queries(app.url)) + "\n")
             amount, currency = AMOUNTS["alipay-page"]
             for what, make in (
-                ("create", lambda i, s=size, a=amount, c=currency: load.Load(
-                    app.url, create_script, (f"scale{s}-{time.time_ns()}-{i}", "alipay-page", API_KEY, a, c),
+                ("create", lambda a, i, s=size, m=amount, c=currency: load.Load(
+                    a.url, create_script, (f"scale{s}-{time.time_ns()}-{i}", "alipay-page", API_KEY, m, c),
                     SCALE_CONNECTIONS)),
-                ("get", lambda i, f=ids_file: load.Load(app.url, get_script, (str(f), API_KEY, BY_ID),
-                                                        SCALE_CONNECTIONS)),
-                ("list", lambda i, f=queries_file: load.Load(app.url, get_script, (str(f), API_KEY, LISTING),
-                                                             SCALE_CONNECTIONS)),
+                ("get", lambda a, i, f=ids_file: load.Load(a.url, get_script, (str(f), API_KEY, BY_ID),
+                                                           SCALE_CONNECTIONS)),
+                ("list", lambda a, i, f=queries_file: load.Load(a.url, get_script, (str(f), API_KEY, LISTING),
+                                                                SCALE_CONNECTIONS)),
             ):
-                summary = h.measure({"payrelay": app.proc}, make)
+                summary = h.alternate([app], make)["payrelay"]
                 rows.append({"stored": size, "request": what, "workers": 1, "connections": SCALE_CONNECTIONS,
                              "used_memory_mb": round(info["used_memory"] / 2**20, 1), **summary})
                 log(f"scale {size} {what}: {summary['rps']:.0f}/s p50 {summary['p50_ms']:.2f} "
@@ -493,12 +576,10 @@ async def succeed_all(h: Harness, ids: list[tuple[str, str, int]], gateway: str)
         await client.aclose()
 
 
-SCENARIOS = {"create": create, "webhooks": webhooks, "get": get, "sweep": sweep, "scale": scale}
+SCENARIOS = {"create": create, "webhooks": webhooks, "get": get, "sweep": sweep, "transport": transport,
+             "scale": scale}
 
 
 def loadavg() -> list[float]:
     return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0")
