@@ -31,7 +31,7 @@ QUICK = Mode(quick=True, connections=(1, 16), workers=(1, 2), webhook_rate_guess
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a smoke run: short runs, small data (~3 min)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: short runs, small data (~10 min)")
     parser.add_argument("--only", help="comma-separated scenarios: " + ",".join(scenarios.SCENARIOS))
     parser.add_argument("--sweep-gateway", choices=("alipay-page", "wechat-pay-native", "stripe-connect"))
     parser.add_argument("--sweep-payments", type=int)

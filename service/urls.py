@@ -45,10 +45,13 @@ class PaymentUrls:
         self._made: OrderedDict[str, str] = OrderedDict()  # the most recently shown last
 
     def kept(self, payment: Payment) -> Payment:
-        """The payment as its record keeps it: without a URL its adapter makes again."""
-        if payment.gateway in self.rebuilt:
-            return dataclasses.replace(payment, payment_url=None)
-        return payment
+        """The payment as its record keeps it: without a URL its adapter makes again (the URL
+        its create made is the first one remembered: its notification will show it)."""
+        if payment.gateway not in self.rebuilt:
+            return payment
+        if payment.payment_url is not None:
+            self._remember(payment.payment_id, payment.payment_url)
+        return dataclasses.replace(payment, payment_url=None)
 
     def shown(self, payment: Payment) -> Payment:
         """The payment with its URL (made again where its record keeps none). One never opened
@@ -64,7 +67,10 @@ class PaymentUrls:
             url = adapter.payment_url(create_request_of(payment))
             if url is None:
                 return payment
-            self._made[payment.payment_id] = url
-            if len(self._made) > MADE_KEPT:
-                self._made.popitem(last=False)
+            self._remember(payment.payment_id, url)
         return dataclasses.replace(payment, payment_url=url)
+
+    def _remember(self, payment_id: str, url: str) -> None:
+        self._made[payment_id] = url
+        if len(self._made) > MADE_KEPT:
+            self._made.popitem(last=False)

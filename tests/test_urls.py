@@ -49,3 +49,13 @@ def test_a_payment_never_opened_or_of_a_kept_url_is_not_signed() -> None:
     kept = record("pr_b", gateway="stripe-connect", status="waiting", paymentUrl="https://checkout.example/b")
     assert shown(kept).payment_url == "https://checkout.example/b"
     assert signer.made == []
+
+
+def test_the_url_a_create_made_is_shown_without_signing_again() -> None:
+    signer = Signer()
+    urls_of = PaymentUrls({"alipay-page": cast(Adapter, signer)})
+    made = record("pr_a", gateway="alipay-page", status="waiting", openedAt=str(NOW),
+                  paymentUrl="https://cashier.example/?out_trade_no=pr_a")
+    assert urls_of.kept(made).payment_url is None
+    assert urls_of.shown(payment("pr_a")).payment_url == made.payment_url
+    assert signer.made == []
