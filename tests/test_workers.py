@@ -50,6 +50,32 @@ async def test_a_tick_handles_each_due_entry_once_and_drops_it(redis_client: Any
     assert await redis_client.zcard(keys.due(1)) == await redis_client.zcard(keys.due(2)) == 0
 
 
+class Slow(Recorder):
+    """Handles pr_slow in 0.5 s, every other entry at once; four at a time."""
+
+    concurrency = 4
+
+    async def handle(self, claim: Claim, now: int) -> int | None:
+        if claim.id == "pr_slow":
+            await asyncio.sleep(0.5)
+        return await super().handle(claim, now)
+
+
+async def test_a_backlog_is_claimed_on_while_a_slow_entry_is_in_hand(redis_client: Any) -> None:
+    await due(redis_client, 1, {"pr_slow": 0, **{f"pr_{n:02d}": 1 for n in range(12)}})
+    worker = Slow(redis_client)
+    started = time.monotonic()
+    handled_by: dict[str, float] = {}
+    while len(worker.handled) < 13:
+        assert await worker.tick() <= 4  # never more in hand than its room
+        handled_by.update({c.id: time.monotonic() - started for c in worker.handled if c.id not in handled_by})
+    assert handled_by["pr_slow"] >= 0.5
+    # while more was due than it had room for, it claimed on: the quick ones did not wait for the
+    # slow one (a batch that waits for its slowest would have handled three)
+    assert sum(1 for t in handled_by.values() if t < 0.4) >= 8
+    assert await worker.tick() == 0 and await redis_client.zcard(keys.due(1)) == 0
+
+
 async def test_a_failure_reschedules_at_retry_at(redis_client: Any) -> None:
     await due(redis_client, 1, {"pr_a": 0})
     worker = Recorder(redis_client, fail=True)
