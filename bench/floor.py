@@ -33,7 +33,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -199,19 +199,27 @@ class Floor:
                   floor_delivery(bucket, delivery_id)], args=[now, payment_id, delivery_id])
         if found:
             record = dict(zip(found[::2], found[1::2], strict=True))
-            task = asyncio.create_task(self.notify(delivery_id, record))
-            self.sending.add(task)
-            task.add_done_callback(self.sending.discard)
+            assert self.http is not None
+            send(self.sending, notify(self.http, self.notify_url, self.notify_secret, delivery_id,
+                                      "transaction.succeeded", record))
         return PlainTextResponse("success") if gateway == "alipay" else Response(status_code=200)
 
-    async def notify(self, delivery_id: str, record: dict[str, str]) -> None:
-        assert self.http is not None
-        body = json.dumps({"id": delivery_id, "type": "payment.succeeded", "data": record},
-                          separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json",
-                   notify_signature.HEADER: notify_signature.sign(self.notify_secret, int(time.time()), body)}
-        async with self.http.post(self.notify_url, data=body, headers=headers) as answer:
-            await answer.read()
+
+async def notify(http: aiohttp.ClientSession, url: str, secret: str, delivery_id: str, kind: str,
+                 record: dict[str, str]) -> None:
+    """The notification of a change: one signed POST of the record."""
+    body = json.dumps({"id": delivery_id, "type": kind, "data": record}, separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json",
+               notify_signature.HEADER: notify_signature.sign(secret, int(time.time()), body)}
+    async with http.post(url, data=body, headers=headers) as answer:
+        await answer.read()
+
+
+def send(sending: set[asyncio.Task[None]], notification: Coroutine[Any, Any, None]) -> None:
+    """Send it in the background, kept in ``sending`` until it is done."""
+    task = asyncio.create_task(notification)
+    sending.add(task)
+    task.add_done_callback(sending.discard)
 
 
 def app_from_env() -> Any:

@@ -3,9 +3,11 @@
 One Lua call claims it (bench/floor_lua/claim.lua: its due entry moved to the end of a lease),
 the same gateway calls payrelay makes (service/payments.py ``Payments.close``: ``alipay.trade.query``,
 then ``alipay.trade.close`` of a trade still waiting; each a signed GET whose signed answer is
-verified), and one Lua call marks it closed (bench/floor_lua/mark.lua). As many in flight per
-process as payrelay's sweeper (``service.workers.Worker.concurrency``), on one aiohttp session
-(keep-alive) and uvloop. Exits once a pass over every bucket finds nothing due, printing one JSON
+verified), one Lua call marks it closed and queues its notification (bench/floor_lua/mark.lua),
+and the notification goes out as payrelay's does: one signed POST to the notify URL (the storage
+app is told of every close). As many in flight per process as payrelay's sweeper
+(``service.workers.Worker.concurrency``), on one aiohttp session (keep-alive) and uvloop. Exits
+once a pass over every bucket finds nothing due and every notification is sent, printing one JSON
 line: {"closed", "errors"}.
 
 Run: ``python -m bench.floor_sweep`` with the emulators' ``PAYRELAY_*`` variables and
@@ -17,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from adapters.alipay.adapter import signed_query
-from bench.floor import LUA, alipay_request, der_key, rsa2_verify, session
+from bench.floor import LUA, alipay_request, der_key, floor_delivery, floor_outbox, notify, rsa2_verify, send, session
 from service import keys
 from service.expiry import LEASE_MS
 from service.workers import Worker
@@ -40,6 +43,9 @@ class FloorSweeper:
         self.gateway = env["PAYRELAY_ALIPAY_GATEWAY_URL"]
         self.signing = der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True)
         self.alipay_public = der_key(env["PAYRELAY_ALIPAY_PUBLIC_KEY"], private=False)
+        self.notify_url = env["FLOOR_NOTIFY_URL"]
+        self.notify_secret = env["FLOOR_NOTIFY_SECRET"]
+        self.sending: set[asyncio.Task[None]] = set()
         self.closed = 0
         self.errors = 0
 
@@ -70,14 +76,21 @@ class FloorSweeper:
             except Exception:  # a floor has no retries: counted, left to its lease
                 self.errors += 1
                 continue
-            await self.mark(keys=[keys.payment(bucket, payment_id), keys.due(bucket)],
-                            args=[int(time.time() * 1000), payment_id])
+            delivery_id = "dlv_" + secrets.token_hex(12)
+            found = await self.mark(keys=[keys.payment(bucket, payment_id), keys.due(bucket), floor_outbox(bucket),
+                                          floor_delivery(bucket, delivery_id)],
+                                    args=[int(time.time() * 1000), payment_id, delivery_id])
+            record = dict(zip(found[::2], found[1::2], strict=True))
+            send(self.sending, notify(http, self.notify_url, self.notify_secret, delivery_id, "transaction.closed",
+                                      record))
             self.closed += 1
 
     async def run(self) -> None:
         async with session() as http:
             lanes = Worker.concurrency
             await asyncio.gather(*(self.lane(http, i * keys.BUCKETS // lanes) for i in range(lanes)))
+            while self.sending:
+                await asyncio.wait(self.sending)
         await self.redis.aclose()
 
 

@@ -90,7 +90,7 @@ class TransactionsApi:
         ]
 
     def view(self, payment: Payment) -> JSONResponse:
-        return JSONResponse(payment_view(payment, now_ms(), self.settings.amount_unit))
+        return JSONResponse(payment_view(self.payments.urls.shown(payment), now_ms(), self.settings.amount_unit))
 
     async def create(self, request: Request) -> Response:
         client = self.keys.client_for(request)
@@ -99,7 +99,7 @@ class TransactionsApi:
             amount_unit=self.settings.amount_unit, allowed_hosts=self.settings.redirect_hosts,
         )
         payment = await self.payments.create(client, transaction)
-        return JSONResponse(created_view(payment, now_ms()))
+        return JSONResponse(created_view(self.payments.urls.shown(payment), now_ms()))
 
     async def get(self, request: Request) -> Response:
         client = self.keys.client_for(request)
@@ -122,8 +122,8 @@ class TransactionsApi:
     async def index(self, request: Request, client: Client) -> Response:
         query = parse_list_query(request.query_params, client.name, self.payments.adapters)
         page = await self.payments.listing.page(query)
-        now, unit = now_ms(), self.settings.amount_unit
-        return JSONResponse({"payments": [payment_view(payment, now, unit) for payment in page.payments],
+        now, unit, shown = now_ms(), self.settings.amount_unit, self.payments.urls.shown
+        return JSONResponse({"payments": [payment_view(shown(payment), now, unit) for payment in page.payments],
                              "pagination": {"page_size": query.page_size, "next_token": page.next_token,
                                             "is_cursor": True}})
 

@@ -169,7 +169,7 @@ class CloudreveBridge:
         )
         payment = await self.payments.create(CLOUDREVE_CLIENT, transaction, notify_kind="cloudreve")
         log.info("cloudreve order opened for site %s", site_id, extra={"paymentId": payment.payment_id})
-        return answer(0, data=payment.payment_url or "")
+        return answer(0, data=self.payments.urls.shown(payment).payment_url or "")
 
     def _transaction_request(self, order: Any, request: Request) -> dict[str, Any]:
         """Cloudreve's order as a transaction request, so that every field rule applies once."""

@@ -18,7 +18,7 @@ from service.metrics import Metrics
 from service.model import Payment, name_of
 from service.payments import Payments
 from service.schedule import Claim, Schedule, backoff_ms
-from service.workers import Worker
+from service.workers import FINISHED, Finished, Worker
 
 FINAL = tuple(sorted(state.value for state in states.FINAL))
 SYNC_SOON_MS = 5 * 60_000  # processing: every 5 min for its first hour, then hourly
@@ -48,7 +48,7 @@ class ExpirySweeper(Worker):
         self.metrics.due_backlog.set(backlog)
         self.metrics.due_oldest_age.set(0 if oldest_due_ms is None else max(0, now - oldest_due_ms) / 1000)
 
-    async def handle(self, claim: Claim, now: int) -> int | None:
+    async def handle(self, claim: Claim, now: int) -> int | Finished | None:
         payment = Payment.from_hash(claim.record)
         if payment.status in states.FINAL:
             return None
@@ -66,8 +66,8 @@ class ExpirySweeper(Worker):
             payment = await self.payments.close(payment, source="sweep")
         if payment.sweep_attempts:
             await self.payments.store.clear_sweep_attempts(claim.id)
-        if payment.status in states.FINAL:
-            return None
+        if payment.status in states.FINAL:  # the transition took it off the due set, its claim too
+            return FINISHED
         if payment.status == states.S.CREATING:  # another process took the create over meanwhile
             return payment.creating_until if payment.creating_until is not None else now
         if payment.status == states.S.WAITING and payment.expires_at > now:

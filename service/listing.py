@@ -175,7 +175,7 @@ class Listing:
                     pipe.hgetall(keys.payment(bucket, payment_id))
                 return list(await pipe.execute())
 
-        return [self.store.read(found) for found in await guarded(read()) if found] if payment_ids else []
+        return [Payment.from_hash(found) for found in await guarded(read()) if found] if payment_ids else []
 
     async def search(self, text: str, clients: Iterable[str]) -> list[Payment]:
         """The payments ``text`` names: as a paymentId, a gateway's reference, or a transactionId

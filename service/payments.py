@@ -35,7 +35,7 @@ from service.states import NOTIFY_DEFAULT, OPEN, PaymentState
 from service.stats import Stats
 from service.store import Applied, Store, StoreUnavailable
 from service.timeline import Timeline
-from service.urls import create_request_of
+from service.urls import PaymentUrls, create_request_of
 from service.validation import TransactionRequest
 
 log = logging.getLogger("payrelay.payments")
@@ -56,6 +56,7 @@ class Payments:
         self.adapters = dict(adapters)
         self.by_webhook = {a.webhook_name: a for a in adapters.values()}
         self.metrics = metrics
+        self.urls = PaymentUrls(self.adapters)  # what shows a payment shows it through urls.shown
         self.refunds = Refunds(self, RefundStore(store.redis, settings.retention_seconds))
         self.listing = Listing(store, [client.name for client in settings.all_clients])
         self.timeline = Timeline(store.redis)
@@ -88,7 +89,7 @@ class Payments:
             new_payment = self._new_payment(client, request, payment_id, now, expires_at, notify_kind)
             if adapter.creates_offline:  # opened before it is stored: one write (bench/README.md)
                 new_payment = await self._opened_offline(adapter, new_payment)
-            reservation = await self.store.reserve(new_payment, now_ms=now)
+            reservation = await self.store.reserve(self.urls.kept(new_payment), now_ms=now)
             if reservation.outcome == "conflict":
                 raise errors.Conflict(
                     "transaction_conflict",
@@ -197,8 +198,7 @@ class Payments:
             state = GatewayState(payment_id, Status.CLOSED, "not_created") if created is None else GatewayState(
                 payment_id, created.status, created.gateway_state, created.gateway_reference, created.amount,
                 created.failure_reason)
-            await self.apply(state, adapter, source=source)
-            payment = await self._must_get(payment_id)
+            payment = await self._applied(state, adapter, source=source)
         return self._created(payment, source)
 
     @staticmethod
@@ -252,9 +252,10 @@ class Payments:
     # -- the gateway's word ---------------------------------------------------------------------
 
     async def apply(self, state: GatewayState, adapter: Adapter, *, source: str,
-                    event_id: str | None = None, received_ms: int | None = None) -> Applied:
+                    event_id: str | None = None, received_ms: int | None = None, answer: bool = False) -> Applied:
         """Apply the gateway's word; ``source`` (webhook, sync, sweep, close, create, recovery) goes
-        to the timeline, and a webhook's ``received_ms`` to the latency the console charts."""
+        to the timeline, and a webhook's ``received_ms`` to the latency the console charts;
+        ``answer``: with the payment as it is then."""
         now = now_ms()
         applied = await self.store.apply(
             state.payment_id,
@@ -268,6 +269,7 @@ class Payments:
             event=(adapter.gateway_type, event_id) if event_id else None,
             next_sync_ms=now + FIRST_SYNC_MS,
             delivery_id="dlv_" + secrets.token_urlsafe(12), source=source, received_ms=received_ms,
+            answer=answer,
         )
         extra = {"paymentId": state.payment_id, "gateway": adapter.gateway_type,
                  "outcome": applied.outcome, "source": source}
@@ -289,6 +291,11 @@ class Payments:
                       adapter.gateway_type, state.gateway_reference, extra=extra)
         return applied
 
+    async def _applied(self, state: GatewayState, adapter: Adapter, *, source: str) -> Payment:
+        """Apply the gateway's word, and answer the payment as it is then."""
+        applied = await self.apply(state, adapter, source=source, answer=True)
+        return applied.payment if applied.payment is not None else await self._must_get(state.payment_id)
+
     def adapter_of(self, payment: Payment) -> Adapter:
         adapter = self.adapters.get(payment.gateway)
         if adapter is None:
@@ -302,9 +309,9 @@ class Payments:
         if payment.status == PaymentState.CREATING:
             return await self.recover(payment)
         state = await self.gateway_call(adapter, "query", adapter.query(ref_of(payment)))
-        if state.status is not None:
-            await self.apply(state, adapter, source=source)
-        return await self._must_get(payment.payment_id)
+        if state.status is None:
+            return await self._must_get(payment.payment_id)
+        return await self._applied(state, adapter, source=source)
 
     async def close(self, payment: Payment, *, source: str = "close") -> Payment:
         """Close a payment: ask first, close at the gateway if nobody paid, then mark what the
@@ -323,8 +330,7 @@ class Payments:
             state = await self.gateway_call(adapter, "close", adapter.close(ref))
         if state.status is None:  # the gateway holds no order under this id: nobody can pay it
             state = GatewayState(ref.payment_id, Status.CLOSED, state.gateway_state)
-        await self.apply(state, adapter, source=source)
-        return await self._must_get(ref.payment_id)
+        return await self._applied(state, adapter, source=source)
 
     # -- webhooks -------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from service.payments import Payments
 from service.refunds import RefundSweeper
 from service.settings import Settings
 from service.store import Store
-from service.urls import PaymentUrls
 from service.workers import IDLE_SECONDS, Worker, WorkerPool
 
 
@@ -31,7 +30,7 @@ class Runtime:
         self._own_redis = redis is None
         self.redis = store_module.connect(settings.redis_url) if redis is None else redis
         self.adapters = build_adapters(settings.gateways, settings.public_url)
-        self.store = Store(self.redis, settings.retention_seconds, PaymentUrls(self.adapters))
+        self.store = Store(self.redis, settings.retention_seconds)
         self.payments = Payments(settings, self.store, self.adapters, self.metrics)
         self.pool: WorkerPool | None = None
 
@@ -40,7 +39,7 @@ class Runtime:
         return [
             ExpirySweeper(self.redis, self.payments, self.metrics, **options.get("expiry", {})),
             RefundSweeper(self.redis, self.payments.refunds, self.metrics, **options.get("refunds", {})),
-            OutboxSender(self.redis, self.settings, self.metrics, urls=self.store.urls, **options.get("outbox", {})),
+            OutboxSender(self.redis, self.settings, self.metrics, urls=self.payments.urls, **options.get("outbox", {})),
         ]
 
     def start_workers(self) -> None:

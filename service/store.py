@@ -21,7 +21,6 @@ from redis.exceptions import RedisError
 from service import keys, states
 from service.model import Payment, name_of
 from service.states import PaymentState
-from service.urls import PaymentUrls
 
 log = logging.getLogger("payrelay.store")
 
@@ -110,6 +109,7 @@ class Applied:
     outcome: str  # missing | foreign | duplicate | mismatch | integrity | unchanged | stale | transitioned | late
     previous: str  # the status before
     version: int
+    payment: Payment | None = None  # the payment as the transition left it, when asked for
 
     @property
     def changed(self) -> bool:
@@ -117,10 +117,8 @@ class Applied:
 
 
 class Store:
-    def __init__(self, redis: Any, retention_seconds: int, urls: PaymentUrls | None = None) -> None:
-        """``urls``: which gateways' payment URLs are made again rather than kept (none without)."""
+    def __init__(self, redis: Any, retention_seconds: int) -> None:
         self.redis = redis
-        self.urls = urls or PaymentUrls({})
         self.retention_ms = retention_seconds * 1000
         self._create = redis.register_script(load_script("create"))
         self._finalize = redis.register_script(load_script("finalize"))
@@ -142,9 +140,10 @@ class Store:
         """Store a new payment for its transaction, unless one already answers that transaction:
         then say which, and whether the request is the same. The new payment is creating (its
         create holds it while it talks to the gateway), or waiting already when its gateway's
-        create makes no call (the payment comes with its paymentUrl)."""
+        create makes no call (the payment comes with its paymentUrl, unless its record keeps none:
+        ``service.urls``)."""
         bucket = _bucket(payment.payment_id)
-        flat = [item for pair in self.urls.kept(payment).to_hash().items() for item in pair]
+        flat = [item for pair in payment.to_hash().items() for item in pair]
         opened = "1" if payment.status is PaymentState.WAITING else ""
         outcome, pid = await self._run(
             self._create,
@@ -164,7 +163,7 @@ class Store:
                              keys.stats(bucket, now_ms), keys.reference_prefix(bucket)],
             [now_ms, payment_url, reference],
         )
-        return self.read(as_hash(flat))
+        return Payment.from_hash(as_hash(flat))
 
     async def release(self, payment_id: str, look_at_ms: int, *, now_ms: int, why: str) -> None:
         """Give a create's lease back after a gateway call without a clear answer (``why``): the
@@ -195,12 +194,14 @@ class Store:
         reference: str | None = None, amount: tuple[int, str] | None = None,
         failure_reason: str | None = None, event: tuple[str, str] | None = None,
         next_sync_ms: int = 0, delivery_id: str = "", source: str, received_ms: int | None = None,
+        answer: bool = False,
     ) -> Applied:
-        """Apply the gateway's word (from ``source``; a webhook's arrives at ``received_ms``)."""
+        """Apply the gateway's word (from ``source``; a webhook's arrives at ``received_ms``);
+        ``answer``: with the payment as it is then (no read of its own)."""
         bucket = _bucket(payment_id)
         payment_key = keys.payment(bucket, payment_id)
         event_key = keys.event(bucket, *event) if event else payment_key
-        outcome, previous, version = await self._run(
+        outcome, previous, version, *record = await self._run(
             self._transition,
             [payment_key, keys.due(bucket), keys.outbox(bucket), event_key, keys.delivery(bucket, delivery_id),
              keys.deliveries(bucket, payment_id), keys.transaction_prefix(bucket), keys.index_prefix(bucket),
@@ -208,9 +209,9 @@ class Store:
             [now_ms, status or "", gateway_state, reference or "",
              str(amount[0]) if amount else "", amount[1] if amount else "", failure_reason or "",
              keys.EVENT_TTL if event else "", self.retention_ms, next_sync_ms, delivery_id, gateway, source,
-             "" if received_ms is None else received_ms],
+             "" if received_ms is None else received_ms, "1" if answer else ""],
         )
-        return Applied(outcome, previous, int(version or 0))
+        return Applied(outcome, previous, int(version or 0), Payment.from_hash(as_hash(record[0])) if record else None)
 
     async def count_sweep_attempt(self, payment_id: str) -> int:
         """One more failed look at a due payment (gateway trouble): how many in a row now."""
@@ -221,15 +222,13 @@ class Store:
         await guarded(self.redis.hdel(keys.payment(_bucket(payment_id), payment_id), SWEEP_ATTEMPTS))
 
     async def get(self, payment_id: str) -> Payment | None:
+        """The payment as its record keeps it: where that is without its paymentUrl, whoever shows
+        the payment makes it again (``service.urls``)."""
         bucket = keys.bucket_of(payment_id)
         if bucket is None:
             return None
         found: dict[str, str] = await guarded(self.redis.hgetall(keys.payment(bucket, payment_id)))
-        return self.read(found) if found else None
-
-    def read(self, found: dict[str, str]) -> Payment:
-        """A payment's hash as the payment its readers see (with its paymentUrl)."""
-        return self.urls.shown(Payment.from_hash(found))
+        return Payment.from_hash(found) if found else None
 
     async def find(self, client: str, transaction_id: str) -> Payment | None:
         """The latest payment of a business transaction."""

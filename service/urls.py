@@ -3,9 +3,11 @@
 A gateway whose create makes no call (``Adapter.creates_offline``: Alipay page pay signs its
 cashier URL) makes the same URL again from the same request (``Adapter.payment_url``), so the
 records of its payments keep none: that URL is about 900 bytes, most of what a waiting payment
-would cost in Redis (tests/test_memory.py). Every reader gets it made again, here, from the
-record. The other gateways' URLs are the gateway's own and kept as given. Records stored before
-kept every URL, and still answer the one they kept.
+would cost in Redis (tests/test_memory.py). Whatever shows a payment (the API's answers, its
+notifications, Cloudreve's create answer, the console's payment page) gets it made again, here,
+from the record; reads that show nothing (a close, a sync, a refund) go without. The other
+gateways' URLs are the gateway's own and kept as given. Records stored before kept every URL,
+and still answer the one they kept.
 """
 
 from __future__ import annotations

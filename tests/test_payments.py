@@ -4,12 +4,18 @@ off-session charges, through the API over real HTTP on real Redis (Stripe emulat
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import pytest
 
+from sandbox.base import Emulator
+from service import keys
+from service.clock import now_ms
+from service.expiry import ExpirySweeper
+from service.runtime import Runtime
 from tests.conftest import Relay, StartRelay
-from tests.helpers import commands_during, order, valid
+from tests.helpers import commands_during, create, order, valid
 
 
 @pytest.fixture
@@ -100,3 +106,37 @@ async def test_a_create_makes_the_fewest_redis_round_trips(
     assert answer.status_code == 200 and answer.json()["status"] == "waiting"
     assert sent == ["EVALSHA"] * trips
     assert again.json() == answer.json() | {"expireTime": again.json()["expireTime"]}  # the replay: the same URL
+
+
+async def test_a_sweep_close_is_its_claim_and_its_transition_and_nothing_more(
+    start_relay: StartRelay, alipay_emulator: Emulator, clean_redis: str
+) -> None:
+    """Closing a due payment, in Redis: the claim (with the record) and the transition, which
+    answers the payment as it leaves it and ends the claim with the due entry; no read again, no
+    second script to end the claim."""
+    relay = start_relay(alipay_emulator, workers=False)
+    runtime = Runtime(relay.settings)
+    sweeper = runtime.workers()[0]
+    assert isinstance(sweeper, ExpirySweeper)
+
+    async def due(payment_id: str) -> None:
+        bucket, past = keys.bucket_of(payment_id), now_ms() - 1_000
+        assert bucket is not None
+        await runtime.redis.hset(keys.payment(bucket, payment_id), "expiresAt", past)
+        await runtime.redis.zadd(keys.due(bucket), {payment_id: past})
+
+    try:
+        first, second = [(await create(relay, order(alipay_emulator)))["paymentId"] for _ in range(2)]
+        await due(first)
+        assert await sweeper.tick() == 1  # the scripts loaded, the listing trimmed (hourly)
+        await due(second)
+        sent = Counter(await commands_during(clean_redis, sweeper.tick))
+        bucket = keys.bucket_of(second)
+        assert bucket is not None
+        found = await runtime.redis.hgetall(keys.payment(bucket, second))
+        assert found["status"] == "closed" and "claim" not in found
+        assert await runtime.redis.zscore(keys.due(bucket), second) is None
+        assert not sweeper.schedule.held
+    finally:
+        await runtime.close()
+    assert sent["EVALSHA"] == 2 and "HGETALL" not in sent, sent  # the claim, the transition

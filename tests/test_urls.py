@@ -1,13 +1,20 @@
-"""service.urls: a URL made again is made once for a payment that is read again and again."""
+"""service.urls: a URL made again is made once for a payment that is read again and again, and
+only where a payment is shown."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import pytest
+
 from adapters.base import Adapter, CreateRequest
+from sandbox.base import Emulator
 from service import urls
+from service.runtime import Runtime
 from service.urls import PaymentUrls
-from tests.helpers import NOW, record
+from tests.conftest import Relay, StartRelay
+from tests.helpers import NOW, create, order, record
 
 
 class Signer:
@@ -59,3 +66,36 @@ def test_the_url_a_create_made_is_shown_without_signing_again() -> None:
     assert urls_of.kept(made).payment_url is None
     assert urls_of.shown(payment("pr_a")).payment_url == made.payment_url
     assert signer.made == []
+
+
+
+@pytest.fixture
+def relay(start_relay: StartRelay, alipay_emulator: Emulator) -> Relay:
+    return start_relay(alipay_emulator, workers=False)
+
+
+@pytest.fixture
+async def runtime(relay: Relay) -> AsyncIterator[Runtime]:
+    """Another process's parts on the relay's Redis and gateway: nothing of the creates remembered."""
+    runtime = Runtime(relay.settings)
+    yield runtime
+    await runtime.close()
+
+
+async def test_a_close_and_a_sync_make_no_url_and_what_shows_the_payment_makes_it(
+    relay: Relay, runtime: Runtime, alipay_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = await create(relay, order(alipay_emulator))
+    paid = await create(relay, order(alipay_emulator))
+    await alipay_emulator.pay(paid["paymentUrl"], "paid")
+    payments = runtime.payments
+    adapter = payments.adapters["alipay-page"]
+    made: list[str] = []
+    payment_url = adapter.payment_url
+    monkeypatch.setattr(adapter, "payment_url", lambda request: made.append(request.payment_id) or payment_url(request))
+    closed = await payments.close(await payments.store.get(opened["paymentId"]))  # type: ignore[arg-type]
+    synced = await payments.sync(await payments.store.get(paid["paymentId"]))  # type: ignore[arg-type]
+    assert (closed.status, synced.status) == ("closed", "succeeded")
+    assert (closed.payment_url, synced.payment_url) == (None, None) and made == []
+    assert payments.urls.shown(synced).payment_url == paid["paymentUrl"]
+    assert made == [paid["paymentId"]]

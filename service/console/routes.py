@@ -303,7 +303,7 @@ class Console:
         if done == "close" and payment.status != states.PaymentState.CLOSED:
             notice = f"Not closed: the gateway says the payment is {payment_view(payment, now, unit)['status']}."
         return render(
-            "payment.html", session=session, nav="payments", view=self._view(payment, now),
+            "payment.html", session=session, nav="payments", view=self._view(self.payments.urls.shown(payment), now),
             timeline=[event_view(event) for event in state["events"]],
             deliveries=[delivery_view(delivery) for delivery in state["deliveries"]],
             refunds=[refund_view(refund, unit) for refund in state["refunds"]],

@@ -12,12 +12,13 @@
 --       8 event mark TTL s ('' = no mark), 9 retention ms, 10 next sync ms (for processing),
 --       11 id of the new delivery, 12 the gateway whose word this is, 13 where the word came from
 --       (webhook | sync | sweep | close | create | recovery), 14 when its webhook arrived (ms;
---       '' = not a webhook)
+--       '' = not a webhook), 15 '1': answer the record too
 -- Every outcome but missing is noted in the payment's timeline.
--- Returns {outcome, status before, version}; outcome: missing | foreign (another gateway's payment:
---         nothing changes) | duplicate | mismatch (about another gateway object than the stored
---         reference: nothing changes) | integrity |
---         unchanged | stale | transitioned | late
+-- A payment that ends final leaves its due set, and the sweeper's claim on it ends with it.
+-- Returns {outcome, status before, version}, and when asked (ARGV 15) the record as the script
+--         leaves it (HGETALL's list) after those; outcome: missing | foreign (another gateway's
+--         payment: nothing changes) | duplicate | mismatch (about another gateway object than the
+--         stored reference: nothing changes) | integrity | unchanged | stale | transitioned | late
 local now = ARGV[1]
 local target = ARGV[2]
 
@@ -38,6 +39,15 @@ if not rec then
   return refused
 end
 local current = rec.status
+local function answer(outcome)
+  if ARGV[15] ~= '1' then return {outcome, current, rec.version} end
+  local flat = {}
+  for field, value in pairs(rec) do
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
+  end
+  return {outcome, current, rec.version, flat}
+end
 local function mark_event() mark_event_seen(KEYS[4], ARGV[8]) end
 if ARGV[14] ~= '' then  -- the webhook's time from its arrival to here, for the console's chart
   local took = tonumber(now) - tonumber(ARGV[14])
@@ -53,14 +63,15 @@ local stored_reference = rec.gatewayReference or ''
 if ARGV[4] ~= '' and stored_reference ~= '' and ARGV[4] ~= stored_reference then
   mark_event()
   ignored('mismatch', {reference = ARGV[4]})
-  return {'mismatch', current, rec.version}
+  return answer('mismatch')
 end
 if ARGV[5] ~= '' and (ARGV[5] ~= rec.amount or ARGV[6] ~= rec.currency) then
   redis.call('HSET', KEYS[1], 'integrityError', '1', 'updatedAt', now)
+  rec.integrityError, rec.updatedAt = '1', now
   index_flag(KEYS[8], rec, 'integrityError')
   mark_event()
   noted({type = 'integrity', amount = ARGV[5], currency = ARGV[6]})
-  return {'integrity', current, rec.version}
+  return answer('integrity')
 end
 if ARGV[4] ~= '' and stored_reference == '' then
   redis.call('HSET', KEYS[1], 'gatewayReference', ARGV[4])
@@ -72,11 +83,11 @@ local outcome = 'transitioned'
 if target == '' or target == current then
   mark_event()
   ignored('unchanged')
-  return {'unchanged', current, rec.version}
+  return answer('unchanged')
 elseif not MOVES[current][target] then
   mark_event()
   ignored('stale')
-  return {'stale', current, rec.version}
+  return answer('stale')
 elseif FINAL[current] then  -- the one move out of a final state: paid after it was closed
   outcome = 'late'
 end
@@ -106,6 +117,8 @@ rec.creatingUntil = nil
 local retention = tonumber(ARGV[9])
 if FINAL[target] then
   redis.call('ZREM', KEYS[2], rec.paymentId)
+  redis.call('HDEL', KEYS[1], 'claim')
+  rec.claim = nil
   redis.call('PEXPIRE', KEYS[1], retention)
   local index = KEYS[7] .. rec.client .. ':' .. rec.transactionId
   if redis.call('GET', index) == rec.paymentId then redis.call('PEXPIRE', index, retention) end
@@ -124,4 +137,4 @@ end
 mark_event()
 noted({type = 'transition', from = current, to = target, late = outcome == 'late' and '1' or nil,
   reason = ARGV[7] ~= '' and ARGV[7] or nil})
-return {outcome, current, rec.version}
+return answer(outcome)
