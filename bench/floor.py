@@ -9,7 +9,9 @@ for its outbox, which payrelay's workers must not see):
   OpenSSL through ``cryptography``) of a page-pay query string with the bench's Alipay app key;
   for ``stripe-connect`` one POST to the Stripe emulator of the body payrelay's SDK sent (captured
   by the emulator process), through one aiohttp session (keep-alive).
-* ``GET /api/transactions/{paymentId}`` — one HGETALL, as JSON.
+* ``GET /api/transactions/{paymentId}`` — one HGETALL, as JSON; for an Alipay payment whose
+  record keeps no paymentUrl (payrelay's records keep none: ``service.urls``), its URL signed
+  again, as at create.
 * ``POST /webhooks/{stripe,alipay,wechat}`` — the verification the gateway calls for and no more
   (Stripe: HMAC-SHA256 of the signed payload; Alipay: RSA2 verify; WeChat: RSA verify and AES-GCM
   decrypt), one Lua call (the transition and its outbox entry, bench/floor_lua/transition.lua),
@@ -143,13 +145,8 @@ class Floor:
                                       headers={**self.stripe_headers, "Idempotency-Key": payment_id}) as answer:
                 url = (await answer.json())["url"]
         else:
-            biz = {"subject": body["description"], "out_trade_no": payment_id, "total_amount": body["amount"],
-                   "product_code": "FAST_INSTANT_TRADE_PAY",
-                   "time_expire": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now // 1000 + 1800))}
-            query = signed_query(self.alipay_signing, alipay_request(
-                self.alipay_app_id, "alipay.trade.page.pay", biz, return_url=body["completePayRedirectUrl"],
-                notify_url=self.public_url + "/webhooks/alipay"))
-            url = f"{self.alipay_gateway}?{query}"
+            url = self.cashier_url(payment_id, body["description"], body["amount"], now // 1000 + 1800,
+                                   body["completePayRedirectUrl"])
         record = {**body, "paymentId": payment_id, "status": "waiting", "paymentUrl": url, "createdAt": now,
                   "expiresAt": now + EXPIRY_MS}
         pairs = [str(x) for item in record.items() for x in item]
@@ -158,10 +155,28 @@ class Floor:
         return JSONResponse({"paymentUrl": url, "paymentId": payment_id, "expireTime": EXPIRY_MS // 1000,
                              "status": "waiting"})
 
+    def cashier_url(self, payment_id: str, subject: str, amount: str, expires_s: int, return_url: str) -> str:
+        """An Alipay page-pay URL: the RSA2 signature over its query string."""
+        biz = {"subject": subject, "out_trade_no": payment_id, "total_amount": amount,
+               "product_code": "FAST_INSTANT_TRADE_PAY",
+               "time_expire": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires_s))}
+        query = signed_query(self.alipay_signing, alipay_request(
+            self.alipay_app_id, "alipay.trade.page.pay", biz, return_url=return_url,
+            notify_url=self.public_url + "/webhooks/alipay"))
+        return f"{self.alipay_gateway}?{query}"
+
     async def get(self, request: Request) -> Response:
+        """The record; an Alipay payment's paymentUrl made again where the record keeps none (the
+        least a GET must do when a record may not keep it: payrelay's rule for Alipay URLs)."""
         payment_id = request.path_params["payment_id"]
         record = await self.redis.hgetall(keys.payment(keys.bucket_of(payment_id) or 0, payment_id))
-        return JSONResponse(record) if record else JSONResponse({"error": "not_found"}, status_code=404)
+        if not record:
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        if record.get("gateway") == "alipay-page" and "paymentUrl" not in record:
+            amount = f"{int(record['amount']) / 100:.2f}"
+            record["paymentUrl"] = self.cashier_url(payment_id, record["description"], amount,
+                                                    int(record["expiresAt"]) // 1000, record["completeUrl"])
+        return JSONResponse(record)
 
     # -- webhooks -------------------------------------------------------------------------------
 

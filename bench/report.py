@@ -115,9 +115,10 @@ def render(results: dict[str, Any]) -> str:
               _cpu(r["payrelay"]["cpu_cores"]), _cpu(r["floor"]["cpu_cores"])] for r in results["webhooks"]])
     if results.get("get"):
         lines += ["### 3. GET /api/transactions/{id}", ""]
-        lines += _table(["workers", "conns", "stored", "payrelay req/s", "floor req/s", "÷ floor", "goal",
+        lines += _table(["gateway", "workers", "conns", "stored", "payrelay req/s", "floor req/s", "÷ floor", "goal",
                          "p50 ms (payrelay / floor)", "p99 ms (payrelay / floor)", "cpu payrelay", "cpu floor"],
-                        [[str(r["workers"]), str(r["connections"]), _f(r["stored"]), _spread(r["payrelay"], "rps", 0),
+                        [[r.get("gateway", "alipay-page"), str(r["workers"]), str(r["connections"]), _f(r["stored"]),
+                          _spread(r["payrelay"], "rps", 0),
                           _spread(r["floor"], "rps", 0), _ratio(r), _goal(r), _pair(r, "p50_ms"), _pair(r, "p99_ms"),
                           _cpu(r["payrelay"]["cpu_cores"]), _cpu(r["floor"]["cpu_cores"])] for r in results["get"]])
     if results.get("sweep"):
