@@ -11,7 +11,7 @@ for its outbox, which payrelay's workers must not see):
   by the emulator process), through one aiohttp session (keep-alive).
 * ``GET /api/transactions/{paymentId}`` — one HGETALL, as JSON; for an Alipay payment whose
   record keeps no paymentUrl (payrelay's records keep none: ``service.urls``), its URL signed
-  again, as at create.
+  again, as at create (``Cashier.shown``; so do the notifications of Alipay payments).
 * ``POST /webhooks/{stripe,alipay,wechat}`` — the verification the gateway calls for and no more
   (Stripe: HMAC-SHA256 of the signed payload; Alipay: RSA2 verify; WeChat: RSA verify and AES-GCM
   decrypt), one Lua call (the transition and its outbox entry, bench/floor_lua/transition.lua),
@@ -96,14 +96,40 @@ def session(connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=10))
 
 
+class Cashier:
+    """Alipay page-pay URLs, signed (RSA2) as at create."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.app_id = env["PAYRELAY_ALIPAY_APP_ID"]
+        self.gateway = env["PAYRELAY_ALIPAY_GATEWAY_URL"]
+        self.signing = der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True)
+        self.notify_url = env["FLOOR_PUBLIC_URL"] + "/webhooks/alipay"
+
+    def url(self, payment_id: str, subject: str, amount: str, expires_s: int, return_url: str) -> str:
+        biz = {"subject": subject, "out_trade_no": payment_id, "total_amount": amount,
+               "product_code": "FAST_INSTANT_TRADE_PAY",
+               "time_expire": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires_s))}
+        query = signed_query(self.signing, alipay_request(self.app_id, "alipay.trade.page.pay", biz,
+                                                          return_url=return_url, notify_url=self.notify_url))
+        return f"{self.gateway}?{query}"
+
+    def shown(self, record: dict[str, str]) -> dict[str, str]:
+        """The record as a GET or a notification shows it: an Alipay payment whose record keeps no
+        paymentUrl (payrelay's keep none: ``service.urls``) with its URL signed again, the least a
+        reader must do then."""
+        if record.get("gateway") != "alipay-page" or "paymentUrl" in record:
+            return record
+        amount = f"{int(record['amount']) / 100:.2f}"
+        return record | {"paymentUrl": self.url(record["paymentId"], record["description"], amount,
+                                                int(record["expiresAt"]) // 1000, record["completeUrl"])}
+
+
 class Floor:
     def __init__(self, env: dict[str, str]) -> None:
         self.redis = aioredis.from_url(env["FLOOR_REDIS_URL"], decode_responses=True)
         self.create_script = self.redis.register_script((LUA / "create.lua").read_text())
         self.transition_script = self.redis.register_script((LUA / "transition.lua").read_text())
-        self.alipay_app_id = env["PAYRELAY_ALIPAY_APP_ID"]
-        self.alipay_gateway = env["PAYRELAY_ALIPAY_GATEWAY_URL"]
-        self.alipay_signing = der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True)
+        self.cashier = Cashier(env)
         self.alipay_public = der_key(env["PAYRELAY_ALIPAY_PUBLIC_KEY"], private=False)
         self.wechat_public = der_key(env["PAYRELAY_WECHAT_PUBLIC_KEY"], private=False)
         self.wechat_aead = AESGCM(env["PAYRELAY_WECHAT_APIV3_KEY"].encode())
@@ -115,7 +141,6 @@ class Floor:
         self.stripe_secret = env["PAYRELAY_STRIPE_WEBHOOK_SECRET"].encode()
         self.stripe_body = env.get("FLOOR_STRIPE_BODY", "")
         self.stripe_template = env.get("FLOOR_STRIPE_TEMPLATE_ID", "")
-        self.public_url = env["FLOOR_PUBLIC_URL"]
         self.notify_url = env["FLOOR_NOTIFY_URL"]
         self.notify_secret = env["FLOOR_NOTIFY_SECRET"]
         self.http: aiohttp.ClientSession | None = None
@@ -145,7 +170,7 @@ class Floor:
                                       headers={**self.stripe_headers, "Idempotency-Key": payment_id}) as answer:
                 url = (await answer.json())["url"]
         else:
-            url = self.cashier_url(payment_id, body["description"], body["amount"], now // 1000 + 1800,
+            url = self.cashier.url(payment_id, body["description"], body["amount"], now // 1000 + 1800,
                                    body["completePayRedirectUrl"])
         record = {**body, "paymentId": payment_id, "status": "waiting", "paymentUrl": url, "createdAt": now,
                   "expiresAt": now + EXPIRY_MS}
@@ -155,28 +180,12 @@ class Floor:
         return JSONResponse({"paymentUrl": url, "paymentId": payment_id, "expireTime": EXPIRY_MS // 1000,
                              "status": "waiting"})
 
-    def cashier_url(self, payment_id: str, subject: str, amount: str, expires_s: int, return_url: str) -> str:
-        """An Alipay page-pay URL: the RSA2 signature over its query string."""
-        biz = {"subject": subject, "out_trade_no": payment_id, "total_amount": amount,
-               "product_code": "FAST_INSTANT_TRADE_PAY",
-               "time_expire": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires_s))}
-        query = signed_query(self.alipay_signing, alipay_request(
-            self.alipay_app_id, "alipay.trade.page.pay", biz, return_url=return_url,
-            notify_url=self.public_url + "/webhooks/alipay"))
-        return f"{self.alipay_gateway}?{query}"
-
     async def get(self, request: Request) -> Response:
-        """The record; an Alipay payment's paymentUrl made again where the record keeps none (the
-        least a GET must do when a record may not keep it: payrelay's rule for Alipay URLs)."""
         payment_id = request.path_params["payment_id"]
         record = await self.redis.hgetall(keys.payment(keys.bucket_of(payment_id) or 0, payment_id))
         if not record:
             return JSONResponse({"error": "not_found"}, status_code=404)
-        if record.get("gateway") == "alipay-page" and "paymentUrl" not in record:
-            amount = f"{int(record['amount']) / 100:.2f}"
-            record["paymentUrl"] = self.cashier_url(payment_id, record["description"], amount,
-                                                    int(record["expiresAt"]) // 1000, record["completeUrl"])
-        return JSONResponse(record)
+        return JSONResponse(self.cashier.shown(record))
 
     # -- webhooks -------------------------------------------------------------------------------
 
@@ -216,7 +225,7 @@ class Floor:
             record = dict(zip(found[::2], found[1::2], strict=True))
             assert self.http is not None
             send(self.sending, notify(self.http, self.notify_url, self.notify_secret, delivery_id,
-                                      "transaction.succeeded", record))
+                                      "transaction.succeeded", self.cashier.shown(record)))
         return PlainTextResponse("success") if gateway == "alipay" else Response(status_code=200)
 
 

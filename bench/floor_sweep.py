@@ -1,14 +1,14 @@
 """The expiry sweep's floor: per due Alipay payment, the least payrelay's sweeper has to do.
 
-One Lua call claims it (bench/floor_lua/claim.lua: its due entry moved to the end of a lease),
-the same gateway calls payrelay makes (service/payments.py ``Payments.close``: ``alipay.trade.query``,
+One Lua call claims it (bench/floor_lua/claim.lua: its due entry moved to the end of a lease), the
+same gateway calls payrelay makes (service/payments.py ``Payments.close``: ``alipay.trade.query``,
 then ``alipay.trade.close`` of a trade still waiting; each a signed GET whose signed answer is
 verified), one Lua call marks it closed and queues its notification (bench/floor_lua/mark.lua),
 and the notification goes out as payrelay's does: one signed POST to the notify URL (the storage
-app is told of every close). As many in flight per process as payrelay's sweeper
-(``service.workers.Worker.concurrency``), on one aiohttp session (keep-alive) and uvloop. Exits
-once a pass over every bucket finds nothing due and every notification is sent, printing one JSON
-line: {"closed", "errors"}.
+app is told of every close), its paymentUrl signed again (``bench.floor.Cashier``). As many in
+flight per process as payrelay's sweeper (``service.workers.Worker.concurrency``), on one aiohttp
+session (keep-alive) and uvloop. Exits once a pass over every bucket finds nothing due and every
+notification is sent, printing one JSON line: {"closed", "errors"}.
 
 Run: ``python -m bench.floor_sweep`` with the emulators' ``PAYRELAY_*`` variables and
 ``FLOOR_REDIS_URL`` set.
@@ -26,7 +26,18 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from adapters.alipay.adapter import signed_query
-from bench.floor import LUA, alipay_request, der_key, floor_delivery, floor_outbox, notify, rsa2_verify, send, session
+from bench.floor import (
+    LUA,
+    Cashier,
+    alipay_request,
+    der_key,
+    floor_delivery,
+    floor_outbox,
+    notify,
+    rsa2_verify,
+    send,
+    session,
+)
 from service import keys
 from service.expiry import LEASE_MS
 from service.workers import Worker
@@ -43,6 +54,7 @@ class FloorSweeper:
         self.gateway = env["PAYRELAY_ALIPAY_GATEWAY_URL"]
         self.signing = der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True)
         self.alipay_public = der_key(env["PAYRELAY_ALIPAY_PUBLIC_KEY"], private=False)
+        self.cashier = Cashier(env)
         self.notify_url = env["FLOOR_NOTIFY_URL"]
         self.notify_secret = env["FLOOR_NOTIFY_SECRET"]
         self.sending: set[asyncio.Task[None]] = set()
@@ -82,7 +94,7 @@ class FloorSweeper:
                                     args=[int(time.time() * 1000), payment_id, delivery_id])
             record = dict(zip(found[::2], found[1::2], strict=True))
             send(self.sending, notify(http, self.notify_url, self.notify_secret, delivery_id, "transaction.closed",
-                                      record))
+                                      self.cashier.shown(record)))
             self.closed += 1
 
     async def run(self) -> None:
