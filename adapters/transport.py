@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -105,6 +106,11 @@ class Transport(abc.ABC):
         """Release the connections. Idempotent; a later request opens new ones."""
 
 
+# aiohttp rounds a timeout longer than its ceil_threshold (5 s by default) up to a whole second of
+# the loop's clock: a 10 s deadline would fall anywhere up to 11 s
+NO_ROUNDING = math.inf
+
+
 class AiohttpTransport(Transport):
     """aiohttp's client: keep-alive connections, at most ``max_connections`` at once."""
 
@@ -124,7 +130,8 @@ class AiohttpTransport(Transport):
             target = URL(url, encoded=True)
             async with self._session.request(method, target, headers=headers, data=content,
                                              allow_redirects=False,
-                                             timeout=aiohttp.ClientTimeout(total=timeout)) as answer:
+                                             timeout=aiohttp.ClientTimeout(total=timeout, ceil_threshold=NO_ROUNDING)
+                                             ) as answer:
                 body = await (answer.read() if limit is None else answer.content.read(limit + 1))
                 if limit is not None and len(body) > limit:
                     answer.close()  # the rest is not read: this connection cannot be reused

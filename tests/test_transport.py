@@ -199,6 +199,21 @@ async def test_the_deadline_covers_the_whole_request(pool: Transport, echo: Any)
     assert time.monotonic() - started < 0.8
 
 
+@pytest.mark.slow  # a 6-second deadline, run out
+async def test_a_long_deadline_is_kept_to_the_fraction_of_a_second(pool: Transport, echo: Any) -> None:
+    """aiohttp rounds a timeout over 5 s up to a whole second of the loop's clock unless told not to:
+    the 10 s Stripe calls then waited up to 11 s. Started just past a whole second, where that
+    rounding adds the most, the deadline still falls when it is due."""
+    url, _, knobs = echo
+    knobs["delay"] = 7.5
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(1.05 - loop.time() % 1)
+    started = loop.time()
+    with pytest.raises(TransportTimeout):
+        await pool.request("GET", url, timeout=6)
+    assert loop.time() - started < 6.4
+
+
 async def test_the_pool_is_bounded(pool: Transport, echo: Any) -> None:
     url, connections, knobs = echo
     knobs["delay"] = 0.1
