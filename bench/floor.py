@@ -11,7 +11,7 @@ for its outbox, which payrelay's workers must not see):
   by the emulator process), through one aiohttp session (keep-alive).
 * ``GET /api/transactions/{paymentId}`` — one HGETALL, as JSON; for an Alipay payment whose
   record keeps no paymentUrl (payrelay's records keep none: ``service.urls``), its URL signed
-  again, as at create (``Cashier.shown``; so do the notifications of Alipay payments).
+  again, as at create (``Alipay.shown``; so do the notifications of Alipay payments).
 * ``POST /webhooks/{stripe,alipay,wechat}`` — the verification the gateway calls for and no more
   (Stripe: HMAC-SHA256 of the signed payload; Alipay: RSA2 verify; WeChat: RSA verify and AES-GCM
   decrypt), one Lua call (the transition and its outbox entry, bench/floor_lua/transition.lua),
@@ -96,8 +96,9 @@ def session(connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=10))
 
 
-class Cashier:
-    """Alipay page-pay URLs, signed (RSA2) as at create."""
+class Alipay:
+    """The floor's Alipay requests, signed (RSA2) with the bench's app key: gateway calls and
+    page-pay (cashier) URLs."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.app_id = env["PAYRELAY_ALIPAY_APP_ID"]
@@ -105,13 +106,15 @@ class Cashier:
         self.signing = der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True)
         self.notify_url = env["FLOOR_PUBLIC_URL"] + "/webhooks/alipay"
 
+    def signed(self, method: str, biz: dict[str, str], **others: str) -> str:
+        """``gateway?<the signed request>``."""
+        return f"{self.gateway}?{signed_query(self.signing, alipay_request(self.app_id, method, biz, **others))}"
+
     def url(self, payment_id: str, subject: str, amount: str, expires_s: int, return_url: str) -> str:
         biz = {"subject": subject, "out_trade_no": payment_id, "total_amount": amount,
                "product_code": "FAST_INSTANT_TRADE_PAY",
                "time_expire": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(expires_s))}
-        query = signed_query(self.signing, alipay_request(self.app_id, "alipay.trade.page.pay", biz,
-                                                          return_url=return_url, notify_url=self.notify_url))
-        return f"{self.gateway}?{query}"
+        return self.signed("alipay.trade.page.pay", biz, return_url=return_url, notify_url=self.notify_url)
 
     def shown(self, record: dict[str, str]) -> dict[str, str]:
         """The record as a GET or a notification shows it: an Alipay payment whose record keeps no
@@ -129,7 +132,7 @@ class Floor:
         self.redis = aioredis.from_url(env["FLOOR_REDIS_URL"], decode_responses=True)
         self.create_script = self.redis.register_script((LUA / "create.lua").read_text())
         self.transition_script = self.redis.register_script((LUA / "transition.lua").read_text())
-        self.cashier = Cashier(env)
+        self.alipay = Alipay(env)
         self.alipay_public = der_key(env["PAYRELAY_ALIPAY_PUBLIC_KEY"], private=False)
         self.wechat_public = der_key(env["PAYRELAY_WECHAT_PUBLIC_KEY"], private=False)
         self.wechat_aead = AESGCM(env["PAYRELAY_WECHAT_APIV3_KEY"].encode())
@@ -170,7 +173,7 @@ class Floor:
                                       headers={**self.stripe_headers, "Idempotency-Key": payment_id}) as answer:
                 url = (await answer.json())["url"]
         else:
-            url = self.cashier.url(payment_id, body["description"], body["amount"], now // 1000 + 1800,
+            url = self.alipay.url(payment_id, body["description"], body["amount"], now // 1000 + 1800,
                                    body["completePayRedirectUrl"])
         record = {**body, "paymentId": payment_id, "status": "waiting", "paymentUrl": url, "createdAt": now,
                   "expiresAt": now + EXPIRY_MS}
@@ -185,7 +188,7 @@ class Floor:
         record = await self.redis.hgetall(keys.payment(keys.bucket_of(payment_id) or 0, payment_id))
         if not record:
             return JSONResponse({"error": "not_found"}, status_code=404)
-        return JSONResponse(self.cashier.shown(record))
+        return JSONResponse(self.alipay.shown(record))
 
     # -- webhooks -------------------------------------------------------------------------------
 
@@ -225,7 +228,7 @@ class Floor:
             record = dict(zip(found[::2], found[1::2], strict=True))
             assert self.http is not None
             send(self.sending, notify(self.http, self.notify_url, self.notify_secret, delivery_id,
-                                      "transaction.succeeded", self.cashier.shown(record)))
+                                      "transaction.succeeded", self.alipay.shown(record)))
         return PlainTextResponse("success") if gateway == "alipay" else Response(status_code=200)
 
 

@@ -5,7 +5,7 @@ same gateway calls payrelay makes (service/payments.py ``Payments.close``: ``ali
 then ``alipay.trade.close`` of a trade still waiting; each a signed GET whose signed answer is
 verified), one Lua call marks it closed and queues its notification (bench/floor_lua/mark.lua),
 and the notification goes out as payrelay's does: one signed POST to the notify URL (the storage
-app is told of every close), its paymentUrl signed again (``bench.floor.Cashier``). As many in
+app is told of every close), its paymentUrl signed again (``bench.floor.Alipay``). As many in
 flight per process as payrelay's sweeper (``service.workers.Worker.concurrency``), on one aiohttp
 session (keep-alive) and uvloop. Exits once a pass over every bucket finds nothing due and every
 notification is sent, printing one JSON line: {"closed", "errors"}.
@@ -25,11 +25,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from adapters.alipay.adapter import signed_query
 from bench.floor import (
     LUA,
-    Cashier,
-    alipay_request,
+    Alipay,
     der_key,
     floor_delivery,
     floor_outbox,
@@ -50,11 +48,8 @@ class FloorSweeper:
         self.redis = aioredis.from_url(env["FLOOR_REDIS_URL"], decode_responses=True)
         self.claim = self.redis.register_script((LUA / "claim.lua").read_text())
         self.mark = self.redis.register_script((LUA / "mark.lua").read_text())
-        self.app_id = env["PAYRELAY_ALIPAY_APP_ID"]
-        self.gateway = env["PAYRELAY_ALIPAY_GATEWAY_URL"]
-        self.signing = der_key(env["PAYRELAY_ALIPAY_PRIVATE_KEY"], private=True)
+        self.alipay = Alipay(env)
         self.alipay_public = der_key(env["PAYRELAY_ALIPAY_PUBLIC_KEY"], private=False)
-        self.cashier = Cashier(env)
         self.notify_url = env["FLOOR_NOTIFY_URL"]
         self.notify_secret = env["FLOOR_NOTIFY_SECRET"]
         self.sending: set[asyncio.Task[None]] = set()
@@ -63,8 +58,7 @@ class FloorSweeper:
 
     async def call(self, http: Any, method: str, payment_id: str) -> dict[str, Any]:
         """One signed GET of the gateway; its answer once Alipay's signature over it verifies."""
-        query = signed_query(self.signing, alipay_request(self.app_id, method, {"out_trade_no": payment_id}))
-        async with http.get(f"{self.gateway}?{query}") as answer:
+        async with http.get(self.alipay.signed(method, {"out_trade_no": payment_id})) as answer:
             raw = await answer.text()
         key = '{"' + method.replace(".", "_") + '_response":'
         end = raw.rfind(',"sign":"')
@@ -94,7 +88,7 @@ class FloorSweeper:
                                     args=[int(time.time() * 1000), payment_id, delivery_id])
             record = dict(zip(found[::2], found[1::2], strict=True))
             send(self.sending, notify(http, self.notify_url, self.notify_secret, delivery_id, "transaction.closed",
-                                      self.cashier.shown(record)))
+                                      self.alipay.shown(record)))
             self.closed += 1
 
     async def run(self) -> None:

@@ -15,7 +15,7 @@ from service.clock import now_ms
 from service.expiry import ExpirySweeper
 from service.runtime import Runtime
 from tests.conftest import Relay, StartRelay
-from tests.helpers import commands_during, create, order, valid
+from tests.helpers import commands_during, create, due, order, valid
 
 
 @pytest.fixture
@@ -119,17 +119,17 @@ async def test_a_sweep_close_is_its_claim_and_its_transition_and_nothing_more(
     sweeper = runtime.workers()[0]
     assert isinstance(sweeper, ExpirySweeper)
 
-    async def due(payment_id: str) -> None:
+    async def expired(payment_id: str) -> None:
         bucket, past = keys.bucket_of(payment_id), now_ms() - 1_000
         assert bucket is not None
         await runtime.redis.hset(keys.payment(bucket, payment_id), "expiresAt", past)
-        await runtime.redis.zadd(keys.due(bucket), {payment_id: past})
+        await due(runtime.redis, bucket, {payment_id: past})
 
     try:
         first, second = [(await create(relay, order(alipay_emulator)))["paymentId"] for _ in range(2)]
-        await due(first)
+        await expired(first)
         assert await sweeper.tick() == 1  # the scripts loaded, the listing trimmed (hourly)
-        await due(second)
+        await expired(second)
         sent = Counter(await commands_during(clean_redis, sweeper.tick))
         bucket = keys.bucket_of(second)
         assert bucket is not None

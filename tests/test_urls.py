@@ -68,7 +68,6 @@ def test_the_url_a_create_made_is_shown_without_signing_again() -> None:
     assert signer.made == []
 
 
-
 @pytest.fixture
 def relay(start_relay: StartRelay, alipay_emulator: Emulator) -> Relay:
     return start_relay(alipay_emulator, workers=False)
@@ -93,8 +92,9 @@ async def test_a_close_and_a_sync_make_no_url_and_what_shows_the_payment_makes_i
     made: list[str] = []
     payment_url = adapter.payment_url
     monkeypatch.setattr(adapter, "payment_url", lambda request: made.append(request.payment_id) or payment_url(request))
-    closed = await payments.close(await payments.store.get(opened["paymentId"]))  # type: ignore[arg-type]
-    synced = await payments.sync(await payments.store.get(paid["paymentId"]))  # type: ignore[arg-type]
+    to_close, to_sync = [await payments.store.get(created["paymentId"]) for created in (opened, paid)]
+    assert to_close is not None and to_sync is not None
+    closed, synced = await payments.close(to_close), await payments.sync(to_sync)
     assert (closed.status, synced.status) == ("closed", "succeeded")
     assert (closed.payment_url, synced.payment_url) == (None, None) and made == []
     assert payments.urls.shown(synced).payment_url == paid["paymentUrl"]
